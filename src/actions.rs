@@ -1,0 +1,305 @@
+//! What the CRM must be told about a call, decided from the tracker's `CallUpdate`s.
+//! Pure: no I/O, no clock. This is the thin first cut of the matrix (DESIGN.md): the
+//! ringing pop-up and, after hang-up, the call in the CRM's history; the full matrix
+//! (customers, orders, tasks) grows here.
+//!
+//! `CrmAction`s are stored in the outbox as JSON before anything is sent, so their serde
+//! form is a storage format: add fields with defaults, never rename.
+
+use serde::{Deserialize, Serialize};
+
+use crate::call::{CallStage, CallSummary, CallUpdate, Direction, Outcome};
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum CrmAction {
+    /// A pop-up (or its closing) in the CRM: retailCRM `POST /telephony/call/event`.
+    CallEvent(CallEvent),
+    /// The call in the customer's communication history: `POST /telephony/calls/upload`.
+    CallHistory(CallRecord),
+}
+
+impl CrmAction {
+    /// A short name for logs, metrics and the outbox table.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CrmAction::CallEvent(e) => match e.event {
+                CallEventType::In => "popup_in",
+                CallEventType::Out => "popup_out",
+                CallEventType::Hangup => "popup_hangup",
+            },
+            CrmAction::CallHistory(_) => "call_history",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEventType {
+    In,
+    Out,
+    Hangup,
+}
+
+/// How a call ended, in the words of retailCRM's `hangupStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HangupStatus {
+    Answered,
+    Busy,
+    Cancel,
+    Failed,
+    NoAnswered,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallEvent {
+    pub event: CallEventType,
+    /// The customer's number.
+    pub phone: String,
+    /// Extension codes the pop-up goes to.
+    pub codes: Vec<String>,
+    #[serde(default)]
+    pub hangup_status: Option<HangupStatus>,
+    /// Links the events of one call in the CRM.
+    pub call_external_id: String,
+    /// Our number the customer called.
+    #[serde(default)]
+    pub external_phone: Option<String>,
+}
+
+/// The result of a call as retailCRM's history knows it (`calls[].result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallResult {
+    Answered,
+    Busy,
+    Failed,
+    NoAnswer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub date: Timestamp,
+    pub direction: Direction,
+    pub phone: String,
+    /// The employee's extension code.
+    #[serde(default)]
+    pub code: Option<String>,
+    pub result: CallResult,
+    /// Talk time, seconds.
+    pub duration: u32,
+    /// Time before the answer (or before the end), seconds.
+    pub duration_waiting: u32,
+    pub external_id: String,
+    #[serde(default)]
+    pub external_phone: Option<String>,
+    #[serde(default)]
+    pub record_url: Option<String>,
+}
+
+/// Why an update gave no action; logged at debug so an administrator can see why a call
+/// left no trace in the CRM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoAction {
+    Internal,
+    NoCustomerNumber,
+    Nothing,
+}
+
+/// The actions for one step of one call.
+pub fn actions_for(update: &CallUpdate) -> Result<Vec<CrmAction>, NoAction> {
+    let header = &update.header;
+    if header.direction == Direction::Internal {
+        return Err(NoAction::Internal);
+    }
+    let Some(phone) = header.customer_number.clone() else {
+        return Err(NoAction::NoCustomerNumber);
+    };
+    let actions = match &update.stage {
+        CallStage::Ringing { new, .. } if header.direction == Direction::Inbound => {
+            vec![CrmAction::CallEvent(CallEvent {
+                event: CallEventType::In,
+                phone,
+                codes: new.clone(),
+                hangup_status: None,
+                call_external_id: header.external_id(),
+                external_phone: header.did.clone(),
+            })]
+        }
+        CallStage::Ended(summary) => ended(summary, phone),
+        _ => Vec::new(),
+    };
+    if actions.is_empty() {
+        Err(NoAction::Nothing)
+    } else {
+        Ok(actions)
+    }
+}
+
+fn ended(summary: &CallSummary, phone: String) -> Vec<CrmAction> {
+    let header = &summary.header;
+    let mut actions = Vec::new();
+    // Close the pop-ups that rang; the CRM wants the dial-time codes again.
+    if header.direction == Direction::Inbound && !summary.rang.is_empty() {
+        actions.push(CrmAction::CallEvent(CallEvent {
+            event: CallEventType::Hangup,
+            phone: phone.clone(),
+            codes: summary.rang.clone(),
+            hangup_status: Some(match summary.outcome {
+                Outcome::Answered => HangupStatus::Answered,
+                Outcome::Busy => HangupStatus::Busy,
+                Outcome::Failed => HangupStatus::Failed,
+                Outcome::Missed => HangupStatus::NoAnswered,
+            }),
+            call_external_id: header.external_id(),
+            external_phone: header.did.clone(),
+        }));
+    }
+    actions.push(CrmAction::CallHistory(CallRecord {
+        date: header.started_at,
+        direction: header.direction,
+        phone,
+        code: summary
+            .employee
+            .clone()
+            .or_else(|| summary.rang.first().cloned()),
+        result: match summary.outcome {
+            Outcome::Answered => CallResult::Answered,
+            Outcome::Busy => CallResult::Busy,
+            Outcome::Failed => CallResult::Failed,
+            Outcome::Missed => CallResult::NoAnswer,
+        },
+        duration: summary.talk_secs,
+        duration_waiting: summary.wait_secs,
+        external_id: header.external_id(),
+        external_phone: header.did.clone(),
+        record_url: None,
+    }));
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::CallHeader;
+
+    fn header(direction: Direction, number: Option<&str>) -> CallHeader {
+        CallHeader {
+            pbx: "office".into(),
+            call_id: "1795627488.2".into(),
+            direction,
+            customer_number: number.map(str::to_string),
+            did: Some("74951234567".into()),
+            started_at: Timestamp(1_000_000),
+        }
+    }
+
+    fn summary(outcome: Outcome, employee: Option<&str>) -> CallSummary {
+        CallSummary {
+            header: header(Direction::Inbound, Some("+79161234567")),
+            outcome,
+            rang: vec!["101".into()],
+            employee: employee.map(str::to_string),
+            answered_at: None,
+            ended_at: Timestamp(10_000_000),
+            duration_secs: 9,
+            talk_secs: 6,
+            wait_secs: 3,
+        }
+    }
+
+    #[test]
+    fn ringing_inbound_pops_up_on_the_new_extension() {
+        let up = CallUpdate {
+            header: header(Direction::Inbound, Some("+79161234567")),
+            at: Timestamp(2),
+            stage: CallStage::Ringing {
+                extensions: vec!["101".into(), "102".into()],
+                new: vec!["102".into()],
+            },
+        };
+        let actions = actions_for(&up).expect("actions");
+        assert_eq!(
+            actions,
+            vec![CrmAction::CallEvent(CallEvent {
+                event: CallEventType::In,
+                phone: "+79161234567".into(),
+                codes: vec!["102".into()],
+                hangup_status: None,
+                call_external_id: "cb-office-1795627488.2".into(),
+                external_phone: Some("74951234567".into()),
+            })]
+        );
+    }
+
+    #[test]
+    fn answered_call_closes_the_popup_and_goes_to_history() {
+        let s = summary(Outcome::Answered, Some("101"));
+        let up = CallUpdate {
+            header: s.header.clone(),
+            at: Timestamp(10),
+            stage: CallStage::Ended(s),
+        };
+        let actions = actions_for(&up).expect("actions");
+        assert_eq!(actions.len(), 2);
+        let CrmAction::CallEvent(close) = &actions[0] else {
+            panic!("hangup event first")
+        };
+        assert_eq!(close.event, CallEventType::Hangup);
+        assert_eq!(close.hangup_status, Some(HangupStatus::Answered));
+        let CrmAction::CallHistory(rec) = &actions[1] else {
+            panic!("history second")
+        };
+        assert_eq!(rec.result, CallResult::Answered);
+        assert_eq!(rec.code.as_deref(), Some("101"));
+        assert_eq!((rec.duration, rec.duration_waiting), (6, 3));
+        assert_eq!(rec.external_id, "cb-office-1795627488.2");
+    }
+
+    #[test]
+    fn missed_call_is_no_answer_on_the_rung_extension() {
+        let s = summary(Outcome::Missed, None);
+        let up = CallUpdate {
+            header: s.header.clone(),
+            at: Timestamp(10),
+            stage: CallStage::Ended(s),
+        };
+        let actions = actions_for(&up).expect("actions");
+        let CrmAction::CallHistory(rec) = &actions[1] else {
+            panic!("history")
+        };
+        assert_eq!(rec.result, CallResult::NoAnswer);
+        assert_eq!(rec.code.as_deref(), Some("101"));
+    }
+
+    #[test]
+    fn internal_and_anonymous_calls_leave_no_actions() {
+        let mut up = CallUpdate {
+            header: header(Direction::Internal, Some("102")),
+            at: Timestamp(2),
+            stage: CallStage::Answered {
+                extension: "102".into(),
+            },
+        };
+        assert_eq!(actions_for(&up), Err(NoAction::Internal));
+        up.header = header(Direction::Inbound, None);
+        assert_eq!(actions_for(&up), Err(NoAction::NoCustomerNumber));
+    }
+
+    #[test]
+    fn stored_form_round_trips() {
+        let s = summary(Outcome::Answered, Some("101"));
+        let up = CallUpdate {
+            header: s.header.clone(),
+            at: Timestamp(10),
+            stage: CallStage::Ended(s),
+        };
+        for a in actions_for(&up).expect("actions") {
+            let json = serde_json::to_string(&a).expect("json");
+            let back: CrmAction = serde_json::from_str(&json).expect("back");
+            assert_eq!(back, a);
+        }
+    }
+}

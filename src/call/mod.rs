@@ -1,0 +1,141 @@
+//! The call model: what the tracker knows about one call while it lives (`CallStage`)
+//! and once it ended (`CallSummary`). These values are the input of the CRM side.
+
+pub mod tracker;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+pub use tracker::{CallTracker, TrackerConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From outside to an employee.
+    Inbound,
+    /// An employee dials an outside number.
+    Outbound,
+    /// Between two extensions: tracked, but no CRM effects.
+    Internal,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Answered,
+    /// Nobody answered (for outbound calls: the far end did not answer).
+    Missed,
+    Busy,
+    /// Congestion, unavailable, invalid number.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::Missed => "missed",
+            Outcome::Busy => "busy",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// What identifies a call for the CRM, known from its first events on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallHeader {
+    pub pbx: String,
+    /// The PBX's id of the call (Asterisk `Linkedid`).
+    pub call_id: String,
+    pub direction: Direction,
+    /// The outside party: the caller of an inbound call, the dialed number of an
+    /// outbound one.
+    pub customer_number: Option<String>,
+    /// The number the customer called (inbound) — our DID.
+    pub did: Option<String>,
+    pub started_at: Timestamp,
+}
+
+impl CallHeader {
+    /// A stable id of this call across restarts of either side, for the CRM's
+    /// `externalId` / `callExternalId`.
+    pub fn external_id(&self) -> String {
+        format!("cb-{}-{}", self.pbx, self.call_id)
+    }
+}
+
+/// A call that ended, as the CRM side needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSummary {
+    pub header: CallHeader,
+    pub outcome: Outcome,
+    /// Every employee extension that rang, in the order they started ringing.
+    pub rang: Vec<String>,
+    /// The extension that talked to the customer (inbound), or the one that dialed
+    /// (outbound).
+    pub employee: Option<String>,
+    pub answered_at: Option<Timestamp>,
+    pub ended_at: Timestamp,
+    /// Start to end, seconds.
+    pub duration_secs: u32,
+    /// Answer to the first hang-up of either talking party, seconds.
+    pub talk_secs: u32,
+    /// Start to answer (or to the end, when nobody answered), seconds.
+    pub wait_secs: u32,
+}
+
+/// Where a live call stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallStage {
+    /// Employee extensions are ringing; `new` are those that started with this event.
+    Ringing {
+        extensions: Vec<String>,
+        new: Vec<String>,
+    },
+    /// `extension` picked up.
+    Answered {
+        extension: String,
+    },
+    Ended(CallSummary),
+}
+
+/// One step of one call, as the tracker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallUpdate {
+    pub header: CallHeader,
+    pub at: Timestamp,
+    pub stage: CallStage,
+}
+
+/// Which endpoints are employee extensions (as opposed to trunks). Until an explicit
+/// list is configured, an endpoint counts as internal when it is one of the mapped
+/// extensions or a short all-digit name (2 to 6 digits), which is what office PBXs use
+/// for extensions and what trunk names and outside numbers are not.
+#[derive(Debug, Clone, Default)]
+pub struct InternalExtensions {
+    pub known: std::collections::BTreeSet<String>,
+}
+
+impl InternalExtensions {
+    pub fn new(known: impl IntoIterator<Item = String>) -> Self {
+        InternalExtensions {
+            known: known.into_iter().collect(),
+        }
+    }
+
+    pub fn contains(&self, endpoint: &str) -> bool {
+        self.known.contains(endpoint)
+            || ((2..=6).contains(&endpoint.len()) && endpoint.bytes().all(|b| b.is_ascii_digit()))
+    }
+}

@@ -1,0 +1,260 @@
+//! The AMI connection: TCP connect, greeting, `Login`, `Ping` keep-alive, and reconnect
+//! forever with exponential backoff and jitter. Frames become `PbxEvent`s here (through
+//! the pure `normalize`) and go to the call processor; nothing else about calls is known
+//! at this layer.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::PbxConfig;
+use crate::pbx::ami::codec::AmiCodecError;
+use crate::pbx::ami::normalize::{normalize, Skip};
+use crate::pbx::ami::{AmiCodec, AmiFrame, AmiItem};
+use crate::pbx::event::PbxEvent;
+use crate::pbx::status::PbxStatus;
+use crate::time::Timestamp;
+
+/// The event classes we ask for: calls and bridges (`call`), Newexten/VarSet
+/// (`dialplan`, on Asterisk 16+), queues (`agent`), FullyBooted/Shutdown (`system`).
+pub const EVENT_CLASSES: &str = "call,dialplan,agent,system";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmiError {
+    #[error("connecting to {addr} timed out after {after:?}")]
+    ConnectTimeout { addr: String, after: Duration },
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("no AMI greeting within {0:?}")]
+    NoGreeting(Duration),
+    #[error("not an Asterisk Manager Interface (greeting {0:?})")]
+    NotAmi(String),
+    #[error("login as {username:?} rejected: {message}")]
+    LoginRejected { username: String, message: String },
+    #[error("no answer to Login within {0:?}")]
+    LoginTimeout(Duration),
+    #[error("no answer to Ping within {0:?} and nothing else received: connection is dead")]
+    PingTimeout(Duration),
+    #[error("the PBX closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Codec(#[from] AmiCodecError),
+}
+
+/// Why a session ended without an error.
+enum SessionEnd {
+    Shutdown,
+}
+
+/// Runs one PBX connection until `shutdown`: connects, logs in, forwards events, and on
+/// any failure waits (1 s doubling up to `reconnect_max_delay`, with jitter) and tries
+/// again. The delay starts over after a session that got logged in.
+pub async fn run(
+    config: PbxConfig,
+    events: mpsc::Sender<PbxEvent>,
+    status: PbxStatus,
+    shutdown: CancellationToken,
+) {
+    let name = config.name.clone();
+    let mut backoff = reconnect_backoff(&config);
+    let mut attempt: u64 = 0;
+    loop {
+        attempt += 1;
+        let mut logged_in = false;
+        let result = tokio::select! {
+            r = session(&config, &events, &status, &mut logged_in) => r,
+            _ = shutdown.cancelled() => Ok(SessionEnd::Shutdown),
+        };
+        match result {
+            Ok(SessionEnd::Shutdown) => {
+                info!(pbx = %name, "AMI connection closed for shutdown");
+                return;
+            }
+            Err(error) => {
+                status.disconnected(&name, &error.to_string());
+                if logged_in {
+                    backoff = reconnect_backoff(&config);
+                    attempt = 1;
+                }
+                let delay = backoff.next().unwrap_or(config.reconnect_max_delay);
+                warn!(pbx = %name, host = %config.host, port = config.port, attempt, retry_in = ?delay, error = %error,
+                      "AMI connection lost or failed; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+fn reconnect_backoff(config: &PbxConfig) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1).min(config.reconnect_max_delay))
+        .with_max_delay(config.reconnect_max_delay)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// One connection, from TCP connect to its end. Returns only on failure (or never, when
+/// cancelled from outside).
+async fn session(
+    config: &PbxConfig,
+    events: &mpsc::Sender<PbxEvent>,
+    status: &PbxStatus,
+    logged_in: &mut bool,
+) -> Result<SessionEnd, AmiError> {
+    let addr = format!("{}:{}", config.host, config.port);
+    debug!(pbx = %config.name, %addr, "connecting to AMI");
+    let stream = match timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
+        Err(_) => {
+            return Err(AmiError::ConnectTimeout {
+                addr,
+                after: config.connect_timeout,
+            })
+        }
+        Ok(Err(source)) => return Err(AmiError::Connect { addr, source }),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, AmiCodec::new());
+
+    let greeting = match timeout(config.connect_timeout, framed.next()).await {
+        Err(_) => return Err(AmiError::NoGreeting(config.connect_timeout)),
+        Ok(None) => return Err(AmiError::Closed),
+        Ok(Some(Err(e))) => return Err(e.into()),
+        Ok(Some(Ok(AmiItem::Greeting(g)))) => g,
+        Ok(Some(Ok(AmiItem::Frame(_)))) => {
+            return Err(AmiError::NotAmi("(a message instead of a greeting)".into()))
+        }
+    };
+    if !greeting.starts_with("Asterisk Call Manager/") {
+        return Err(AmiError::NotAmi(greeting.chars().take(80).collect()));
+    }
+
+    let login_id = format!("cb-login-{}", Timestamp::now().0);
+    let login = AmiFrame::new()
+        .with("Action", "Login")
+        .with("ActionID", &login_id)
+        .with("Username", &config.username)
+        .with("Secret", config.secret.expose())
+        .with("Events", EVENT_CLASSES);
+    framed.send(&login).await?;
+
+    // Wait for the Login answer. Events may arrive before or with it; they are kept.
+    let deadline = Instant::now() + config.connect_timeout;
+    loop {
+        let item = match tokio::time::timeout_at(deadline, framed.next()).await {
+            Err(_) => return Err(AmiError::LoginTimeout(config.connect_timeout)),
+            Ok(None) => return Err(AmiError::Closed),
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(Some(Ok(item))) => item,
+        };
+        let AmiItem::Frame(frame) = item else {
+            continue;
+        };
+        if let Some(answer) = frame.response() {
+            // Match by ActionID; a peer that does not echo ids still answers Login first.
+            if frame.action_id().is_some_and(|id| id != login_id) {
+                debug!(pbx = %config.name, action_id = ?frame.action_id(), "answer to another action before Login's; taking it as Login's");
+            }
+            if answer.eq_ignore_ascii_case("Success") {
+                break;
+            }
+            return Err(AmiError::LoginRejected {
+                username: config.username.clone(),
+                message: frame.get("Message").unwrap_or(answer).to_string(),
+            });
+        }
+        forward(config, &frame, events, status).await?;
+    }
+    *logged_in = true;
+    status.connected(&config.name, &greeting);
+    info!(pbx = %config.name, host = %config.host, port = config.port, version = %greeting, "AMI connected and logged in");
+
+    // Keep-alive: a Ping every ping_interval; if neither its answer nor anything else
+    // arrives within ping_timeout, the connection is dead (a half-open TCP connection
+    // gives no error by itself).
+    let mut ping_seq: u64 = 0;
+    let mut outstanding: Option<(String, Instant)> = None;
+    let mut last_rx = Instant::now();
+    let mut next_ping = Instant::now() + config.ping_interval;
+    loop {
+        let wake_at = match &outstanding {
+            Some((_, sent)) => *sent + config.ping_timeout,
+            None => next_ping,
+        };
+        tokio::select! {
+            item = framed.next() => {
+                let frame = match item {
+                    None => return Err(AmiError::Closed),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(AmiItem::Greeting(g))) => { debug!(pbx = %config.name, greeting = %g, "unexpected second greeting"); continue }
+                    Some(Ok(AmiItem::Frame(f))) => f,
+                };
+                last_rx = Instant::now();
+                if frame.response().is_some() {
+                    match (&outstanding, frame.action_id()) {
+                        (Some((id, _)), Some(got)) if id == got => outstanding = None,
+                        _ => debug!(pbx = %config.name, action_id = ?frame.action_id(), response = ?frame.response(),
+                                    message = ?frame.get("Message"), "answer to an action we did not send; ignored"),
+                    }
+                    continue;
+                }
+                forward(config, &frame, events, status).await?;
+            }
+            _ = tokio::time::sleep_until(wake_at) => {
+                if let Some((_, sent)) = &outstanding {
+                    if last_rx <= *sent {
+                        return Err(AmiError::PingTimeout(config.ping_timeout));
+                    }
+                    // Traffic flowed since the Ping: the link is alive even if the
+                    // answer is late; keep waiting for the next round.
+                    outstanding = None;
+                    next_ping = Instant::now() + config.ping_interval;
+                    continue;
+                }
+                ping_seq += 1;
+                let id = format!("cb-ping-{ping_seq}");
+                framed.send(&AmiFrame::new().with("Action", "Ping").with("ActionID", &id)).await?;
+                outstanding = Some((id, Instant::now()));
+                next_ping = Instant::now() + config.ping_interval;
+            }
+        }
+    }
+}
+
+/// Normalizes one event frame and hands it to the call processor. Waiting on a full
+/// channel is deliberate: it slows reading rather than dropping events.
+async fn forward(
+    config: &PbxConfig,
+    frame: &AmiFrame,
+    events: &mpsc::Sender<PbxEvent>,
+    status: &PbxStatus,
+) -> Result<(), AmiError> {
+    match normalize(frame, Timestamp::now()) {
+        Ok(event) => {
+            status.count_event(&config.name);
+            if events.send(event).await.is_err() {
+                // The processor is gone: we are shutting down.
+                return Err(AmiError::Closed);
+            }
+        }
+        Err(Skip::Malformed(header)) => {
+            warn!(pbx = %config.name, event = ?frame.event(), missing = header, "malformed AMI event skipped");
+        }
+        Err(Skip::Ignored | Skip::NotAnEvent) => {}
+    }
+    Ok(())
+}

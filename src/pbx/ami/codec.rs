@@ -1,0 +1,1426 @@
+//! Asterisk Manager Interface (AMI) wire format: a `tokio_util` codec turning the byte
+//! stream from Asterisk into a greeting line plus `Key: Value` frames, and frames (actions)
+//! back into bytes. Pure protocol layer: no sockets, no login logic, no event semantics.
+//!
+//! Wire shape (Asterisk `main/manager.c`; real captures in `tests/fixtures/asterisk`):
+//! one greeting line (`Asterisk Call Manager/11.0.0\r\n`, no blank line after it), then
+//! messages made of `Key: Value\r\n` lines ended by an empty line. Asterisk ≤ 13 answered
+//! the `Command` action with `Response: Follows`, a few headers, raw output lines and a
+//! `--END COMMAND--` marker; those raw lines end up in [`AmiFrame::body`].
+
+use bytes::{Buf, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Default upper bound for one message, see [`AmiCodec::with_max_frame_bytes`].
+/// The largest message in the Asterisk 22 recordings (an `AttendedTransfer`) is ~2.6 KB.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Marker ending the raw output of a legacy `Response: Follows` (Asterisk ≤ 13).
+const END_COMMAND: &[u8] = b"--END COMMAND--";
+
+/// While discarding an oversized message we keep this many bytes of an unfinished line,
+/// enough to still recognise `--END COMMAND--` (plus a `\r`) when the line completes.
+const KEPT_LINE_TAIL: usize = END_COMMAND.len() + 1;
+
+/// Malformed lines are logged with at most this many bytes of their content.
+const LOGGED_LINE_BYTES: usize = 120;
+
+/// Typical AMI events carry 15–40 headers; reserving up front avoids the first regrowths.
+const HEADERS_CAPACITY_HINT: usize = 24;
+
+/// One AMI message: an event, a response, or (from the encoder side) an action.
+///
+/// Headers keep wire order and duplicates (`ChanVariable`, `Output` repeat). `body` holds the
+/// raw output lines of a legacy `Response: Follows` and is empty for everything else.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AmiFrame {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<String>,
+}
+
+impl AmiFrame {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builder form of [`AmiFrame::push`]: appends a header and returns the frame.
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.push(key, value);
+        self
+    }
+
+    /// Appends a header (never replaces: AMI keys may repeat).
+    pub fn push(&mut self, key: &str, value: &str) {
+        self.headers.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Value of the first header named `key` (ASCII case-insensitive, as Asterisk compares).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Values of every header named `key`, in wire order.
+    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn event(&self) -> Option<&str> {
+        self.get("Event")
+    }
+
+    pub fn response(&self) -> Option<&str> {
+        self.get("Response")
+    }
+
+    pub fn action_id(&self) -> Option<&str> {
+        self.get("ActionID")
+    }
+
+    /// Exact number of bytes [`AmiCodec`] writes for this frame.
+    pub fn encoded_len(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + 2 + v.len() + 2)
+            .sum();
+        let body: usize = self.body.iter().map(|line| line.len() + 2).sum();
+        headers + body + 2
+    }
+}
+
+/// What the decoder yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AmiItem {
+    /// The first line the server sends, without its line ending, e.g.
+    /// `Asterisk Call Manager/11.0.0`. Not validated here: the client checks the prefix.
+    Greeting(String),
+    Frame(AmiFrame),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmiCodecError {
+    #[error("AMI socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where the decoder is inside the current message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    /// Ordinary `Key: Value` lines; an empty line ends the message.
+    Headers,
+    /// Right after `Response: Follows`: only `Privilege`/`ActionID` are headers here; any
+    /// other line is the first line of raw command output.
+    FollowsHeaders,
+    /// Raw command output; empty lines belong to it, only `--END COMMAND--` ends it.
+    FollowsBody,
+    /// After `--END COMMAND--`: back to header rules until the empty line.
+    FollowsTrailer,
+}
+
+/// What one complete line means for the message being decoded.
+enum Step<'l> {
+    /// Empty line outside any message (padding between messages).
+    Padding,
+    /// Empty line ending the current message.
+    End,
+    Header(&'l [u8], &'l [u8]),
+    Body(&'l [u8]),
+    /// A line that is neither a header nor command output.
+    Malformed,
+    /// A line that only changes state (the `--END COMMAND--` marker on its own).
+    Marker,
+}
+
+/// State kept while skipping an oversized message.
+#[derive(Debug)]
+struct Discard {
+    /// Bytes of the message dropped so far (for the warning).
+    bytes: usize,
+    /// The start of the current, unfinished line was already dropped: when it completes it
+    /// is certainly not an empty line.
+    line_cut: bool,
+}
+
+/// AMI decoder/encoder. See the module docs for the wire format.
+///
+/// Decoding is incremental: complete lines are consumed from the buffer as they arrive and
+/// folded into the pending frame, so every byte is scanned once however the reads are split,
+/// and each `decode` call returns at most one item, leaving later bytes in the buffer.
+#[derive(Debug)]
+pub struct AmiCodec {
+    max_frame_bytes: usize,
+    awaiting_greeting: bool,
+    /// Bytes at the start of the buffer already known to contain no `\n`.
+    scanned: usize,
+    /// The message being assembled.
+    frame: AmiFrame,
+    section: Section,
+    /// Wire bytes of the current message so far (0 = no message started yet).
+    frame_bytes: usize,
+    /// `Some` while skipping an oversized message.
+    discard: Option<Discard>,
+    skipped_frames: u64,
+    malformed_lines: u64,
+}
+
+impl Default for AmiCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AmiCodec {
+    /// Codec for a fresh connection: the first line received is the greeting.
+    pub fn new() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            awaiting_greeting: true,
+            scanned: 0,
+            frame: AmiFrame::default(),
+            section: Section::Headers,
+            frame_bytes: 0,
+            discard: None,
+            skipped_frames: 0,
+            malformed_lines: 0,
+        }
+    }
+
+    /// Codec for data that starts at a message boundary with no greeting (transcripts).
+    pub fn without_greeting() -> Self {
+        Self {
+            awaiting_greeting: false,
+            ..Self::new()
+        }
+    }
+
+    /// Largest message kept, in wire bytes excluding its final empty line. A longer message
+    /// is dropped while it streams in (memory stays bounded) and counted in
+    /// [`AmiCodec::skipped_frames`].
+    pub fn with_max_frame_bytes(mut self, n: usize) -> Self {
+        self.max_frame_bytes = n;
+        self
+    }
+
+    /// Number of oversized messages skipped so far.
+    pub fn skipped_frames(&self) -> u64 {
+        self.skipped_frames
+    }
+
+    /// Number of lines skipped because they were neither a header nor command output.
+    pub fn malformed_lines(&self) -> u64 {
+        self.malformed_lines
+    }
+
+    /// Handles one complete line (terminator included).
+    fn on_line(&mut self, line: &[u8]) -> Option<AmiItem> {
+        let wire_len = line.len();
+        let content = strip_line_ending(line);
+
+        if self.awaiting_greeting {
+            self.awaiting_greeting = false;
+            return Some(AmiItem::Greeting(lossy(content)));
+        }
+
+        if let Some(mut discard) = self.discard.take() {
+            let line_cut = std::mem::replace(&mut discard.line_cut, false);
+            discard.bytes += wire_len;
+            if let Step::End = self.classify(content, true, line_cut) {
+                tracing::warn!(
+                    bytes = discard.bytes,
+                    limit = self.max_frame_bytes,
+                    "skipped oversized AMI message"
+                );
+            } else {
+                self.discard = Some(discard);
+            }
+            return None;
+        }
+
+        let started = self.frame_bytes > 0;
+        match self.classify(content, started, false) {
+            Step::Padding => None,
+            Step::End => {
+                self.frame_bytes = 0;
+                let frame = std::mem::replace(
+                    &mut self.frame,
+                    AmiFrame {
+                        headers: Vec::with_capacity(HEADERS_CAPACITY_HINT),
+                        body: Vec::new(),
+                    },
+                );
+                // A "message" made only of malformed lines carries nothing.
+                if frame.headers.is_empty() && frame.body.is_empty() {
+                    None
+                } else {
+                    Some(AmiItem::Frame(frame))
+                }
+            }
+            step => {
+                // Checked before storing anything, so one huge line never gets copied.
+                if self.frame_bytes + wire_len > self.max_frame_bytes {
+                    self.start_discard(self.frame_bytes + wire_len);
+                    return None;
+                }
+                self.frame_bytes += wire_len;
+                match step {
+                    Step::Header(key, value) => {
+                        self.frame.headers.push((lossy(key), lossy(value)));
+                    }
+                    Step::Body(text) => self.frame.body.push(lossy(text)),
+                    Step::Malformed => {
+                        self.malformed_lines += 1;
+                        let shown = &content[..content.len().min(LOGGED_LINE_BYTES)];
+                        tracing::warn!(
+                            line = %String::from_utf8_lossy(shown),
+                            "skipping malformed AMI line (no colon)"
+                        );
+                    }
+                    Step::Padding | Step::End | Step::Marker => {}
+                }
+                None
+            }
+        }
+    }
+
+    /// Decides what a line means and moves `section` along. Shared by normal decoding and
+    /// by discarding, so an oversized `Response: Follows` is skipped up to its real end.
+    /// `started`: the current message already has lines. `line_cut`: the start of this line
+    /// was dropped (discarding only), so it is not empty and cannot be parsed as a header.
+    fn classify<'l>(&mut self, content: &'l [u8], started: bool, line_cut: bool) -> Step<'l> {
+        match self.section {
+            Section::Headers | Section::FollowsTrailer => {
+                if content.is_empty() && !line_cut {
+                    if !started {
+                        return Step::Padding;
+                    }
+                    self.section = Section::Headers;
+                    return Step::End;
+                }
+                if line_cut {
+                    return Step::Malformed;
+                }
+                match split_header(content) {
+                    Some((key, value)) => {
+                        if self.section == Section::Headers
+                            && key.eq_ignore_ascii_case(b"Response")
+                            && value.trim_ascii().eq_ignore_ascii_case(b"Follows")
+                        {
+                            self.section = Section::FollowsHeaders;
+                        }
+                        Step::Header(key, value)
+                    }
+                    None => Step::Malformed,
+                }
+            }
+            Section::FollowsHeaders => {
+                if !line_cut {
+                    if let Some((key, value)) = split_header(content) {
+                        if key.eq_ignore_ascii_case(b"Privilege")
+                            || key.eq_ignore_ascii_case(b"ActionID")
+                        {
+                            return Step::Header(key, value);
+                        }
+                    }
+                }
+                self.section = Section::FollowsBody;
+                self.body_line(content)
+            }
+            Section::FollowsBody => self.body_line(content),
+        }
+    }
+
+    /// A line of raw command output; the end marker may stand alone or be glued to the
+    /// last output line (`foo--END COMMAND--`) when the output lacked a final newline.
+    fn body_line<'l>(&mut self, content: &'l [u8]) -> Step<'l> {
+        match content.strip_suffix(END_COMMAND) {
+            Some(before) => {
+                self.section = Section::FollowsTrailer;
+                if before.is_empty() {
+                    Step::Marker
+                } else {
+                    Step::Body(before)
+                }
+            }
+            None => Step::Body(content),
+        }
+    }
+
+    /// Drops the pending frame and starts skipping the rest of its message.
+    fn start_discard(&mut self, bytes_so_far: usize) {
+        self.frame = AmiFrame::default();
+        self.frame_bytes = 0;
+        self.skipped_frames += 1;
+        tracing::warn!(
+            bytes_so_far,
+            limit = self.max_frame_bytes,
+            "AMI message exceeds max_frame_bytes; discarding it up to its end"
+        );
+        self.discard = Some(Discard {
+            bytes: bytes_so_far,
+            line_cut: false,
+        });
+    }
+
+    /// Called when `src` holds only an unfinished line: enforces the size limit on it.
+    fn on_partial_line(&mut self, src: &mut BytesMut) {
+        let pending = src.len();
+        if self.discard.is_none() {
+            if self.awaiting_greeting {
+                if pending <= self.max_frame_bytes {
+                    return;
+                }
+                // No line end within the limit: whatever this peer sends is not a greeting.
+                // Treat it as an oversized message so the buffer cannot grow without bound.
+                tracing::warn!(
+                    bytes = pending,
+                    "no AMI greeting line within max_frame_bytes"
+                );
+                self.awaiting_greeting = false;
+                self.start_discard(0);
+            } else {
+                // A lone `\r` may be the first half of the message-ending empty line.
+                let maybe_end = pending == 1 && src[0] == b'\r';
+                if maybe_end || self.frame_bytes + pending <= self.max_frame_bytes {
+                    return;
+                }
+                self.start_discard(self.frame_bytes);
+            }
+        }
+        if let Some(discard) = self.discard.as_mut() {
+            if pending > KEPT_LINE_TAIL {
+                let dropped = pending - KEPT_LINE_TAIL;
+                src.advance(dropped);
+                discard.bytes += dropped;
+                discard.line_cut = true;
+                self.scanned = src.len();
+            }
+        }
+    }
+
+    /// Resets per-message state (used at EOF).
+    fn reset_message(&mut self) {
+        self.frame = AmiFrame::default();
+        self.section = Section::Headers;
+        self.frame_bytes = 0;
+        self.discard = None;
+        self.scanned = 0;
+    }
+}
+
+impl Decoder for AmiCodec {
+    type Item = AmiItem;
+    type Error = AmiCodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<AmiItem>, AmiCodecError> {
+        loop {
+            // Resume the `\n` search where the previous call stopped.
+            let start = self.scanned.min(src.len());
+            match src[start..].iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let line_len = start + i + 1;
+                    self.scanned = 0;
+                    let item = self.on_line(&src[..line_len]);
+                    src.advance(line_len);
+                    if item.is_some() {
+                        return Ok(item);
+                    }
+                }
+                None => {
+                    self.scanned = src.len();
+                    self.on_partial_line(src);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// At EOF a message cut short is dropped with a warning, not an error: the connection is
+    /// gone either way and the client reconnects. Exception: if every line of the message
+    /// arrived whole and only the final empty line is missing (the peer closed right after
+    /// it, e.g. after a `Response: Goodbye`), the frame is delivered, because all of its
+    /// headers are intact; a message cut inside a line, or inside `Response: Follows` output
+    /// before `--END COMMAND--`, is dropped.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<AmiItem>, AmiCodecError> {
+        if let Some(item) = self.decode(src)? {
+            return Ok(Some(item));
+        }
+        // Whatever is left is one unfinished line.
+        let unfinished_line = !(src.is_empty() || src[..] == b"\r"[..]);
+        let leftover = src.len();
+        src.clear();
+
+        if let Some(discard) = self.discard.take() {
+            tracing::warn!(
+                bytes = discard.bytes + leftover,
+                "AMI connection closed inside an oversized message"
+            );
+            self.reset_message();
+            return Ok(None);
+        }
+        if self.awaiting_greeting {
+            if leftover > 0 {
+                tracing::warn!(
+                    bytes = leftover,
+                    "AMI connection closed inside the greeting line"
+                );
+            }
+            self.reset_message();
+            return Ok(None);
+        }
+
+        let frame = std::mem::take(&mut self.frame);
+        let bytes = self.frame_bytes + leftover;
+        let whole_lines = matches!(self.section, Section::Headers | Section::FollowsTrailer);
+        self.reset_message();
+
+        let has_content = !frame.headers.is_empty() || !frame.body.is_empty();
+        if !unfinished_line && whole_lines && has_content {
+            tracing::warn!("AMI connection closed before the empty line ending the last message");
+            return Ok(Some(AmiItem::Frame(frame)));
+        }
+        if bytes > 0 {
+            tracing::warn!(
+                bytes,
+                "AMI connection closed mid-message; dropping partial frame"
+            );
+        }
+        Ok(None)
+    }
+}
+
+impl<'a> Encoder<&'a AmiFrame> for AmiCodec {
+    type Error = AmiCodecError;
+
+    /// Writes `Key: Value\r\n` per header, then each body line + `\r\n`, then `\r\n`.
+    /// CR/LF inside keys, values or body lines are replaced by spaces: otherwise data from
+    /// outside (a caller name from the CRM, say) could end the action early and inject
+    /// another one. The replacement keeps [`AmiFrame::encoded_len`] exact.
+    fn encode(&mut self, frame: &'a AmiFrame, dst: &mut BytesMut) -> Result<(), AmiCodecError> {
+        dst.reserve(frame.encoded_len());
+        for (key, value) in &frame.headers {
+            put_single_line(dst, key);
+            dst.extend_from_slice(b": ");
+            put_single_line(dst, value);
+            dst.extend_from_slice(b"\r\n");
+        }
+        for line in &frame.body {
+            put_single_line(dst, line);
+            dst.extend_from_slice(b"\r\n");
+        }
+        dst.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+}
+
+/// Appends `text`, with CR and LF turned into spaces (see the encoder).
+fn put_single_line(dst: &mut BytesMut, text: &str) {
+    let bytes = text.as_bytes();
+    if !bytes.iter().any(|&b| b == b'\r' || b == b'\n') {
+        dst.extend_from_slice(bytes);
+        return;
+    }
+    tracing::warn!("line break inside an AMI action field replaced by a space");
+    for &b in bytes {
+        dst.extend_from_slice(&[if b == b'\r' || b == b'\n' { b' ' } else { b }]);
+    }
+}
+
+/// Removes `\n` or `\r\n` (bare `\n` endings are tolerated).
+fn strip_line_ending(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Splits `Key: Value` at the first `": "` (values contain colons and `": "` themselves).
+/// Without any `": "`, falls back to the first `:` (`Key:` → empty value; `Key:value`,
+/// which Asterisk itself accepts in actions). No colon at all, or an empty key → `None`.
+fn split_header(content: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut first_colon = None;
+    for (i, &b) in content.iter().enumerate() {
+        if b != b':' {
+            continue;
+        }
+        if content.get(i + 1) == Some(&b' ') {
+            first_colon = Some((i, i + 2));
+            break;
+        }
+        if first_colon.is_none() {
+            first_colon = Some((i, i + 1));
+        }
+    }
+    match first_colon {
+        Some((0, _)) | None => None,
+        Some((key_end, value_start)) => Some((&content[..key_end], &content[value_start..])),
+    }
+}
+
+/// AMI is UTF-8 in practice, but a PBX may relay anything a caller's phone sent.
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One recorded AMI session: name, raw bytes, recv() chunk table.
+    struct Fixture {
+        name: &'static str,
+        bytes: &'static [u8],
+        timing: &'static str,
+    }
+
+    macro_rules! fixture {
+        ($dir:literal, $name:literal) => {
+            Fixture {
+                name: concat!($dir, "/", $name),
+                bytes: include_bytes!(concat!(
+                    "../../../tests/fixtures/asterisk/",
+                    $dir,
+                    "/",
+                    $name,
+                    ".ami"
+                )),
+                timing: include_str!(concat!(
+                    "../../../tests/fixtures/asterisk/",
+                    $dir,
+                    "/",
+                    $name,
+                    ".timing"
+                )),
+            }
+        };
+    }
+
+    const FIXTURES: &[Fixture] = &[
+        fixture!("iax2", "attended_transfer"),
+        fixture!("iax2", "inbound_answered"),
+        fixture!("iax2", "inbound_missed"),
+        fixture!("iax2", "inbound_voicemail"),
+        fixture!("iax2", "outbound_answered"),
+        fixture!("iax2", "outbound_no_answer"),
+        fixture!("iax2", "queue_agent_answers"),
+        fixture!("iax2", "recording"),
+        fixture!("iax2", "ring_group_second_answers"),
+        fixture!("local", "inbound_answered"),
+        fixture!("local", "queue_agent_answers"),
+    ];
+
+    fn fixture(name: &str) -> &'static Fixture {
+        match FIXTURES.iter().find(|f| f.name == name) {
+            Some(f) => f,
+            None => panic!("no fixture {name}"),
+        }
+    }
+
+    /// Runs `decode` until it yields nothing.
+    fn drain(codec: &mut AmiCodec, buf: &mut BytesMut, out: &mut Vec<AmiItem>) {
+        while let Some(item) = codec.decode(buf).unwrap() {
+            out.push(item);
+        }
+    }
+
+    /// Feeds `chunks` one read at a time, then signals EOF.
+    fn decode_reads<'a>(
+        mut codec: AmiCodec,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+    ) -> (Vec<AmiItem>, AmiCodec) {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            drain(&mut codec, &mut buf, &mut out);
+        }
+        while let Some(item) = codec.decode_eof(&mut buf).unwrap() {
+            out.push(item);
+        }
+        assert!(buf.is_empty(), "decode_eof must consume everything");
+        (out, codec)
+    }
+
+    fn decode_all(codec: AmiCodec, bytes: &[u8]) -> Vec<AmiItem> {
+        decode_reads(codec, [bytes]).0
+    }
+
+    fn frames(items: Vec<AmiItem>) -> Vec<AmiFrame> {
+        items
+            .into_iter()
+            .map(|item| match item {
+                AmiItem::Frame(frame) => frame,
+                AmiItem::Greeting(g) => panic!("unexpected greeting {g:?}"),
+            })
+            .collect()
+    }
+
+    fn only_frame(bytes: &[u8]) -> AmiFrame {
+        let mut all = frames(decode_all(AmiCodec::without_greeting(), bytes));
+        assert_eq!(all.len(), 1, "{all:?}");
+        all.remove(0)
+    }
+
+    fn count(haystack: &[u8], needle: &[u8]) -> usize {
+        haystack
+            .windows(needle.len())
+            .filter(|w| *w == needle)
+            .count()
+    }
+
+    /// Bytes of the fixture after the greeting line.
+    fn after_greeting(bytes: &[u8]) -> &[u8] {
+        let end = bytes.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        &bytes[end..]
+    }
+
+    /// The complete wire bytes of the first message starting with `first_line`.
+    fn message_starting_with(bytes: &'static [u8], first_line: &[u8]) -> &'static [u8] {
+        let start = bytes
+            .windows(first_line.len())
+            .position(|w| w == first_line)
+            .unwrap();
+        let len = bytes[start..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4;
+        &bytes[start..start + len]
+    }
+
+    /// (offset, length) of every recv() chunk listed in a `.timing` file.
+    fn recv_chunks(timing: &str) -> Vec<(usize, usize)> {
+        timing
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let fields: Vec<&str> = l.split('\t').collect();
+                assert_eq!(fields.len(), 3, "bad timing line {l:?}");
+                (fields[1].parse().unwrap(), fields[2].parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_fixture_decodes_to_greeting_and_all_its_messages() {
+        for fx in FIXTURES {
+            let body = after_greeting(fx.bytes);
+            // Counted independently of the codec: the recordings use CRLF only and never
+            // contain blank lines inside or between messages.
+            let expected_frames = count(body, b"\r\n\r\n");
+            let expected_headers = body.split(|&b| b == b'\n').filter(|l| l.len() > 1).count();
+
+            let (items, codec) = decode_reads(AmiCodec::new(), [fx.bytes]);
+            assert_eq!(
+                items.first(),
+                Some(&AmiItem::Greeting("Asterisk Call Manager/11.0.0".into())),
+                "{}",
+                fx.name
+            );
+            let frames = frames(items.into_iter().skip(1).collect());
+            assert_eq!(frames.len(), expected_frames, "{}", fx.name);
+            let headers: usize = frames.iter().map(|f| f.headers.len()).sum();
+            assert_eq!(headers, expected_headers, "{}: every line kept", fx.name);
+            assert!(frames.iter().all(|f| f.body.is_empty()), "{}", fx.name);
+
+            let first = &frames[0];
+            assert_eq!(first.response(), Some("Success"), "{}", fx.name);
+            assert_eq!(first.action_id(), Some("crm-login-1"), "{}", fx.name);
+            assert_eq!(first.get("Message"), Some("Authentication accepted"));
+            let last = &frames[frames.len() - 1];
+            assert_eq!(last.response(), Some("Goodbye"), "{}", fx.name);
+            assert_eq!(last.action_id(), Some("crm-logoff-1"), "{}", fx.name);
+            assert!(frames[1..frames.len() - 1]
+                .iter()
+                .all(|f| f.event().is_some()));
+
+            assert_eq!(codec.malformed_lines(), 0, "{}", fx.name);
+            assert_eq!(codec.skipped_frames(), 0, "{}", fx.name);
+        }
+    }
+
+    #[test]
+    fn recorded_recv_splits_give_the_same_frames() {
+        for fx in FIXTURES {
+            let chunks = recv_chunks(fx.timing);
+            let mut expected_offset = 0;
+            for &(offset, len) in &chunks {
+                assert_eq!(
+                    offset, expected_offset,
+                    "{}: chunks are contiguous",
+                    fx.name
+                );
+                expected_offset += len;
+            }
+            assert_eq!(expected_offset, fx.bytes.len(), "{}", fx.name);
+
+            let whole = decode_all(AmiCodec::new(), fx.bytes);
+            let split = decode_reads(
+                AmiCodec::new(),
+                chunks.iter().map(|&(off, len)| &fx.bytes[off..off + len]),
+            )
+            .0;
+            assert_eq!(split, whole, "{}", fx.name);
+        }
+    }
+
+    #[test]
+    fn whole_fixture_fed_byte_by_byte_gives_the_same_frames() {
+        let fx = fixture("iax2/inbound_answered");
+        let whole = decode_all(AmiCodec::new(), fx.bytes);
+        let by_byte = decode_reads(AmiCodec::new(), fx.bytes.chunks(1)).0;
+        assert_eq!(by_byte, whole);
+    }
+
+    #[test]
+    fn real_frame_split_at_every_offset_gives_the_same_frames() {
+        // The largest message in the recordings, followed by another one.
+        let big = message_starting_with(
+            fixture("iax2/attended_transfer").bytes,
+            b"Event: AttendedTransfer\r\n",
+        );
+        let mut stream = big.to_vec();
+        stream.extend_from_slice(
+            b"Event: DeviceStateChange\r\nDevice: IAX2/101\r\nState: NOT_INUSE\r\n\r\n",
+        );
+
+        let expected = frames(decode_all(AmiCodec::without_greeting(), &stream));
+        assert_eq!(expected.len(), 2);
+        assert_eq!(expected[0].event(), Some("AttendedTransfer"));
+        assert_eq!(expected[0].headers.len(), count(big, b"\r\n") - 1);
+        assert_eq!(
+            expected[0].get("OrigTransfererChannel"),
+            Some("IAX2/101-9203")
+        );
+        assert_eq!(expected[1].get("State"), Some("NOT_INUSE"));
+
+        let by_byte = frames(decode_reads(AmiCodec::without_greeting(), stream.chunks(1)).0);
+        assert_eq!(by_byte, expected);
+
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            let got = frames(decode_reads(AmiCodec::without_greeting(), [a, b]).0);
+            assert_eq!(got, expected, "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn value_is_split_at_the_first_colon_space_only() {
+        let frame = only_frame(
+            b"Event: Newexten\r\n\
+              AppData: Ring group 600: 101 & 102\r\n\
+              DialString: 7004/sip:7004@203.0.113.11:5062;transport=udp\r\n\
+              Foo:bar: baz\r\n\r\n",
+        );
+        assert_eq!(frame.get("AppData"), Some("Ring group 600: 101 & 102"));
+        assert_eq!(
+            frame.get("DialString"),
+            Some("7004/sip:7004@203.0.113.11:5062;transport=udp")
+        );
+        assert_eq!(frame.get("Foo:bar"), Some("baz"));
+    }
+
+    #[test]
+    fn empty_values_are_headers_not_missing() {
+        let frame = only_frame(
+            b"Event: Newchannel\r\nAccountCode: \r\nLanguage:\r\nContext:from-trunk\r\n\r\n",
+        );
+        assert_eq!(frame.get("AccountCode"), Some(""));
+        assert_eq!(frame.get("Language"), Some(""));
+        assert_eq!(frame.get("Context"), Some("from-trunk"));
+        assert_eq!(frame.get("Exten"), None);
+    }
+
+    #[test]
+    fn repeated_keys_are_all_kept_in_order() {
+        let frame = only_frame(
+            b"Event: Hangup\r\nChanVariable: A=1\r\nUniqueid: 1.2\r\n\
+              ChanVariable: B=2\r\nchanvariable: C=3\r\n\r\n",
+        );
+        assert_eq!(frame.get("ChanVariable"), Some("A=1"));
+        assert_eq!(
+            frame.get_all("CHANVARIABLE").collect::<Vec<_>>(),
+            ["A=1", "B=2", "C=3"]
+        );
+        assert_eq!(frame.headers[3], ("ChanVariable".into(), "B=2".into()));
+        assert_eq!(frame.headers.len(), 5);
+    }
+
+    #[test]
+    fn invalid_utf8_is_decoded_lossily() {
+        let frame =
+            only_frame(b"Event: Newchannel\r\nCallerIDName: Ivan \xff\xfe\xd0\r\nX\xc3: y\r\n\r\n");
+        assert_eq!(
+            frame.get("CallerIDName"),
+            Some("Ivan \u{fffd}\u{fffd}\u{fffd}")
+        );
+        assert_eq!(frame.get("X\u{fffd}"), Some("y"));
+        // Valid multi-byte UTF-8 and C escapes pass through untouched.
+        let frame = only_frame("CallerIDName: ООО \\\"Ромашка\\\"\r\n\r\n".as_bytes());
+        assert_eq!(frame.get("CallerIDName"), Some("ООО \\\"Ромашка\\\""));
+    }
+
+    #[test]
+    fn lf_only_and_mixed_line_endings_are_accepted() {
+        let items = decode_all(
+            AmiCodec::new(),
+            b"Asterisk Call Manager/11.0.0\nResponse: Success\nActionID: a\n\n\
+              Event: Newstate\r\nChannelState: 6\n\r\n",
+        );
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            items[0],
+            AmiItem::Greeting("Asterisk Call Manager/11.0.0".into())
+        );
+        let frames = frames(items[1..].to_vec());
+        assert_eq!(
+            frames[0],
+            AmiFrame::new()
+                .with("Response", "Success")
+                .with("ActionID", "a")
+        );
+        assert_eq!(
+            frames[1],
+            AmiFrame::new()
+                .with("Event", "Newstate")
+                .with("ChannelState", "6")
+        );
+    }
+
+    #[test]
+    fn event_in_the_same_read_as_the_login_response_stays_in_the_buffer() {
+        let fx = fixture("iax2/inbound_answered");
+        // Second recv() of the recording: the Login response, FullyBooted and more, in one read.
+        let (off, len) = recv_chunks(fx.timing)[1];
+        let read = &fx.bytes[off..off + len];
+        assert!(read.starts_with(b"Response: Success\r\nActionID: crm-login-1\r\n"));
+
+        let mut codec = AmiCodec::new();
+        let mut buf = BytesMut::from(&fx.bytes[..off]);
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(AmiItem::Greeting("Asterisk Call Manager/11.0.0".into()))
+        );
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(read);
+        let Some(AmiItem::Frame(login)) = codec.decode(&mut buf).unwrap() else {
+            panic!("expected the login response");
+        };
+        assert_eq!(login.action_id(), Some("crm-login-1"));
+        // Exactly the login response was consumed; the events are still there.
+        let login_len = message_starting_with(read, b"Response: Success").len();
+        assert_eq!(&buf[..], &read[login_len..]);
+        let Some(AmiItem::Frame(booted)) = codec.decode(&mut buf).unwrap() else {
+            panic!("expected FullyBooted");
+        };
+        assert_eq!(booted.event(), Some("FullyBooted"));
+        assert_eq!(booted.get("Status"), Some("Fully Booted"));
+    }
+
+    #[test]
+    fn unfinished_line_is_not_rescanned_on_the_next_read() {
+        let mut codec = AmiCodec::without_greeting();
+        let mut buf = BytesMut::from(&b"Event: VarSet\r\nValue: abc"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        // The complete line was consumed into the pending frame; the rest is remembered
+        // as already searched for a line end.
+        assert_eq!(&buf[..], b"Value: abc");
+        assert_eq!(codec.scanned, buf.len());
+        buf.extend_from_slice(b"def");
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert_eq!(codec.scanned, buf.len());
+        buf.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(AmiItem::Frame(
+                AmiFrame::new()
+                    .with("Event", "VarSet")
+                    .with("Value", "abcdef")
+            ))
+        );
+        assert_eq!(codec.scanned, 0);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn greeting_is_only_the_first_line() {
+        let items = decode_all(
+            AmiCodec::new(),
+            b"Asterisk Call Manager/5.0.1\r\nResponse: Success\r\nMessage: Authentication accepted\r\n\r\n",
+        );
+        assert_eq!(
+            items,
+            [
+                AmiItem::Greeting("Asterisk Call Manager/5.0.1".into()),
+                AmiItem::Frame(
+                    AmiFrame::new()
+                        .with("Response", "Success")
+                        .with("Message", "Authentication accepted")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn blank_lines_between_messages_are_ignored() {
+        let frames = frames(decode_all(
+            AmiCodec::without_greeting(),
+            b"\r\n\nEvent: One\r\n\r\n\r\n\r\n\nEvent: Two\r\n\r\n\r\n",
+        ));
+        assert_eq!(
+            frames,
+            [
+                AmiFrame::new().with("Event", "One"),
+                AmiFrame::new().with("Event", "Two")
+            ]
+        );
+    }
+
+    #[test]
+    fn legacy_follows_body_is_kept_raw() {
+        let frame = only_frame(
+            b"Response: Follows\r\nPrivilege: Command\r\nActionID: cmd-1\r\n\
+              Uptime: 5 days\n\
+              Channel (Context Extension Pri ) State Appl. Data\n\
+              0 active channel(s)\n\
+              --END COMMAND--\r\n\r\n",
+        );
+        assert_eq!(frame.response(), Some("Follows"));
+        assert_eq!(frame.get("Privilege"), Some("Command"));
+        assert_eq!(frame.action_id(), Some("cmd-1"));
+        assert_eq!(frame.headers.len(), 3, "output lines are not headers");
+        assert_eq!(
+            frame.body,
+            [
+                "Uptime: 5 days",
+                "Channel (Context Extension Pri ) State Appl. Data",
+                "0 active channel(s)"
+            ]
+        );
+    }
+
+    #[test]
+    fn legacy_follows_body_may_contain_blank_lines() {
+        let frames = frames(decode_all(
+            AmiCodec::without_greeting(),
+            b"Response: Follows\r\nActionID: cmd-2\r\nPrivilege: Command\r\n\
+              \n\
+              first\n\
+              \r\n\
+              \n\
+              last: line\n\
+              --END COMMAND--\r\n\r\n\
+              Event: After\r\n\r\n",
+        ));
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[0].action_id(), Some("cmd-2"));
+        assert_eq!(frames[0].body, ["", "first", "", "", "last: line"]);
+        assert_eq!(frames[1], AmiFrame::new().with("Event", "After"));
+    }
+
+    #[test]
+    fn legacy_follows_end_marker_glued_to_the_last_line() {
+        let frames = frames(decode_all(
+            AmiCodec::without_greeting(),
+            b"Response: Follows\r\nPrivilege: Command\r\nActionID: cmd-3\r\n\
+              1 database entries removed.\n\
+              foo--END COMMAND--\r\n\r\n\
+              Response: Follows\r\nPrivilege: Command\r\n--END COMMAND--\r\n\r\n\
+              Event: After\r\n\r\n",
+        ));
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert_eq!(frames[0].body, ["1 database entries removed.", "foo"]);
+        assert_eq!(frames[1].response(), Some("Follows"));
+        assert!(frames[1].body.is_empty(), "empty output");
+        assert_eq!(frames[2].event(), Some("After"));
+    }
+
+    #[test]
+    fn modern_command_output_headers_are_not_a_body() {
+        let frame = only_frame(
+            b"Response: Success\r\nMessage: Command output follows\r\n\
+              Output: Channel              Location\r\nOutput: \r\nOutput: 0 active calls\r\n\r\n",
+        );
+        assert!(frame.body.is_empty());
+        assert_eq!(
+            frame.get_all("Output").collect::<Vec<_>>(),
+            ["Channel              Location", "", "0 active calls"]
+        );
+    }
+
+    #[test]
+    fn malformed_line_is_skipped_and_the_frame_kept() {
+        let (items, codec) = decode_reads(
+            AmiCodec::without_greeting(),
+            [&b"Event: Newstate\r\nthis line has no colon\r\nChannelState: 6\r\n\r\n: no key\r\n\r\n"[..]],
+        );
+        assert_eq!(
+            frames(items),
+            [AmiFrame::new()
+                .with("Event", "Newstate")
+                .with("ChannelState", "6")]
+        );
+        assert_eq!(codec.malformed_lines(), 2);
+    }
+
+    /// An event of `headers` lines of ~50 bytes each.
+    fn big_event(headers: usize) -> Vec<u8> {
+        let mut bytes = b"Event: Huge\r\n".to_vec();
+        for i in 0..headers {
+            bytes.extend_from_slice(
+                format!("ChanVariable: V{i:05}=0123456789012345678901234567\r\n").as_bytes(),
+            );
+        }
+        bytes.extend_from_slice(b"\r\n");
+        bytes
+    }
+
+    const NEXT_EVENT: &[u8] = b"Event: Next\r\nUniqueid: 1.5\r\n\r\n";
+
+    #[test]
+    fn oversized_frame_is_skipped_and_the_next_one_decoded() {
+        let mut stream = big_event(100);
+        stream.extend_from_slice(NEXT_EVENT);
+        let (items, codec) = decode_reads(
+            AmiCodec::without_greeting().with_max_frame_bytes(1024),
+            [&stream[..]],
+        );
+        assert_eq!(
+            frames(items),
+            [AmiFrame::new()
+                .with("Event", "Next")
+                .with("Uniqueid", "1.5")]
+        );
+        assert_eq!(codec.skipped_frames(), 1);
+        assert_eq!(codec.malformed_lines(), 0);
+
+        // The limit is on the message without its final empty line: exactly at it is kept.
+        let fits = b"Event: A\r\nB: c\r\n\r\n";
+        let limit = fits.len() - 2;
+        let (items, codec) = decode_reads(
+            AmiCodec::without_greeting().with_max_frame_bytes(limit),
+            [&fits[..]],
+        );
+        assert_eq!(items.len(), 1);
+        assert_eq!(codec.skipped_frames(), 0);
+        let (items, codec) = decode_reads(
+            AmiCodec::without_greeting().with_max_frame_bytes(limit - 1),
+            [&fits[..]],
+        );
+        assert!(items.is_empty());
+        assert_eq!(codec.skipped_frames(), 1);
+    }
+
+    #[test]
+    fn oversized_frame_split_across_many_reads_keeps_memory_bounded() {
+        const LIMIT: usize = 1024;
+        const READ: usize = 7;
+        let mut stream = b"Event: Before\r\n\r\n".to_vec();
+        stream.extend_from_slice(&big_event(400));
+        stream.extend_from_slice(NEXT_EVENT);
+
+        let mut codec = AmiCodec::without_greeting().with_max_frame_bytes(LIMIT);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in stream.chunks(READ) {
+            buf.extend_from_slice(chunk);
+            drain(&mut codec, &mut buf, &mut out);
+            assert!(buf.len() <= LIMIT + READ, "buffer grew to {}", buf.len());
+            assert!(codec.frame_bytes <= LIMIT);
+            let held: usize = codec
+                .frame
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum();
+            assert!(held <= LIMIT);
+        }
+        assert_eq!(codec.decode_eof(&mut buf).unwrap(), None);
+        let events: Vec<_> = frames(out)
+            .iter()
+            .map(|f| f.event().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(events, ["Before", "Next"]);
+        assert_eq!(codec.skipped_frames(), 1);
+    }
+
+    #[test]
+    fn giant_line_without_line_end_is_discarded_while_it_streams() {
+        const READ: usize = 4096;
+        let mut stream = b"Event: VarSet\r\nValue: ".to_vec();
+        stream.extend(std::iter::repeat(b'a').take(1 << 20));
+        stream.extend_from_slice(b"\r\n\r\n");
+        stream.extend_from_slice(NEXT_EVENT);
+
+        let mut codec = AmiCodec::without_greeting();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in stream.chunks(READ) {
+            buf.extend_from_slice(chunk);
+            drain(&mut codec, &mut buf, &mut out);
+            assert!(
+                buf.len() <= DEFAULT_MAX_FRAME_BYTES + READ,
+                "buffer grew to {}",
+                buf.len()
+            );
+        }
+        assert_eq!(
+            frames(out),
+            [AmiFrame::new()
+                .with("Event", "Next")
+                .with("Uniqueid", "1.5")]
+        );
+        assert_eq!(codec.skipped_frames(), 1);
+    }
+
+    #[test]
+    fn oversized_follows_is_skipped_up_to_its_end_marker() {
+        let mut stream = b"Response: Follows\r\nPrivilege: Command\r\n".to_vec();
+        for i in 0..200 {
+            // Blank output lines must not end the skipped message early.
+            stream.extend_from_slice(format!("line {i}: some output\n\n").as_bytes());
+        }
+        stream.extend_from_slice(b"tail--END COMMAND--\r\n\r\n");
+        stream.extend_from_slice(NEXT_EVENT);
+
+        for read in [1, 5, 64, stream.len()] {
+            let (items, codec) = decode_reads(
+                AmiCodec::without_greeting().with_max_frame_bytes(256),
+                stream.chunks(read),
+            );
+            assert_eq!(frames(items).len(), 1, "read size {read}");
+            assert_eq!(codec.skipped_frames(), 1);
+            assert_eq!(
+                codec.malformed_lines(),
+                0,
+                "no resync in the middle of the output"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_eof_drops_a_frame_cut_inside_a_line() {
+        let mut codec = AmiCodec::without_greeting();
+        let mut buf = BytesMut::from(&b"Event: One\r\n\r\nEvent: Hangup\r\nUniqueid: 17956"[..]);
+        let Some(AmiItem::Frame(one)) = codec.decode_eof(&mut buf).unwrap() else {
+            panic!("complete frame first");
+        };
+        assert_eq!(one.event(), Some("One"));
+        assert_eq!(codec.decode_eof(&mut buf).unwrap(), None);
+        assert!(buf.is_empty());
+        // The codec is clean afterwards.
+        buf.extend_from_slice(NEXT_EVENT);
+        assert!(
+            matches!(codec.decode(&mut buf).unwrap(), Some(AmiItem::Frame(f)) if f.event() == Some("Next"))
+        );
+    }
+
+    #[test]
+    fn decode_eof_delivers_a_frame_missing_only_its_final_blank_line() {
+        for tail in [&b""[..], b"\r"] {
+            let mut stream = b"Response: Goodbye\r\nMessage: Thanks for all the fish.\r\n".to_vec();
+            stream.extend_from_slice(tail);
+            let items = decode_all(AmiCodec::without_greeting(), &stream);
+            assert_eq!(
+                items,
+                [AmiItem::Frame(
+                    AmiFrame::new()
+                        .with("Response", "Goodbye")
+                        .with("Message", "Thanks for all the fish.")
+                )]
+            );
+        }
+        // But not a Follows response still inside its output.
+        let items = decode_all(
+            AmiCodec::without_greeting(),
+            b"Response: Follows\r\nPrivilege: Command\r\nsome output\n",
+        );
+        assert!(items.is_empty());
+    }
+
+    #[test]
+    fn decode_eof_on_a_clean_end_or_inside_the_greeting() {
+        assert!(decode_all(AmiCodec::new(), b"").is_empty());
+        assert!(decode_all(AmiCodec::new(), b"Asterisk Call Man").is_empty());
+        assert!(decode_all(AmiCodec::without_greeting(), b"Event: A\r\n\r\n\r\n").len() == 1);
+    }
+
+    #[test]
+    fn encoder_writes_the_wire_format() {
+        let login = AmiFrame::new()
+            .with("Action", "Login")
+            .with("ActionID", "crm-login-1")
+            .with("Username", "crm")
+            .with("Secret", "s3cr:et: x")
+            .with("Events", "call,agent");
+        let mut buf = BytesMut::new();
+        AmiCodec::new().encode(&login, &mut buf).unwrap();
+        assert_eq!(
+            &buf[..],
+            b"Action: Login\r\nActionID: crm-login-1\r\nUsername: crm\r\n\
+              Secret: s3cr:et: x\r\nEvents: call,agent\r\n\r\n"
+        );
+        assert_eq!(buf.len(), login.encoded_len());
+
+        let mut with_body = AmiFrame::new().with("Response", "Follows");
+        with_body.body = vec!["out 1".into(), "out 2".into()];
+        let mut buf = BytesMut::new();
+        AmiCodec::new().encode(&with_body, &mut buf).unwrap();
+        assert_eq!(&buf[..], b"Response: Follows\r\nout 1\r\nout 2\r\n\r\n");
+        assert_eq!(buf.len(), with_body.encoded_len());
+    }
+
+    #[test]
+    fn encoder_cannot_be_tricked_into_ending_an_action_early() {
+        let originate = AmiFrame::new()
+            .with("Action", "Originate")
+            .with("CallerID", "Evil\r\n\r\nAction: Logoff\nX");
+        let mut buf = BytesMut::new();
+        AmiCodec::new().encode(&originate, &mut buf).unwrap();
+        assert_eq!(buf.len(), originate.encoded_len());
+        let decoded = only_frame(&buf);
+        assert_eq!(decoded.headers.len(), 2);
+        assert_eq!(decoded.get("CallerID"), Some("Evil    Action: Logoff X"));
+    }
+
+    #[test]
+    fn encode_then_decode_round_trips() {
+        let mut codec = AmiCodec::without_greeting();
+        let mut buf = BytesMut::new();
+        let originals: Vec<AmiFrame> = frames(decode_all(
+            AmiCodec::without_greeting(),
+            after_greeting(fixture("local/queue_agent_answers").bytes),
+        ));
+        let mut extra = AmiFrame::new()
+            .with("Action", "Originate")
+            .with("Channel", "Local/101@phones")
+            .with("Variable", "A=1")
+            .with("Variable", "B=x: y")
+            .with("Account", "")
+            .with("CallerID", "Иван <+79161234567>");
+        extra.push("ActionID", "crm-7");
+        for frame in originals.iter().chain([&extra]) {
+            codec.encode(frame, &mut buf).unwrap();
+        }
+        let mut decoded = Vec::new();
+        drain(&mut codec, &mut buf, &mut decoded);
+        assert!(buf.is_empty());
+        let decoded = frames(decoded);
+        assert_eq!(decoded.len(), originals.len() + 1);
+        assert_eq!(&decoded[..originals.len()], &originals[..]);
+        assert_eq!(decoded[originals.len()], extra);
+    }
+
+    #[test]
+    fn frame_accessors() {
+        let frame = AmiFrame::new()
+            .with("event", "DialEnd")
+            .with("RESPONSE", "x")
+            .with("actionid", "42")
+            .with("DialStatus", "ANSWER");
+        assert_eq!(frame.event(), Some("DialEnd"));
+        assert_eq!(frame.response(), Some("x"));
+        assert_eq!(frame.action_id(), Some("42"));
+        assert_eq!(frame.get("dialstatus"), Some("ANSWER"));
+        assert_eq!(frame.get("Dial"), None);
+        assert_eq!(frame.get_all("missing").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn framed_read_over_a_socket_like_reader() {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        use tokio_util::codec::FramedRead;
+
+        let fx = fixture("iax2/recording");
+        let expected = decode_all(AmiCodec::new(), fx.bytes);
+        let (mut writer, reader) = tokio::io::duplex(512);
+        let chunks = recv_chunks(fx.timing);
+        let feed = tokio::spawn(async move {
+            for (off, len) in chunks {
+                writer.write_all(&fx.bytes[off..off + len]).await.unwrap();
+            }
+            // Dropping the writer is the EOF.
+        });
+        let got: Vec<AmiItem> = FramedRead::new(reader, AmiCodec::new())
+            .map(|item| item.unwrap())
+            .collect()
+            .await;
+        feed.await.unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics_and_stays_bounded() {
+        const LIMIT: usize = 300;
+        let pieces: [&[u8]; 12] = [
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b": ",
+            b":",
+            b"Response: Follows\r\n",
+            b"--END COMMAND--",
+            b"Event: X\r\n",
+            b"ActionID: 1\r\n",
+            b"\xff\xc3",
+            b"abcdefghijklmnopqrstuvwxyz0123456789",
+            b"Privilege: Command\r\n",
+        ];
+        // xorshift: deterministic, no extra crates.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut total_frames, mut total_skipped, mut total_malformed) = (0, 0, 0);
+        for round in 0..200 {
+            let mut codec = if round % 2 == 0 {
+                AmiCodec::new()
+            } else {
+                AmiCodec::without_greeting()
+            }
+            .with_max_frame_bytes(LIMIT);
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            for _ in 0..400 {
+                let r = next();
+                let piece = pieces[(r % pieces.len() as u64) as usize];
+                let repeat = if r % 97 == 0 { 50 } else { 1 };
+                for _ in 0..repeat {
+                    buf.extend_from_slice(piece);
+                }
+                drain(&mut codec, &mut buf, &mut out);
+                assert!(buf.len() <= LIMIT + 50 * 40, "buffer {}", buf.len());
+                assert!(codec.frame_bytes <= LIMIT);
+            }
+            while let Some(item) = codec.decode_eof(&mut buf).unwrap() {
+                out.push(item);
+            }
+            for item in &out {
+                if let AmiItem::Frame(f) = item {
+                    // Lossy decoding may turn one invalid byte into a 3-byte U+FFFD.
+                    let text: usize = f
+                        .headers
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+                        + f.body.iter().map(String::len).sum::<usize>();
+                    assert!(text <= 3 * LIMIT, "kept frame of {text} bytes");
+                    total_frames += 1;
+                }
+            }
+            total_skipped += codec.skipped_frames();
+            total_malformed += codec.malformed_lines();
+        }
+        // The generator really exercises all paths.
+        assert!(total_frames > 1000, "{total_frames}");
+        assert!(total_skipped > 10, "{total_skipped}");
+        assert!(total_malformed > 100, "{total_malformed}");
+    }
+}

@@ -1,0 +1,74 @@
+//! `PbxEvent`: the one vocabulary every PBX is translated into. Asterisk (AMI) and,
+//! later, FreeSWITCH (ESL) normalizers produce these; the call tracker consumes them and
+//! never sees a protocol frame.
+
+use crate::time::Timestamp;
+
+/// One channel (call leg) on the PBX: Asterisk's `Uniqueid`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(pub String);
+
+impl std::fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the PBX told us about one channel, in PBX-neutral terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbxEvent {
+    /// When it happened, by the PBX's clock when it says so.
+    pub at: Timestamp,
+    /// The call this channel belongs to (Asterisk's `Linkedid`).
+    pub call: String,
+    /// The channel the event is about.
+    pub channel: ChannelId,
+    pub kind: PbxEventKind,
+}
+
+/// How a dial attempt to one destination ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialOutcome {
+    Answered,
+    Busy,
+    NoAnswer,
+    /// The caller gave up, or another destination answered first.
+    Cancelled,
+    /// Congestion, unavailable channel, invalid number and the like.
+    Failed,
+    /// Statuses that say nothing about the destination (CONTINUE, GOTO).
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PbxEventKind {
+    /// A channel appeared. `endpoint` is the device or extension it belongs to, read
+    /// from the channel name (`IAX2/101-13051` → `101`, `Local/101@phones-…;1` → `101`);
+    /// `exten` is the number it was called on (the DID on an inbound trunk leg).
+    ChannelCreated {
+        name: String,
+        endpoint: Option<String>,
+        caller_number: Option<String>,
+        caller_name: Option<String>,
+        exten: Option<String>,
+        context: Option<String>,
+    },
+    /// Something new is known about the channel's caller id (Newstate, NewCallerid …).
+    CallerKnown { caller_number: String },
+    /// The channel (when known) started dialing `dest`.
+    DialBegin {
+        caller_number: Option<String>,
+        dest: ChannelId,
+        dest_name: String,
+        dest_endpoint: Option<String>,
+        dial_string: Option<String>,
+    },
+    /// A dial attempt from the channel to `dest` ended.
+    DialEnd {
+        dest: ChannelId,
+        dest_endpoint: Option<String>,
+        outcome: DialOutcome,
+    },
+    /// The channel hung up; `cause` is the Q.850 cause code when given.
+    HungUp { cause: Option<u16> },
+}

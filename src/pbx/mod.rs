@@ -1,0 +1,8 @@
+//! The PBX side: one vocabulary (`PbxEvent`) for every PBX, and the protocol clients
+//! that produce it. Asterisk and FreeSWITCH differ only below this module's `PbxEvent`.
+
+pub mod ami;
+pub mod event;
+pub mod status;
+
+pub use event::{ChannelId, PbxEvent, PbxEventKind};

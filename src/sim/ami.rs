@@ -1,0 +1,371 @@
+//! An Asterisk AMI peer on 127.0.0.1: greets, checks `Login`, answers `Ping` and
+//! `Logoff`, and plays recorded AMI byte streams (tests/fixtures/asterisk) to every
+//! logged-in client with their original read splits and pace (optionally sped up).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::pbx::ami::{AmiCodec, AmiFrame, AmiItem};
+
+pub const GREETING: &str = "Asterisk Call Manager/11.0.0\r\n";
+
+#[derive(Debug, Clone)]
+pub struct AmiSimOptions {
+    pub username: String,
+    pub secret: String,
+    /// When false, Ping goes unanswered (a PBX that hangs).
+    pub answer_pings: bool,
+}
+
+impl Default for AmiSimOptions {
+    fn default() -> Self {
+        AmiSimOptions {
+            username: "callbridge".into(),
+            secret: "demo-secret".into(),
+            answer_pings: true,
+        }
+    }
+}
+
+/// A recorded server-to-client AMI stream, reduced to what follows the Login answer:
+/// the calls' events, with the recv() splits and times they were read with.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    pub chunks: Vec<(Duration, Bytes)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptError {
+    #[error("transcript has no greeting line")]
+    NoGreeting,
+    #[error("transcript has no Login answer")]
+    NoLoginAnswer,
+    #[error("timing line {line}: {text:?} is not `<seconds>\\t<offset>\\t<length>`")]
+    BadTiming { line: usize, text: String },
+}
+
+impl Transcript {
+    /// Cuts a recording (`*.ami` + `*.timing`) down to the part a fresh client should
+    /// receive after its own Login: drops the greeting, the recorded Login answer, and a
+    /// final `Response: Goodbye` (the answer to the recorder's Logoff).
+    pub fn from_recording(ami: &[u8], timing: &str) -> Result<Transcript, TranscriptError> {
+        let greeting_end = find(ami, b"\r\n", 0).ok_or(TranscriptError::NoGreeting)? + 2;
+        let start = find(ami, b"\r\n\r\n", greeting_end).ok_or(TranscriptError::NoLoginAnswer)? + 4;
+        let mut end = ami.len();
+        if let Some(last) = rfind(&ami[..ami.len().saturating_sub(4)], b"\r\n\r\n") {
+            if ami[last + 4..].starts_with(b"Response: Goodbye") {
+                end = last + 4;
+            }
+        }
+        let mut chunks = Vec::new();
+        for (i, line) in timing.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = || TranscriptError::BadTiming {
+                line: i + 1,
+                text: line.to_string(),
+            };
+            let mut parts = line.split('\t');
+            let secs: f64 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+            let offset: usize = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+            let len: usize = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+            let (from, to) = (offset.max(start), (offset + len).min(end));
+            if from < to {
+                chunks.push((
+                    Duration::from_secs_f64(secs.max(0.0)),
+                    Bytes::copy_from_slice(&ami[from..to]),
+                ));
+            }
+        }
+        Ok(Transcript { chunks })
+    }
+
+    /// The same bytes as one chunk at time zero.
+    pub fn bytes(&self) -> Bytes {
+        let mut all = BytesMut::new();
+        for (_, c) in &self.chunks {
+            all.extend_from_slice(c);
+        }
+        all.freeze()
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+struct Inner {
+    options: AmiSimOptions,
+    clients: Mutex<Vec<mpsc::UnboundedSender<Bytes>>>,
+    logins: AtomicU64,
+    actions: Mutex<Vec<AmiFrame>>,
+    answer_pings: AtomicBool,
+    stop: CancellationToken,
+}
+
+/// Handle to a running AMI peer; clones share it.
+#[derive(Clone)]
+pub struct AmiSim {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl AmiSim {
+    pub async fn start(options: AmiSimOptions) -> std::io::Result<AmiSim> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), options).await
+    }
+
+    /// Binds a given address (e.g. the port of a simulator that was stopped, to test
+    /// reconnection).
+    pub async fn start_on(addr: SocketAddr, options: AmiSimOptions) -> std::io::Result<AmiSim> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            answer_pings: AtomicBool::new(options.answer_pings),
+            options,
+            clients: Mutex::new(Vec::new()),
+            logins: AtomicU64::new(0),
+            actions: Mutex::new(Vec::new()),
+            stop: CancellationToken::new(),
+        });
+        let accept_inner = inner.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => { tokio::spawn(serve(stream, accept_inner.clone())); }
+                        Err(e) => { debug!(error = %e, "AMI sim accept failed"); }
+                    },
+                    _ = accept_inner.stop.cancelled() => break,
+                }
+            }
+        });
+        Ok(AmiSim { addr, inner })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Successful logins so far.
+    pub fn logins(&self) -> u64 {
+        self.inner.logins.load(Ordering::SeqCst)
+    }
+
+    /// Every action received from clients, in order.
+    pub fn actions(&self) -> Vec<AmiFrame> {
+        lock(&self.inner.actions).clone()
+    }
+
+    pub fn set_answer_pings(&self, on: bool) {
+        self.inner.answer_pings.store(on, Ordering::SeqCst);
+    }
+
+    /// Waits until at least `n` logins happened.
+    pub async fn wait_for_logins(&self, n: u64, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.logins() < n {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Sends raw bytes to every logged-in client; returns how many got them.
+    pub fn send_raw(&self, bytes: Bytes) -> usize {
+        let mut clients = lock(&self.inner.clients);
+        clients.retain(|c| c.send(bytes.clone()).is_ok());
+        clients.len()
+    }
+
+    /// Plays a transcript with its original pace divided by `speed` (1.0 = real time).
+    pub async fn play(&self, transcript: &Transcript, speed: f64) {
+        let start = tokio::time::Instant::now();
+        let first = transcript
+            .chunks
+            .first()
+            .map(|(t, _)| *t)
+            .unwrap_or_default();
+        for (at, chunk) in &transcript.chunks {
+            let offset = at.saturating_sub(first).div_f64(speed.max(0.001));
+            tokio::time::sleep_until(start + offset).await;
+            self.send_raw(chunk.clone());
+        }
+    }
+
+    /// Closes the listener and every connection, like a PBX that went down.
+    pub fn stop(&self) {
+        self.inner.stop.cancel();
+        lock(&self.inner.clients).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn serve(stream: TcpStream, inner: Arc<Inner>) {
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let stop = inner.stop.clone();
+    let writer = tokio::spawn(async move {
+        if write.write_all(GREETING.as_bytes()).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(bytes) => if write.write_all(&bytes).await.is_err() { return },
+                    None => return,
+                },
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+    let mut frames = FramedRead::new(read, AmiCodec::without_greeting());
+    let mut codec = AmiCodec::without_greeting();
+    let reply = |frame: AmiFrame, codec: &mut AmiCodec| {
+        let mut buf = BytesMut::new();
+        let _ = codec.encode(&frame, &mut buf);
+        let _ = tx.send(buf.freeze());
+    };
+    loop {
+        let next = tokio::select! {
+            n = frames.next() => n,
+            _ = inner.stop.cancelled() => break,
+        };
+        let Some(Ok(AmiItem::Frame(action))) = next else {
+            break;
+        };
+        lock(&inner.actions).push(action.clone());
+        let id = action.action_id().unwrap_or_default().to_string();
+        match action.get("Action").map(str::to_ascii_lowercase).as_deref() {
+            Some("login") => {
+                let ok = action.get("Username") == Some(inner.options.username.as_str())
+                    && action.get("Secret") == Some(inner.options.secret.as_str());
+                if ok {
+                    reply(
+                        AmiFrame::new()
+                            .with("Response", "Success")
+                            .with("ActionID", &id)
+                            .with("Message", "Authentication accepted"),
+                        &mut codec,
+                    );
+                    reply(
+                        AmiFrame::new()
+                            .with("Event", "FullyBooted")
+                            .with("Privilege", "system,all")
+                            .with("Uptime", "22")
+                            .with("LastReload", "22")
+                            .with("Status", "Fully Booted"),
+                        &mut codec,
+                    );
+                    lock(&inner.clients).push(tx.clone());
+                    inner.logins.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    // Asterisk waits a second before refusing, then closes.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    reply(
+                        AmiFrame::new()
+                            .with("Response", "Error")
+                            .with("ActionID", &id)
+                            .with("Message", "Authentication failed"),
+                        &mut codec,
+                    );
+                    break;
+                }
+            }
+            Some("ping") => {
+                if inner.answer_pings.load(Ordering::SeqCst) {
+                    reply(
+                        AmiFrame::new()
+                            .with("Response", "Success")
+                            .with("ActionID", &id)
+                            .with("Ping", "Pong")
+                            .with(
+                                "Timestamp",
+                                &format!("{:.6}", crate::time::Timestamp::now().as_secs_f64()),
+                            ),
+                        &mut codec,
+                    );
+                }
+            }
+            Some("logoff") => {
+                reply(
+                    AmiFrame::new()
+                        .with("Response", "Goodbye")
+                        .with("ActionID", &id)
+                        .with("Message", "Thanks for all the fish."),
+                    &mut codec,
+                );
+                break;
+            }
+            other => {
+                reply(
+                    AmiFrame::new()
+                        .with("Response", "Error")
+                        .with("ActionID", &id)
+                        .with(
+                            "Message",
+                            &format!("Invalid/unknown command: {}", other.unwrap_or("")),
+                        ),
+                    &mut codec,
+                );
+            }
+        }
+    }
+    drop(tx);
+    // Let queued answers (e.g. the Goodbye) go out before the socket closes.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcript_drops_login_answer_and_goodbye() {
+        let t = Transcript::from_recording(
+            include_bytes!("../../tests/fixtures/asterisk/iax2/inbound_answered.ami"),
+            include_str!("../../tests/fixtures/asterisk/iax2/inbound_answered.timing"),
+        )
+        .expect("transcript");
+        let all = t.bytes();
+        assert!(all.starts_with(b"Event: FullyBooted\r\n"));
+        assert!(all.ends_with(b"\r\n\r\n"));
+        assert!(!all.windows(9).any(|w| w == b"Response:"));
+        assert!(t.chunks.len() > 5, "keeps the recorded read splits");
+    }
+
+    #[test]
+    fn bad_timing_is_named() {
+        let err = Transcript::from_recording(
+            b"Asterisk Call Manager/1\r\nResponse: Success\r\n\r\n",
+            "x\ty",
+        )
+        .expect_err("bad");
+        assert!(err.to_string().contains("timing line 1"));
+    }
+}

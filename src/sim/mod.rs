@@ -1,0 +1,7 @@
+//! Simulators of the systems around callbridge, served over real loopback sockets: an
+//! Asterisk AMI peer that replays recorded transcripts, and a stateful retailCRM API v5
+//! stand-in. `callbridge demo` and the integration tests run the real daemon against
+//! them.
+
+pub mod ami;
+pub mod retailcrm;
