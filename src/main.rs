@@ -71,7 +71,7 @@ fn with_runtime(job: impl std::future::Future<Output = anyhow::Result<()>>) -> E
     }
 }
 
-fn check_config(path: &PathBuf) -> ExitCode {
+fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
             for w in &cfg.warnings {

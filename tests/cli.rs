@@ -1,0 +1,237 @@
+//! The built binary as an administrator uses it: `check-config` messages, and `run`
+//! against the simulators, stopped with SIGTERM, with no secret in its logs.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use callbridge::sim::ami::AmiSim;
+use callbridge::sim::retailcrm::RetailCrmSim;
+use common::{ami_options, config_toml, crm_options, fixture, AMI_SECRET, CRM_KEY};
+
+const BIN: &str = env!("CARGO_BIN_EXE_callbridge");
+
+fn check_config(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("callbridge.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn check_config_names_each_bad_key_on_its_own_line_and_hides_secrets() {
+    let (code, out) = check_config(
+        r#"
+[[pbx]]
+name = "office"
+kind = "sip"
+host = "127.0.0.1"
+port = "abc"
+username = "callbridge"
+[crm]
+kind = "retailcrm"
+url = "https://example.retailcrm.ru"
+api_key = "Sup3rS3cretCrmKey"
+"#,
+    );
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 3, "one line per problem:\n{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pbx[0].kind:") && l.contains("sip")),
+        "{out}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("pbx[0].port:")), "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pbx[0].secret: missing")),
+        "{out}"
+    );
+    assert!(!out.contains("Sup3rS3cretCrmKey"));
+}
+
+#[test]
+fn check_config_missing_api_key_and_wrongly_typed_secret() {
+    let (code, out) = check_config(
+        r#"
+[[pbx]]
+name = "office"
+kind = "asterisk"
+host = "127.0.0.1"
+username = "callbridge"
+secret = 123456789
+[crm]
+kind = "retailcrm"
+url = "https://example.retailcrm.ru"
+"#,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("crm.api_key: missing"), "{out}");
+    assert!(out.contains("pbx[0].secret:"), "{out}");
+    assert!(
+        !out.contains("123456789"),
+        "a secret of the wrong type is not echoed: {out}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_example_file() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/callbridge.toml"))
+            .expect("example");
+    let (code, out) = check_config(&text);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_delivers_a_call_stops_on_sigterm_and_never_logs_secrets() {
+    let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
+    let crm = RetailCrmSim::start(crm_options()).await.expect("CRM sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("callbridge.toml");
+    std::fs::write(
+        &path,
+        config_toml(
+            pbx.addr().port(),
+            &crm.base_url(),
+            &dir.path().join("cb.db"),
+            "",
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn callbridge run");
+    assert!(
+        pbx.wait_for_logins(1, Duration::from_secs(20)).await,
+        "binary logs in"
+    );
+    pbx.play(&fixture("iax2/inbound_answered"), 20.0).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while crm.state().calls.is_empty() {
+        assert!(Instant::now() < deadline, "call delivered by the binary");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // SIGTERM: a clean, prompt exit with status 0.
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "stops within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("read logs");
+    assert!(logs.contains("AMI connected"), "{logs}");
+    assert!(
+        logs.contains("1795627488.2"),
+        "the call id is in the logs: {logs}"
+    );
+    assert!(!logs.contains(AMI_SECRET), "AMI secret leaked into logs");
+    assert!(!logs.contains(CRM_KEY), "CRM key leaked into logs");
+    pbx.stop();
+    crm.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_login_and_crm_key_errors_are_logged_without_secrets() {
+    // The PBX expects another secret, and the CRM another key.
+    let mut ami = ami_options();
+    ami.secret = "the-pbx-wants-this".into();
+    let pbx = AmiSim::start(ami).await.expect("AMI sim");
+    let mut crm_opts = crm_options();
+    crm_opts.api_key = "the-crm-wants-this".into();
+    let crm = RetailCrmSim::start(crm_opts).await.expect("CRM sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("callbridge.toml");
+    std::fs::write(
+        &path,
+        config_toml(
+            pbx.addr().port(),
+            &crm.base_url(),
+            &dir.path().join("cb.db"),
+            "",
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Let it try to log in at least once (Asterisk answers a bad login after 1 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pbx
+        .actions()
+        .iter()
+        .filter(|a| a.get("Action") == Some("Login"))
+        .count()
+        < 1
+    {
+        assert!(Instant::now() < deadline, "tries to log in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    assert!(
+        logs.contains("rejected"),
+        "the login failure is logged: {logs}"
+    );
+    assert!(!logs.contains(AMI_SECRET), "AMI secret in logs");
+    assert!(!logs.contains(CRM_KEY), "CRM key in logs");
+    pbx.stop();
+    crm.shutdown();
+}

@@ -1,0 +1,166 @@
+//! Test harness: a scripted AMI peer and a retailCRM stand-in on 127.0.0.1:0, and the
+//! real daemon running against them with a SQLite store in a temporary directory.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use callbridge::daemon::{self, Running};
+use callbridge::sim::ami::{AmiSim, AmiSimOptions, Transcript};
+use callbridge::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const AMI_SECRET: &str = "ami-Secret-7fq2";
+pub const CRM_KEY: &str = "crm-Key-93jd8";
+
+pub fn fixture(name: &str) -> Transcript {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/asterisk");
+    let ami = std::fs::read(dir.join(format!("{name}.ami"))).expect("fixture .ami");
+    let timing =
+        std::fs::read_to_string(dir.join(format!("{name}.timing"))).expect("fixture .timing");
+    Transcript::from_recording(&ami, &timing).expect("transcript")
+}
+
+pub fn ami_options() -> AmiSimOptions {
+    AmiSimOptions {
+        username: "callbridge".into(),
+        secret: AMI_SECRET.into(),
+        answer_pings: true,
+    }
+}
+
+pub fn crm_options() -> SimOptions {
+    SimOptions {
+        api_key: CRM_KEY.into(),
+        ..SimOptions::default()
+    }
+}
+
+/// A configuration pointing at the given simulators.
+pub fn config_toml(ami_port: u16, crm_url: &str, db: &std::path::Path, extra_pbx: &str) -> String {
+    format!(
+        r#"
+[store]
+url = "sqlite://{db}"
+[http]
+listen = "127.0.0.1:0"
+link_secret = "test-link-secret"
+[[pbx]]
+name = "office"
+kind = "asterisk"
+host = "127.0.0.1"
+port = {ami_port}
+username = "callbridge"
+secret = "{AMI_SECRET}"
+{extra_pbx}
+[crm]
+kind = "retailcrm"
+url = "{crm_url}"
+api_key = "{CRM_KEY}"
+timeout = "2s"
+[employees]
+senior = [7]
+[employees.extensions]
+"101" = 3
+"102" = 4
+[daemon]
+shutdown_grace = "2s"
+"#,
+        db = db.display()
+    )
+}
+
+pub struct Harness {
+    pub pbx: AmiSim,
+    pub crm: RetailCrmSim,
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    daemon: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(crm_options(), "").await
+    }
+
+    pub async fn start_with(crm_options: SimOptions, extra_pbx: &str) -> Harness {
+        let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
+        let crm = RetailCrmSim::start(crm_options).await.expect("CRM sim");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = config_toml(
+            pbx.addr().port(),
+            &crm.base_url(),
+            &dir.path().join("cb.db"),
+            extra_pbx,
+        );
+        let cfg = callbridge::config::from_toml_str(&toml).expect("config");
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = oneshot::channel();
+        let daemon = tokio::spawn(daemon::run(cfg, shutdown.clone(), Some(tx)));
+        let running = rx.await.expect("daemon ready");
+        assert!(
+            pbx.wait_for_logins(1, Duration::from_secs(10)).await,
+            "daemon logs in to the AMI peer"
+        );
+        Harness {
+            pbx,
+            crm,
+            running,
+            dir,
+            shutdown,
+            daemon,
+        }
+    }
+
+    /// Plays a recorded call at 20x speed with its original read splits.
+    pub async fn play(&self, name: &str) {
+        self.pbx.play(&fixture(name), 20.0).await;
+    }
+
+    /// Waits until `check` holds for the CRM's state, or panics with the last state.
+    pub async fn wait_crm(&self, what: &str, check: impl Fn(&SimState) -> bool) -> SimState {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let state = self.crm.state();
+            if check(&state) {
+                return state;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for: {what}\nCRM state: {state:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every call seen has ended and the outbox has nothing pending.
+    pub async fn wait_outbox_settled(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let c = self.running.store.outbox_counts().await.expect("counts");
+            let calls = self.running.store.calls().await.expect("calls");
+            let ended = !calls.is_empty() && calls.iter().all(|c| c.stage == "ended");
+            if ended && c.pending == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox did not settle: {c:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.daemon
+            .await
+            .expect("join")
+            .expect("daemon stops cleanly");
+        self.pbx.stop();
+        self.crm.shutdown();
+    }
+}
