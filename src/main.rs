@@ -40,6 +40,18 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         speed: f64,
     },
+    /// Run a recorded AMI stream (a file of raw bytes, greeting first) through the
+    /// tracker and print each call's steps and the CRM actions they cause. Offline.
+    Replay {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// PBX name used in call ids.
+        #[arg(long, default_value = "office")]
+        pbx: String,
+        /// Extensions that are employees (comma list), besides 2-6 digit numbers.
+        #[arg(long, value_delimiter = ',')]
+        extensions: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +60,17 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => with_runtime(run(config)),
         Command::Demo { speed } => with_runtime(callbridge::demo::run(speed)),
+        Command::Replay {
+            file,
+            pbx,
+            extensions,
+        } => match callbridge::replay::run(&file, &pbx, &extensions) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("callbridge: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
