@@ -151,7 +151,7 @@ fn ended(summary: &CallSummary, phone: String) -> Vec<CrmAction> {
                 Outcome::Answered => HangupStatus::Answered,
                 Outcome::Busy => HangupStatus::Busy,
                 Outcome::Failed => HangupStatus::Failed,
-                Outcome::Missed => HangupStatus::NoAnswered,
+                Outcome::Missed | Outcome::Voicemail => HangupStatus::NoAnswered,
             }),
             call_external_id: header.external_id(),
             external_phone: header.did.clone(),
@@ -169,7 +169,7 @@ fn ended(summary: &CallSummary, phone: String) -> Vec<CrmAction> {
             Outcome::Answered => CallResult::Answered,
             Outcome::Busy => CallResult::Busy,
             Outcome::Failed => CallResult::Failed,
-            Outcome::Missed => CallResult::NoAnswer,
+            Outcome::Missed | Outcome::Voicemail => CallResult::NoAnswer,
         },
         duration: summary.talk_secs,
         duration_waiting: summary.wait_secs,
@@ -207,6 +207,12 @@ mod tests {
             duration_secs: 9,
             talk_secs: 6,
             wait_secs: 3,
+            talkers: Vec::new(),
+            recording: None,
+            voicemail: None,
+            queue: None,
+            channels: Vec::new(),
+            reconstructed: false,
         }
     }
 
@@ -240,7 +246,7 @@ mod tests {
         let up = CallUpdate {
             header: s.header.clone(),
             at: Timestamp(10),
-            stage: CallStage::Ended(s),
+            stage: CallStage::Ended(Box::new(s)),
         };
         let actions = actions_for(&up).expect("actions");
         assert_eq!(actions.len(), 2);
@@ -264,7 +270,7 @@ mod tests {
         let up = CallUpdate {
             header: s.header.clone(),
             at: Timestamp(10),
-            stage: CallStage::Ended(s),
+            stage: CallStage::Ended(Box::new(s)),
         };
         let actions = actions_for(&up).expect("actions");
         let CrmAction::CallHistory(rec) = &actions[1] else {
@@ -294,7 +300,7 @@ mod tests {
         let up = CallUpdate {
             header: s.header.clone(),
             at: Timestamp(10),
-            stage: CallStage::Ended(s),
+            stage: CallStage::Ended(Box::new(s)),
         };
         for a in actions_for(&up).expect("actions") {
             let json = serde_json::to_string(&a).expect("json");

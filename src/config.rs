@@ -39,6 +39,9 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(30);
+pub const DEFAULT_VOICEMAIL_DIR: &str = "/var/spool/asterisk/voicemail";
+pub const DEFAULT_STALE_CALL_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_CRM_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -129,6 +132,52 @@ pub struct PbxConfig {
     pub ping_timeout: Duration,
     pub connect_timeout: Duration,
     pub reconnect_max_delay: Duration,
+    /// Employee extensions (`["100-199", "2001"]`); empty = mapped extensions plus any
+    /// 2-6 digit endpoint.
+    pub internal_extensions: Vec<ExtensionRange>,
+    /// Dialplan contexts where calls from outside arrive (`["from-trunk"]`).
+    pub trunk_contexts: Vec<String>,
+    /// Asterisk's voicemail spool (`<dir>/<context>/<mailbox>/INBOX/msgNNNN.<fmt>`).
+    pub voicemail_dir: PathBuf,
+    /// A call with no event for this long is ended (memory stays bounded).
+    pub stale_call_timeout: Duration,
+    /// How often the calls in progress are compared with the PBX's own list.
+    pub resync_interval: Duration,
+}
+
+/// An inclusive range of numeric extensions; a single extension is a range of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtensionRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl ExtensionRange {
+    /// `"100-199"` or `"2001"`.
+    pub fn parse(text: &str) -> Option<ExtensionRange> {
+        let digits = |t: &str| {
+            let t = t.trim();
+            (!t.is_empty() && t.len() <= 18 && t.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| t.parse::<u64>().ok())
+                .flatten()
+        };
+        match text.split_once('-') {
+            Some((a, b)) => {
+                let (first, last) = (digits(a)?, digits(b)?);
+                (first <= last).then_some(ExtensionRange { first, last })
+            }
+            None => digits(text).map(|n| ExtensionRange { first: n, last: n }),
+        }
+    }
+
+    pub fn contains(&self, extension: &str) -> bool {
+        !extension.is_empty()
+            && extension.len() <= 18
+            && extension.bytes().all(|b| b.is_ascii_digit())
+            && extension
+                .parse::<u64>()
+                .is_ok_and(|n| (self.first..=self.last).contains(&n))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -693,6 +742,37 @@ impl Checker<'_> {
         }
     }
 
+    /// A list of strings; from the environment, a comma list `a,b`.
+    fn string_list(&mut self, f: &Field<'_>) -> Vec<String> {
+        match f.value {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| match v {
+                    Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                    Value::Number(n) => Some(n.to_string()),
+                    other => {
+                        let message = format!("expected a string, got {}", type_name(other));
+                        self.problem(&format!("{}[{i}]", f.key), message);
+                        None
+                    }
+                })
+                .collect(),
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Some(other) => {
+                let message = format!("expected a list of strings, got {}", type_name(other));
+                self.problem(&f.key, message);
+                Vec::new()
+            }
+        }
+    }
+
     fn required_string(&mut self, f: &Field<'_>) -> String {
         if f.value.is_none() {
             self.missing(f);
@@ -1048,6 +1128,35 @@ fn read_pbx(ck: &mut Checker<'_>, mut t: Table<'_>) -> PbxConfig {
         DEFAULT_RECONNECT_MAX_DELAY,
         false,
     );
+    let f = t.field("internal_extensions");
+    let internal_extensions = ck
+        .string_list(&f)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let parsed = ExtensionRange::parse(&item);
+            if parsed.is_none() {
+                ck.problem(
+                    &format!("{}[{i}]", f.key),
+                    format!(
+                        "expected an extension number or a range like \"100-199\", got {item:?}"
+                    ),
+                );
+            }
+            parsed
+        })
+        .collect();
+    let trunk_contexts = ck.string_list(&t.field("trunk_contexts"));
+    let voicemail_dir = ck
+        .string(&t.field("voicemail_dir"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_VOICEMAIL_DIR));
+    let stale_call_timeout = ck.duration(
+        &t.field("stale_call_timeout"),
+        DEFAULT_STALE_CALL_TIMEOUT,
+        false,
+    );
+    let resync_interval = ck.duration(&t.field("resync_interval"), DEFAULT_RESYNC_INTERVAL, false);
     t.finish(ck);
 
     PbxConfig {
@@ -1062,6 +1171,11 @@ fn read_pbx(ck: &mut Checker<'_>, mut t: Table<'_>) -> PbxConfig {
         ping_timeout,
         connect_timeout,
         reconnect_max_delay,
+        internal_extensions,
+        trunk_contexts,
+        voicemail_dir,
+        stale_call_timeout,
+        resync_interval,
     }
 }
 

@@ -79,8 +79,6 @@ pub async fn run(
     let readers_stop = CancellationToken::new();
     let mut readers = JoinSet::new();
     let mut processors = JoinSet::new();
-    let mapped = config.employees.extensions.keys().cloned();
-    let internal = InternalExtensions::new(mapped);
     for pbx in &config.pbx {
         let (tx, rx) = mpsc::channel::<PbxEvent>(EVENT_BUFFER);
         match pbx.kind {
@@ -95,7 +93,9 @@ pub async fn run(
         }
         let tracker = CallTracker::new(TrackerConfig {
             pbx: pbx.name.clone(),
-            internal: internal.clone(),
+            internal: InternalExtensions::new(config.employees.extensions.keys().cloned())
+                .with_ranges(pbx.internal_extensions.clone()),
+            trunk_contexts: pbx.trunk_contexts.clone(),
         });
         processors.spawn(process(rx, tracker, outbox.clone()));
     }

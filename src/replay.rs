@@ -31,6 +31,7 @@ pub fn replay_bytes(bytes: &[u8], pbx: &str, extensions: &[String]) -> ReplayRep
     let mut tracker = CallTracker::new(TrackerConfig {
         pbx: pbx.to_string(),
         internal: InternalExtensions::new(extensions.iter().cloned()),
+        trunk_contexts: Vec::new(),
     });
     let mut report = ReplayReport {
         frames: 0,
@@ -93,12 +94,34 @@ pub fn run(path: &Path, pbx: &str, extensions: &[String]) -> anyhow::Result<()> 
                 CallStage::Ringing { new, .. } => format!("ringing {}", new.join(",")),
                 CallStage::Answered { extension } => format!("answered by {extension}"),
                 CallStage::Ended(s) => format!(
-                    "ended {} employee {} rang [{}] talk {} s wait {} s",
+                    "ended {} employee {} rang [{}] talk {} s wait {} s talkers [{}]{}{}{}",
                     s.outcome.as_str(),
                     s.employee.as_deref().unwrap_or("-"),
                     s.rang.join(","),
                     s.talk_secs,
-                    s.wait_secs
+                    s.wait_secs,
+                    s.talkers
+                        .iter()
+                        .map(|t| format!("{} {} s", t.extension, t.talk_secs))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    s.recording
+                        .as_ref()
+                        .map(|r| format!(" recording {r}"))
+                        .unwrap_or_default(),
+                    s.voicemail
+                        .as_ref()
+                        .map(|v| format!(
+                            " voicemail {} {}",
+                            v.mailbox,
+                            v.message.as_deref().unwrap_or("(no message yet)")
+                        ))
+                        .unwrap_or_default(),
+                    if s.reconstructed {
+                        " (reconstructed)"
+                    } else {
+                        ""
+                    },
                 ),
             };
             println!("  {}  {stage}", u.at);

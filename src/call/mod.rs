@@ -39,6 +39,8 @@ pub enum Outcome {
     Busy,
     /// Congestion, unavailable, invalid number.
     Failed,
+    /// Nobody answered and the caller reached voicemail.
+    Voicemail,
 }
 
 impl Outcome {
@@ -48,6 +50,7 @@ impl Outcome {
             Outcome::Missed => "missed",
             Outcome::Busy => "busy",
             Outcome::Failed => "failed",
+            Outcome::Voicemail => "voicemail",
         }
     }
 }
@@ -93,6 +96,42 @@ pub struct CallSummary {
     pub talk_secs: u32,
     /// Start to answer (or to the end, when nobody answered), seconds.
     pub wait_secs: u32,
+    /// Every employee who talked with the customer, in the order they started.
+    #[serde(default)]
+    pub talkers: Vec<Talker>,
+    /// The recording's path on the PBX, when the call was recorded.
+    #[serde(default)]
+    pub recording: Option<String>,
+    #[serde(default)]
+    pub voicemail: Option<Voicemail>,
+    /// The queue the caller waited in, if any.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Every channel id (Asterisk `Uniqueid`) the call had: recordings are often named
+    /// after one of them.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// The end was not seen: the call vanished while we were disconnected, or went
+    /// stale. Its outcome is what its last known state implies.
+    #[serde(default)]
+    pub reconstructed: bool,
+}
+
+/// One employee's part of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Talker {
+    pub extension: String,
+    pub talk_secs: u32,
+}
+
+/// A voicemail the caller reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Voicemail {
+    /// `102@default`.
+    pub mailbox: String,
+    /// The saved message as the PBX names it: a path stem without the format suffix
+    /// (`/var/spool/asterisk/voicemail/default/102/INBOX/msg0000`); `None` until found.
+    pub message: Option<String>,
 }
 
 /// Where a live call stands.
@@ -107,7 +146,7 @@ pub enum CallStage {
     Answered {
         extension: String,
     },
-    Ended(CallSummary),
+    Ended(Box<CallSummary>),
 }
 
 /// One step of one call, as the tracker reports it.
@@ -118,24 +157,38 @@ pub struct CallUpdate {
     pub stage: CallStage,
 }
 
-/// Which endpoints are employee extensions (as opposed to trunks). Until an explicit
-/// list is configured, an endpoint counts as internal when it is one of the mapped
-/// extensions or a short all-digit name (2 to 6 digits), which is what office PBXs use
-/// for extensions and what trunk names and outside numbers are not.
+/// Which endpoints are employee extensions (as opposed to trunks): the configured
+/// `internal_extensions` ranges plus the mapped extensions. Until ranges are configured,
+/// an endpoint also counts as internal when it is a short all-digit name (2 to 6
+/// digits), which is what office PBXs use for extensions and what trunk names and
+/// outside numbers are not.
 #[derive(Debug, Clone, Default)]
 pub struct InternalExtensions {
     pub known: std::collections::BTreeSet<String>,
+    pub ranges: Vec<crate::config::ExtensionRange>,
 }
 
 impl InternalExtensions {
     pub fn new(known: impl IntoIterator<Item = String>) -> Self {
         InternalExtensions {
             known: known.into_iter().collect(),
+            ranges: Vec::new(),
         }
     }
 
+    pub fn with_ranges(mut self, ranges: Vec<crate::config::ExtensionRange>) -> Self {
+        self.ranges = ranges;
+        self
+    }
+
     pub fn contains(&self, endpoint: &str) -> bool {
-        self.known.contains(endpoint)
-            || ((2..=6).contains(&endpoint.len()) && endpoint.bytes().all(|b| b.is_ascii_digit()))
+        if self.known.contains(endpoint) {
+            return true;
+        }
+        if self.ranges.is_empty() {
+            (2..=6).contains(&endpoint.len()) && endpoint.bytes().all(|b| b.is_ascii_digit())
+        } else {
+            self.ranges.iter().any(|r| r.contains(endpoint))
+        }
     }
 }

@@ -1,82 +1,179 @@
-//! `CallTracker`: the per-call state machine. Pure: `PbxEvent`s in, `CallUpdate`s out.
+//! `CallTracker`: the per-call state machine. Pure: `PbxEvent`s (and the moment they
+//! happened) in, `CallUpdate`s out; no sockets, clocks or files.
 //!
-//! Channels are grouped into calls by the PBX's call id (Asterisk `Linkedid`). A call
-//! starts with its first channel (the origin: the trunk leg of an inbound call, the
-//! phone of an outbound one), rings employees through dial attempts, is answered when a
-//! dial attempt to an employee ends in ANSWER, and ends when its last channel hangs up.
-//! Outcomes come from the dial results, not from hang-up causes (ring-out legs hang up
-//! with cause 0, ring-group losers with 26; see tests/fixtures/asterisk/README.md).
+//! Channels are grouped into calls by the PBX's call id (Asterisk `Linkedid`); a
+//! channel whose call id changes (a transfer target joining the caller's bridge) moves
+//! to that call. A call starts with its first channel (the origin: the trunk leg of an
+//! inbound call, the phone of an outbound one), rings employees through dial attempts
+//! and queue offers, and ends when its last channel hangs up.
+//!
+//! Who talks with the customer is read from the graph of channels: bridge membership,
+//! the two halves of each Local channel, and answered dial attempts until both sides
+//! sit in bridges. Every change of that graph opens or closes talk segments, so a
+//! transfer gives each employee their own talk time and the last one becomes the
+//! answerer. Outcomes come from dial results, queue events and voicemail, never from
+//! hang-up causes (ring-out legs hang up with cause 0, ring-group losers with 26: see
+//! tests/fixtures/asterisk/README.md).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use crate::call::{
-    CallHeader, CallStage, CallSummary, CallUpdate, Direction, InternalExtensions, Outcome,
+    CallHeader, CallStage, CallSummary, CallUpdate, Direction, InternalExtensions, Outcome, Talker,
+    Voicemail,
 };
-use crate::pbx::event::{ChannelId, DialOutcome, PbxEvent, PbxEventKind};
+use crate::pbx::event::{ChannelId, DialOutcome, LiveChannel, PbxEvent, PbxEventKind};
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TrackerConfig {
     /// The PBX's name from the configuration; part of every call's identity.
     pub pbx: String,
     pub internal: InternalExtensions,
+    /// Dialplan contexts where outside calls arrive: an origin channel created in one of
+    /// them is a customer, whatever its name says.
+    pub trunk_contexts: Vec<String>,
 }
 
 /// How many ended call ids are remembered, so that a stray event arriving after a
-/// call's last hang-up does not open a phantom call that never ends.
+/// call's last hang-up does not open a phantom call.
 const ENDED_MEMORY: usize = 4096;
 
-#[derive(Debug)]
+/// Two talk segments of one employee closer than this are one (Local channel
+/// optimisation swaps channels between bridges in a few microseconds).
+const SEGMENT_GAP_US: i64 = 1_000_000;
+
+/// How many channel ids a call remembers for finding its recording.
+const MAX_REMEMBERED_CHANNELS: usize = 32;
+
+#[derive(Debug, Default)]
 pub struct CallTracker {
     config: TrackerConfig,
     calls: HashMap<String, LiveCall>,
-    /// Which call each live channel belongs to.
-    channels: HashMap<ChannelId, String>,
+    channels: HashMap<ChannelId, Chan>,
+    bridges: HashMap<String, Vec<ChannelId>>,
+    /// Local channel base name (`Local/101@phones-00000001`) → its `;1` and `;2`.
+    locals: HashMap<String, [Option<ChannelId>; 2]>,
     ended: VecDeque<String>,
     ended_set: HashSet<String>,
+    dirty: HashSet<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Chan {
+    id: ChannelId,
+    call: String,
+    name: String,
+    endpoint: Option<String>,
+    /// Local half: (base name, 0 for `;1`, 1 for `;2`).
+    local: Option<(String, usize)>,
+    bridge: Option<String>,
+    bridged_ever: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct LiveCall {
+    id: String,
     started_at: Timestamp,
+    last_event_at: Timestamp,
     origin: ChannelId,
     origin_endpoint: Option<String>,
-    /// The number the origin channel was called on (DID inbound, dialed number outbound).
     origin_exten: Option<String>,
+    origin_from_trunk: bool,
     caller_number: Option<String>,
     direction: Option<Direction>,
     dialed_number: Option<String>,
-    live: HashSet<ChannelId>,
-    legs: Vec<DialLeg>,
+    members: Vec<ChannelId>,
+    seen: Vec<String>,
+    legs: Vec<Leg>,
+    /// Answered dial attempts (dialer, destination): they connect the two until both
+    /// sides have been in bridges, which then tell the truth.
+    links: Vec<(ChannelId, ChannelId)>,
     announced: Vec<String>,
-    answer: Option<Answer>,
-    talk_end: Option<Timestamp>,
+    answer: Option<(String, Timestamp)>,
+    segments: Vec<Segment>,
+    voicemail: Option<Voicemail>,
+    recording: Option<String>,
+    dial_status: Option<DialOutcome>,
+    queue: Option<String>,
+    abandoned: bool,
+    reconstructed: bool,
 }
 
-#[derive(Debug)]
-struct DialLeg {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Leg {
     channel: ChannelId,
     endpoint: Option<String>,
     internal: bool,
     result: Option<DialOutcome>,
 }
 
-#[derive(Debug, Clone)]
-struct Answer {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Segment {
     extension: String,
-    /// The channels whose hang-up ends the talk: the answering leg and the origin.
-    talkers: [ChannelId; 2],
-    at: Timestamp,
+    from: Timestamp,
+    to: Option<Timestamp>,
+}
+
+/// What the tracker knows of one live call, for persisting it across a restart of the
+/// daemon. Opaque: store it as JSON, give it back to `CallTracker::restore`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallSnapshot {
+    call: LiveCall,
+    channels: Vec<Chan>,
+}
+
+impl CallSnapshot {
+    pub fn call_id(&self) -> &str {
+        &self.call.id
+    }
+}
+
+impl LiveCall {
+    fn new(id: &str, origin: &ChannelId, at: Timestamp) -> Self {
+        LiveCall {
+            id: id.to_string(),
+            started_at: at,
+            last_event_at: at,
+            origin: origin.clone(),
+            origin_endpoint: None,
+            origin_exten: None,
+            origin_from_trunk: false,
+            caller_number: None,
+            direction: None,
+            dialed_number: None,
+            members: Vec::new(),
+            seen: Vec::new(),
+            legs: Vec::new(),
+            links: Vec::new(),
+            announced: Vec::new(),
+            answer: None,
+            segments: Vec::new(),
+            voicemail: None,
+            recording: None,
+            dial_status: None,
+            queue: None,
+            abandoned: false,
+            reconstructed: false,
+        }
+    }
+
+    fn join(&mut self, channel: &ChannelId) {
+        if !self.members.contains(channel) {
+            self.members.push(channel.clone());
+        }
+        if self.seen.len() < MAX_REMEMBERED_CHANNELS && !self.seen.contains(&channel.0) {
+            self.seen.push(channel.0.clone());
+        }
+    }
 }
 
 impl CallTracker {
     pub fn new(config: TrackerConfig) -> Self {
         CallTracker {
             config,
-            calls: HashMap::new(),
-            channels: HashMap::new(),
-            ended: VecDeque::new(),
-            ended_set: HashSet::new(),
+            ..CallTracker::default()
         }
     }
 
@@ -85,181 +182,677 @@ impl CallTracker {
         self.calls.len()
     }
 
-    /// Feeds one event; returns what changed for the call it belongs to.
-    pub fn apply(&mut self, ev: &PbxEvent) -> Vec<CallUpdate> {
-        if self.ended_set.contains(&ev.call) {
-            return Vec::new();
+    /// Channels in progress (all calls).
+    pub fn live_channels(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Ids of the calls whose state changed since the last call of this function.
+    pub fn take_dirty(&mut self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .dirty
+            .drain()
+            .filter(|id| self.calls.contains_key(id))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The persistable state of a live call.
+    pub fn snapshot(&self, call_id: &str) -> Option<CallSnapshot> {
+        let call = self.calls.get(call_id)?;
+        Some(CallSnapshot {
+            call: call.clone(),
+            channels: call
+                .members
+                .iter()
+                .filter_map(|m| self.channels.get(m).cloned())
+                .collect(),
+        })
+    }
+
+    /// Takes back a call persisted before a restart of the daemon.
+    pub fn restore(&mut self, snapshot: CallSnapshot) {
+        let id = snapshot.call.id.clone();
+        for chan in snapshot.channels {
+            if let Some(bridge) = &chan.bridge {
+                self.bridges
+                    .entry(bridge.clone())
+                    .or_default()
+                    .push(chan.id.clone());
+            }
+            if let Some((base, half)) = &chan.local {
+                if let Some(slot) = self.locals.entry(base.clone()).or_default().get_mut(*half) {
+                    *slot = Some(chan.id.clone());
+                }
+            }
+            self.channels.insert(chan.id.clone(), chan);
         }
-        let mut updates: Vec<CallStage> = Vec::new();
-        let Some(call_id) = self.adopt(ev) else {
-            return Vec::new();
+        self.calls.insert(id, snapshot.call);
+    }
+
+    /// Feeds one event; returns what changed for the calls it touches.
+    pub fn apply(&mut self, ev: &PbxEvent) -> Vec<CallUpdate> {
+        let mut out = Vec::new();
+        let Some(call_id) = self.adopt(ev, &mut out) else {
+            return out;
         };
-        let internal = &self.config.internal;
-        let Some(call) = self.calls.get_mut(&call_id) else {
-            return Vec::new();
-        };
+        let mut stages: Vec<CallStage> = Vec::new();
+        let mut recompute: Vec<String> = Vec::new();
         match &ev.kind {
             PbxEventKind::ChannelCreated {
+                name,
                 endpoint,
                 caller_number,
                 exten,
+                context,
                 ..
             } => {
-                if ev.channel == call.origin {
-                    call.origin_endpoint = endpoint.clone();
-                    call.origin_exten = exten.clone();
-                    if call.caller_number.is_none() {
-                        call.caller_number = caller_number.clone();
+                self.describe(&ev.channel, name, endpoint.clone());
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    if ev.channel == call.origin {
+                        call.origin_endpoint = endpoint.clone();
+                        call.origin_exten = exten.clone();
+                        call.origin_from_trunk = context
+                            .as_deref()
+                            .is_some_and(|c| self.config.trunk_contexts.iter().any(|t| t == c));
+                        if call.caller_number.is_none() {
+                            call.caller_number = caller_number.clone();
+                        }
                     }
                 }
             }
             PbxEventKind::CallerKnown { caller_number } => {
-                if ev.channel == call.origin && call.caller_number.is_none() {
-                    call.caller_number = Some(caller_number.clone());
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    if ev.channel == call.origin && call.caller_number.is_none() {
+                        call.caller_number = Some(caller_number.clone());
+                    }
                 }
             }
             PbxEventKind::DialBegin {
                 caller_number,
                 dest,
+                dest_name,
                 dest_endpoint,
                 dial_string,
-                ..
             } => {
-                if call.caller_number.is_none() && call.direction != Some(Direction::Outbound) {
-                    call.caller_number = caller_number.clone();
-                }
-                let dest_internal = dest_endpoint
-                    .as_deref()
-                    .is_some_and(|e| internal.contains(e));
-                if call.direction.is_none() {
-                    let origin_internal = call
-                        .origin_endpoint
+                self.ensure_channel(dest, &call_id, dest_name, dest_endpoint.clone());
+                let internal = &self.config.internal;
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.join(dest);
+                    let dest_internal = dest_endpoint
                         .as_deref()
                         .is_some_and(|e| internal.contains(e));
-                    call.direction = Some(match (origin_internal, dest_internal) {
-                        (false, _) => Direction::Inbound,
-                        (true, true) => Direction::Internal,
-                        (true, false) => Direction::Outbound,
+                    if call.caller_number.is_none() && call.direction != Some(Direction::Outbound) {
+                        call.caller_number = caller_number.clone();
+                    }
+                    decide_direction(call, internal, dest_internal, dial_string.as_deref());
+                    call.legs.push(Leg {
+                        channel: dest.clone(),
+                        endpoint: dest_endpoint.clone(),
+                        internal: dest_internal,
+                        result: None,
                     });
-                    if call.direction == Some(Direction::Outbound) {
-                        call.dialed_number = call
-                            .origin_exten
-                            .clone()
-                            .or_else(|| dial_string.as_deref().and_then(number_of_dial_string));
+                    if let Some(stage) = ringing(call, dest_endpoint.as_deref(), dest_internal) {
+                        stages.push(stage);
                     }
                 }
-                self.channels.insert(dest.clone(), call_id.clone());
-                call.live.insert(dest.clone());
-                call.legs.push(DialLeg {
-                    channel: dest.clone(),
-                    endpoint: dest_endpoint.clone(),
-                    internal: dest_internal,
-                    result: None,
-                });
-                if call.direction == Some(Direction::Inbound) && call.answer.is_none() {
-                    if let Some(ext) = dest_endpoint.as_ref().filter(|_| dest_internal) {
-                        if !call.announced.contains(ext) {
-                            call.announced.push(ext.clone());
-                            updates.push(CallStage::Ringing {
-                                extensions: call.announced.clone(),
-                                new: vec![ext.clone()],
-                            });
+            }
+            PbxEventKind::QueueAgentRinging {
+                queue,
+                dest,
+                endpoint,
+            } => {
+                let internal = &self.config.internal;
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.queue = Some(queue.clone());
+                    let internal_ext = endpoint.as_deref().is_some_and(|e| internal.contains(e));
+                    decide_direction(call, internal, internal_ext, None);
+                    if let Some(stage) = ringing(call, endpoint.as_deref(), internal_ext) {
+                        stages.push(stage);
+                    }
+                    let _ = dest;
+                }
+            }
+            PbxEventKind::DialEnd { dest, outcome, .. } => {
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    // app_queue sends duplicate DialEnds (NOANSWER then CANCEL): the
+                    // first result of a leg stands.
+                    if let Some(leg) = call
+                        .legs
+                        .iter_mut()
+                        .rev()
+                        .find(|l| &l.channel == dest && l.result.is_none())
+                    {
+                        leg.result = Some(*outcome);
+                        if *outcome == DialOutcome::Answered {
+                            call.links.push((ev.channel.clone(), dest.clone()));
+                            recompute.push(call_id.clone());
                         }
                     }
                 }
             }
-            PbxEventKind::DialEnd { dest, outcome, .. } => {
-                // app_queue sends duplicate DialEnds (NOANSWER then CANCEL): the first
-                // result of a leg stands.
-                let Some(leg) = call
-                    .legs
-                    .iter_mut()
-                    .rev()
-                    .find(|l| &l.channel == dest && l.result.is_none())
-                else {
-                    return Vec::new();
-                };
-                leg.result = Some(*outcome);
-                if *outcome == DialOutcome::Answered && call.answer.is_none() {
-                    let extension = match call.direction {
-                        Some(Direction::Outbound) => call.origin_endpoint.clone(),
-                        _ if leg.internal => leg.endpoint.clone(),
-                        _ => None,
-                    };
-                    if let Some(extension) = extension {
-                        call.answer = Some(Answer {
-                            extension: extension.clone(),
-                            talkers: [dest.clone(), call.origin.clone()],
-                            at: ev.at,
-                        });
-                        updates.push(CallStage::Answered { extension });
+            PbxEventKind::QueueAgentConnected { queue, dest, .. } => {
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.queue = Some(queue.clone());
+                    // Normally the DialEnd ANSWER already linked the agent; this covers
+                    // queue setups that do not report dials.
+                    if let Some(dest) = dest {
+                        if self.channels.contains_key(dest)
+                            && !call.links.iter().any(|(_, d)| d == dest)
+                        {
+                            call.links.push((ev.channel.clone(), dest.clone()));
+                            recompute.push(call_id.clone());
+                        }
                     }
                 }
+            }
+            PbxEventKind::QueueAbandoned { queue } => {
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.queue = Some(queue.clone());
+                    call.abandoned = true;
+                }
+            }
+            PbxEventKind::VoicemailStarted { mailbox } => {
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    if call.voicemail.is_none() {
+                        call.voicemail = Some(Voicemail {
+                            mailbox: mailbox.clone(),
+                            message: None,
+                        });
+                    }
+                }
+            }
+            PbxEventKind::Variable { name, value } => {
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    variable(call, &ev.channel, name, value);
+                }
+            }
+            PbxEventKind::Bridged { bridge } => {
+                if let Some(chan) = self.channels.get_mut(&ev.channel) {
+                    if let Some(old) = chan.bridge.replace(bridge.clone()) {
+                        remove_from(&mut self.bridges, &old, &ev.channel);
+                    }
+                    chan.bridged_ever = true;
+                }
+                let members = self.bridges.entry(bridge.clone()).or_default();
+                if !members.contains(&ev.channel) {
+                    members.push(ev.channel.clone());
+                }
+                recompute.extend(self.calls_in_bridge(bridge));
+                recompute.push(call_id.clone());
+            }
+            PbxEventKind::Unbridged { bridge } => {
+                if let Some(chan) = self.channels.get_mut(&ev.channel) {
+                    if chan.bridge.as_deref() == Some(bridge.as_str()) {
+                        chan.bridge = None;
+                    }
+                }
+                recompute.extend(self.calls_in_bridge(bridge));
+                remove_from(&mut self.bridges, bridge, &ev.channel);
+                recompute.push(call_id.clone());
             }
             PbxEventKind::HungUp { .. } => {
-                call.live.remove(&ev.channel);
-                self.channels.remove(&ev.channel);
-                if let Some(answer) = &call.answer {
-                    if call.talk_end.is_none() && answer.talkers.contains(&ev.channel) {
-                        call.talk_end = Some(ev.at);
+                let bridge = self.drop_channel(&ev.channel);
+                if let Some(bridge) = bridge {
+                    recompute.extend(self.calls_in_bridge(&bridge));
+                }
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.members.retain(|m| m != &ev.channel);
+                }
+                recompute.push(call_id.clone());
+            }
+        }
+        if let Some(call) = self.calls.get_mut(&call_id) {
+            call.last_event_at = call.last_event_at.max(ev.at);
+        }
+        if !matches!(ev.kind, PbxEventKind::CallerKnown { .. }) {
+            self.dirty.insert(call_id.clone());
+        }
+        out.extend(self.updates(&call_id, ev.at, stages));
+        recompute.sort();
+        recompute.dedup();
+        for id in recompute {
+            let stages = self.recompute(&id, ev.at);
+            out.extend(self.updates(&id, ev.at, stages));
+        }
+        if self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| c.members.is_empty())
+        {
+            out.extend(self.finish(&call_id, ev.at));
+        }
+        out
+    }
+
+    /// Compares the calls we follow with the PBX's own list of channels (after a
+    /// connect, and periodically): calls whose channels all vanished end (as
+    /// reconstructed), channels we did not know are taken up as calls in progress.
+    pub fn resync(&mut self, requested_at: Timestamp, live: &[LiveChannel]) -> Vec<CallUpdate> {
+        let mut out = Vec::new();
+        let present: HashSet<&ChannelId> = live.iter().map(|l| &l.channel).collect();
+
+        // Channels that vanished while we did not hear of it.
+        let vanished: Vec<(String, ChannelId)> = self
+            .calls
+            .values()
+            .filter(|c| c.last_event_at < requested_at)
+            .flat_map(|c| {
+                c.members
+                    .iter()
+                    .filter(|m| !present.contains(m))
+                    .map(|m| (c.id.clone(), m.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut touched: Vec<String> = Vec::new();
+        for (call_id, channel) in vanished {
+            self.drop_channel(&channel);
+            if let Some(call) = self.calls.get_mut(&call_id) {
+                call.members.retain(|m| m != &channel);
+                call.reconstructed = true;
+                self.dirty.insert(call_id.clone());
+            }
+            touched.push(call_id);
+        }
+        touched.sort();
+        touched.dedup();
+        for id in touched {
+            let stages = self.recompute(&id, requested_at);
+            out.extend(self.updates(&id, requested_at, stages));
+            if self.calls.get(&id).is_some_and(|c| c.members.is_empty()) {
+                out.extend(self.finish(&id, requested_at));
+            }
+        }
+
+        // Channels we do not know: calls that started while we were away.
+        let mut unknown: Vec<&LiveChannel> = live
+            .iter()
+            .filter(|l| {
+                !self.channels.contains_key(&l.channel) && !self.ended_set.contains(&l.call)
+            })
+            .collect();
+        // The oldest channel of a call is its origin.
+        unknown.sort_by(|a, b| {
+            b.duration_secs
+                .cmp(&a.duration_secs)
+                .then(a.channel.cmp(&b.channel))
+        });
+        let mut resumed: Vec<String> = Vec::new();
+        for l in unknown {
+            let at = Timestamp(requested_at.0 - i64::from(l.duration_secs) * 1_000_000);
+            if !self.calls.contains_key(&l.call) {
+                let mut call = LiveCall::new(&l.call, &l.channel, at);
+                call.origin_endpoint = l.endpoint.clone();
+                call.origin_exten = l.exten.clone();
+                call.caller_number = l.caller_number.clone();
+                call.origin_from_trunk = l
+                    .context
+                    .as_deref()
+                    .is_some_and(|c| self.config.trunk_contexts.iter().any(|t| t == c));
+                call.reconstructed = true;
+                self.calls.insert(l.call.clone(), call);
+                resumed.push(l.call.clone());
+            }
+            self.ensure_channel(&l.channel, &l.call, &l.name, l.endpoint.clone());
+            if let Some(bridge) = &l.bridge {
+                if let Some(chan) = self.channels.get_mut(&l.channel) {
+                    chan.bridge = Some(bridge.clone());
+                    chan.bridged_ever = true;
+                }
+                self.bridges
+                    .entry(bridge.clone())
+                    .or_default()
+                    .push(l.channel.clone());
+            }
+            let internal = &self.config.internal;
+            if let Some(call) = self.calls.get_mut(&l.call) {
+                call.join(&l.channel);
+                if l.channel != call.origin {
+                    let is_internal = l.endpoint.as_deref().is_some_and(|e| internal.contains(e));
+                    decide_direction(call, internal, is_internal, None);
+                    call.legs.push(Leg {
+                        channel: l.channel.clone(),
+                        endpoint: l.endpoint.clone(),
+                        internal: is_internal,
+                        result: l.up.then_some(DialOutcome::Answered),
+                    });
+                    if l.ringing {
+                        if let Some(stage) = ringing(call, l.endpoint.as_deref(), is_internal) {
+                            let id = call.id.clone();
+                            out.extend(self.updates(&id, requested_at, vec![stage]));
+                        }
                     }
                 }
             }
+            if let Some(call) = self.calls.get_mut(&l.call) {
+                call.last_event_at = call.last_event_at.max(requested_at);
+            }
         }
-        let header = self.header(&call_id);
-        let mut out: Vec<CallUpdate> = updates
-            .into_iter()
-            .map(|stage| CallUpdate {
-                header: header.clone(),
-                at: ev.at,
-                stage,
-            })
+        for id in resumed {
+            self.dirty.insert(id.clone());
+            let stages = self.recompute(&id, requested_at);
+            out.extend(self.updates(&id, requested_at, stages));
+        }
+        out
+    }
+
+    /// The PBX restarted: channel ids before now are void, so the memory of ended calls
+    /// must not block new calls that reuse them. Live calls end at the next `resync`.
+    pub fn pbx_restarted(&mut self) {
+        self.ended.clear();
+        self.ended_set.clear();
+    }
+
+    /// Ends calls that saw no event for `timeout` (a lost hang-up), as reconstructed.
+    pub fn sweep(&mut self, now: Timestamp, timeout: std::time::Duration) -> Vec<CallUpdate> {
+        let limit = now.0 - i64::try_from(timeout.as_micros()).unwrap_or(i64::MAX);
+        let stale: Vec<String> = self
+            .calls
+            .values()
+            .filter(|c| c.last_event_at.0 < limit)
+            .map(|c| c.id.clone())
             .collect();
-        if self.calls.get(&call_id).is_some_and(|c| c.live.is_empty()) {
-            if let Some(done) = self.finish(&call_id, ev.at) {
-                out.push(done);
+        let mut out = Vec::new();
+        for id in stale {
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.reconstructed = true;
+                let at = call.last_event_at;
+                for member in std::mem::take(&mut call.members) {
+                    self.drop_channel(&member);
+                }
+                out.extend(self.finish(&id, at));
             }
         }
         out
     }
 
-    /// Finds or opens the call of the event's channel. A hang-up of a channel we never
-    /// saw opens nothing: there is nothing to report about a call seen only ending.
-    fn adopt(&mut self, ev: &PbxEvent) -> Option<String> {
-        if let Some(call_id) = self.channels.get(&ev.channel) {
-            return Some(call_id.clone());
+    /// Finds or opens the call of the event's channel, moving the channel when the PBX
+    /// says it now belongs to another call. A hang-up of a channel we never saw opens
+    /// nothing: there is nothing to report about a call seen only ending.
+    fn adopt(&mut self, ev: &PbxEvent, out: &mut Vec<CallUpdate>) -> Option<String> {
+        if let Some(chan) = self.channels.get(&ev.channel) {
+            if chan.call == ev.call || self.ended_set.contains(&ev.call) {
+                return Some(chan.call.clone());
+            }
+            // Asterisk gives every member of a bridge the oldest Linkedid: a channel
+            // whose Linkedid changes has joined that call.
+            let old = chan.call.clone();
+            if let Some(chan) = self.channels.get_mut(&ev.channel) {
+                chan.call = ev.call.clone();
+            }
+            let origin_for_new = !self.calls.contains_key(&ev.call);
+            if origin_for_new {
+                self.calls
+                    .insert(ev.call.clone(), LiveCall::new(&ev.call, &ev.channel, ev.at));
+            }
+            if let Some(call) = self.calls.get_mut(&ev.call) {
+                call.join(&ev.channel);
+            }
+            if let Some(old_call) = self.calls.get_mut(&old) {
+                old_call.members.retain(|m| m != &ev.channel);
+                self.dirty.insert(old.clone());
+                if old_call.members.is_empty() {
+                    out.extend(self.finish(&old, ev.at));
+                } else {
+                    let stages = self.recompute(&old, ev.at);
+                    out.extend(self.updates(&old, ev.at, stages));
+                }
+            }
+            return Some(ev.call.clone());
         }
-        if matches!(ev.kind, PbxEventKind::HungUp { .. }) && !self.calls.contains_key(&ev.call) {
+        if matches!(
+            ev.kind,
+            PbxEventKind::HungUp { .. } | PbxEventKind::Unbridged { .. }
+        ) {
+            return None;
+        }
+        if self.ended_set.contains(&ev.call) {
             return None;
         }
         let call = self
             .calls
             .entry(ev.call.clone())
-            .or_insert_with(|| LiveCall {
-                started_at: ev.at,
-                origin: ev.channel.clone(),
-                origin_endpoint: None,
-                origin_exten: None,
-                caller_number: None,
-                direction: None,
-                dialed_number: None,
-                live: HashSet::new(),
-                legs: Vec::new(),
-                announced: Vec::new(),
-                answer: None,
-                talk_end: None,
-            });
-        if !matches!(ev.kind, PbxEventKind::HungUp { .. }) {
-            call.live.insert(ev.channel.clone());
-            self.channels.insert(ev.channel.clone(), ev.call.clone());
-        }
+            .or_insert_with(|| LiveCall::new(&ev.call, &ev.channel, ev.at));
+        call.join(&ev.channel);
+        let name = match &ev.kind {
+            PbxEventKind::ChannelCreated { name, .. } => name.clone(),
+            _ => String::new(),
+        };
+        self.ensure_channel(&ev.channel, &ev.call, &name, None);
         Some(ev.call.clone())
+    }
+
+    fn ensure_channel(&mut self, id: &ChannelId, call: &str, name: &str, endpoint: Option<String>) {
+        if !self.channels.contains_key(id) {
+            self.channels.insert(
+                id.clone(),
+                Chan {
+                    id: id.clone(),
+                    call: call.to_string(),
+                    name: String::new(),
+                    endpoint: None,
+                    local: None,
+                    bridge: None,
+                    bridged_ever: false,
+                },
+            );
+        }
+        if !name.is_empty() {
+            self.describe(id, name, endpoint);
+        }
+    }
+
+    /// Records a channel's name and endpoint, and pairs Local halves by name.
+    fn describe(&mut self, id: &ChannelId, name: &str, endpoint: Option<String>) {
+        let Some(chan) = self.channels.get_mut(id) else {
+            return;
+        };
+        if chan.name.is_empty() {
+            chan.name = name.to_string();
+        }
+        if chan.endpoint.is_none() {
+            chan.endpoint = endpoint;
+        }
+        if chan.local.is_none() {
+            if let Some(half) = local_half(name) {
+                chan.local = Some(half.clone());
+                if let Some(slot) = self.locals.entry(half.0).or_default().get_mut(half.1) {
+                    *slot = Some(id.clone());
+                }
+            }
+        }
+    }
+
+    /// Forgets a channel that hung up; returns the bridge it was in.
+    fn drop_channel(&mut self, id: &ChannelId) -> Option<String> {
+        let chan = self.channels.remove(id)?;
+        if let Some((base, half)) = &chan.local {
+            if let Some(pair) = self.locals.get_mut(base) {
+                pair[*half] = None;
+                if pair.iter().all(Option::is_none) {
+                    self.locals.remove(base);
+                }
+            }
+        }
+        if let Some(bridge) = &chan.bridge {
+            remove_from(&mut self.bridges, bridge, id);
+        }
+        chan.bridge
+    }
+
+    fn calls_in_bridge(&self, bridge: &str) -> Vec<String> {
+        self.bridges
+            .get(bridge)
+            .map(|members| {
+                members
+                    .iter()
+                    .filter_map(|m| self.channels.get(m).map(|c| c.call.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Who talks with the customer now; opens and closes talk segments accordingly.
+    fn recompute(&mut self, call_id: &str, at: Timestamp) -> Vec<CallStage> {
+        let Some(call) = self.calls.get(call_id) else {
+            return Vec::new();
+        };
+        let internal = &self.config.internal;
+        let direction = call
+            .direction
+            .unwrap_or(if origin_is_internal(call, internal) {
+                Direction::Internal
+            } else {
+                Direction::Inbound
+            });
+        let customers: Vec<&ChannelId> = match direction {
+            Direction::Inbound => vec![&call.origin],
+            Direction::Outbound => call
+                .legs
+                .iter()
+                .filter(|l| !l.internal && l.result == Some(DialOutcome::Answered))
+                .map(|l| &l.channel)
+                .collect(),
+            Direction::Internal => Vec::new(),
+        };
+        let talking = self.reachable_employees(call, &customers);
+        let mut stages = Vec::new();
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return stages;
+        };
+        for seg in call.segments.iter_mut().filter(|s| s.to.is_none()) {
+            if !talking.contains(&seg.extension) {
+                seg.to = Some(at);
+            }
+        }
+        for ext in &talking {
+            if call
+                .segments
+                .iter()
+                .any(|s| &s.extension == ext && s.to.is_none())
+            {
+                continue;
+            }
+            // A gap of microseconds (Local optimisation, bridge swaps) is no new turn.
+            if let Some(seg) = call.segments.iter_mut().rev().find(|s| &s.extension == ext) {
+                if seg.to.is_some_and(|to| at.0 - to.0 < SEGMENT_GAP_US)
+                    && call
+                        .segments
+                        .last()
+                        .is_some_and(|last| &last.extension == ext)
+                {
+                    if let Some(last) = call.segments.last_mut() {
+                        last.to = None;
+                    }
+                    continue;
+                }
+            }
+            call.segments.push(Segment {
+                extension: ext.clone(),
+                from: at,
+                to: None,
+            });
+        }
+        if call.answer.is_none() {
+            if let Some(ext) = talking.first() {
+                call.answer = Some((ext.clone(), at));
+                stages.push(CallStage::Answered {
+                    extension: ext.clone(),
+                });
+            }
+        }
+        stages
+    }
+
+    /// Employee extensions connected to any of `customers` through bridges, Local
+    /// halves and answered dials. Real devices win over Local channels that merely
+    /// name an extension.
+    fn reachable_employees(&self, call: &LiveCall, customers: &[&ChannelId]) -> Vec<String> {
+        let mut seen: Vec<&ChannelId> = customers
+            .iter()
+            .copied()
+            .filter(|c| self.channels.contains_key(*c))
+            .collect();
+        let mut queue: Vec<&ChannelId> = seen.clone();
+        let mut devices: Vec<String> = Vec::new();
+        let mut locals: Vec<String> = Vec::new();
+        while let Some(current) = queue.pop() {
+            let Some(chan) = self.channels.get(current) else {
+                continue;
+            };
+            if !customers.contains(&current) {
+                if let Some(ext) = chan
+                    .endpoint
+                    .as_ref()
+                    .filter(|e| self.config.internal.contains(e))
+                {
+                    let list = if chan.local.is_some() {
+                        &mut locals
+                    } else {
+                        &mut devices
+                    };
+                    if !list.contains(ext) {
+                        list.push(ext.clone());
+                    }
+                }
+            }
+            let mut next: Vec<&ChannelId> = Vec::new();
+            if let Some(members) = chan.bridge.as_ref().and_then(|b| self.bridges.get(b)) {
+                next.extend(members.iter());
+            }
+            if let Some((base, half)) = &chan.local {
+                if let Some(Some(partner)) = self.locals.get(base).map(|p| &p[1 - half]) {
+                    next.push(partner);
+                }
+            }
+            for (a, b) in &call.links {
+                let both_bridged = [a, b]
+                    .iter()
+                    .all(|c| self.channels.get(*c).is_some_and(|c| c.bridged_ever));
+                if both_bridged {
+                    continue;
+                }
+                if a == current {
+                    next.push(b);
+                } else if b == current {
+                    next.push(a);
+                }
+            }
+            for n in next {
+                if self.channels.contains_key(n) && !seen.contains(&n) {
+                    seen.push(n);
+                    queue.push(n);
+                }
+            }
+        }
+        if devices.is_empty() {
+            locals
+        } else {
+            devices
+        }
+    }
+
+    fn updates(&self, call_id: &str, at: Timestamp, stages: Vec<CallStage>) -> Vec<CallUpdate> {
+        if stages.is_empty() {
+            return Vec::new();
+        }
+        let header = self.header(call_id);
+        stages
+            .into_iter()
+            .map(|stage| CallUpdate {
+                header: header.clone(),
+                at,
+                stage,
+            })
+            .collect()
     }
 
     fn header(&self, call_id: &str) -> CallHeader {
         let call = self.calls.get(call_id);
         let direction = call
-            .map(|c| self.direction_of(c))
+            .map(|c| direction_of(c, &self.config.internal))
             .unwrap_or(Direction::Inbound);
         CallHeader {
             pbx: self.config.pbx.clone(),
@@ -276,22 +869,13 @@ impl CallTracker {
         }
     }
 
-    /// A call that never dialed anyone is inbound when it came from outside.
-    fn direction_of(&self, call: &LiveCall) -> Direction {
-        call.direction
-            .unwrap_or_else(|| match call.origin_endpoint.as_deref() {
-                Some(e) if self.config.internal.contains(e) => Direction::Internal,
-                _ => Direction::Inbound,
-            })
-    }
-
     fn finish(&mut self, call_id: &str, at: Timestamp) -> Option<CallUpdate> {
         let header = self.header(call_id);
-        let call = self.calls.remove(call_id)?;
-        for leg in &call.legs {
-            self.channels.remove(&leg.channel);
+        let mut call = self.calls.remove(call_id)?;
+        for member in std::mem::take(&mut call.members) {
+            self.drop_channel(&member);
         }
-        self.channels.remove(&call.origin);
+        self.dirty.remove(call_id);
         self.ended.push_back(call_id.to_string());
         self.ended_set.insert(call_id.to_string());
         while self.ended.len() > ENDED_MEMORY {
@@ -299,35 +883,46 @@ impl CallTracker {
                 self.ended_set.remove(&old);
             }
         }
-
-        let results: Vec<DialOutcome> = call
-            .legs
+        for seg in call.segments.iter_mut().filter(|s| s.to.is_none()) {
+            seg.to = Some(at);
+        }
+        let outcome = outcome(&call, header.direction);
+        let mut talkers: Vec<Talker> = Vec::new();
+        for seg in &call.segments {
+            let secs = seg.to.unwrap_or(at).0 - seg.from.0;
+            match talkers.iter_mut().find(|t| t.extension == seg.extension) {
+                Some(t) => t.talk_secs = t.talk_secs.saturating_add(round_secs(secs)),
+                None => talkers.push(Talker {
+                    extension: seg.extension.clone(),
+                    talk_secs: round_secs(secs),
+                }),
+            }
+        }
+        let last_talker = call
+            .segments
             .iter()
-            .filter(|l| l.internal || header.direction == Direction::Outbound)
-            .filter_map(|l| l.result)
-            .collect();
-        let outcome = if call.answer.is_some() {
-            Outcome::Answered
-        } else if !results.is_empty() && results.iter().all(|r| *r == DialOutcome::Busy) {
-            Outcome::Busy
-        } else if !results.is_empty() && results.iter().all(|r| *r == DialOutcome::Failed) {
-            Outcome::Failed
-        } else {
-            Outcome::Missed
-        };
+            .max_by_key(|s| s.from)
+            .map(|s| s.extension.clone());
         let employee = match header.direction {
             Direction::Outbound | Direction::Internal => call.origin_endpoint.clone(),
-            Direction::Inbound => call.answer.as_ref().map(|a| a.extension.clone()),
+            Direction::Inbound => last_talker.or_else(|| call.answer.as_ref().map(|a| a.0.clone())),
         };
-        let answered_at = call.answer.as_ref().map(|a| a.at);
-        let talk_secs = match (&call.answer, call.talk_end) {
-            (Some(a), Some(end)) => end.secs_since(a.at),
-            (Some(a), None) => at.secs_since(a.at),
+        let answered_at = call.answer.as_ref().map(|a| a.1);
+        let talk_secs = match (
+            call.segments.first(),
+            call.segments.iter().filter_map(|s| s.to).max(),
+        ) {
+            (Some(first), Some(end)) => end.secs_since(first.from),
             _ => 0,
+        };
+        let voicemail = if outcome == Outcome::Voicemail {
+            call.voicemail.clone()
+        } else {
+            None
         };
         Some(CallUpdate {
             at,
-            stage: CallStage::Ended(CallSummary {
+            stage: CallStage::Ended(Box::new(CallSummary {
                 outcome,
                 rang: call.announced.clone(),
                 employee,
@@ -336,10 +931,177 @@ impl CallTracker {
                 duration_secs: at.secs_since(call.started_at),
                 talk_secs,
                 wait_secs: answered_at.unwrap_or(at).secs_since(call.started_at),
+                talkers,
+                recording: call.recording.clone(),
+                voicemail,
+                queue: call.queue.clone(),
+                channels: call.seen.clone(),
+                reconstructed: call.reconstructed,
                 header: header.clone(),
-            }),
+            })),
             header,
         })
+    }
+}
+
+fn round_secs(micros: i64) -> u32 {
+    ((micros.max(0) + 500_000) / 1_000_000).min(i64::from(u32::MAX)) as u32
+}
+
+fn remove_from(bridges: &mut HashMap<String, Vec<ChannelId>>, bridge: &str, id: &ChannelId) {
+    if let Some(members) = bridges.get_mut(bridge) {
+        members.retain(|m| m != id);
+        if members.is_empty() {
+            bridges.remove(bridge);
+        }
+    }
+}
+
+/// `Local/101@phones-00000001;2` → (`Local/101@phones-00000001`, 1).
+fn local_half(name: &str) -> Option<(String, usize)> {
+    if !name.starts_with("Local/") {
+        return None;
+    }
+    let (base, half) = name.rsplit_once(';')?;
+    match half {
+        "1" => Some((base.to_string(), 0)),
+        "2" => Some((base.to_string(), 1)),
+        _ => None,
+    }
+}
+
+fn origin_is_internal(call: &LiveCall, internal: &InternalExtensions) -> bool {
+    !call.origin_from_trunk
+        && call
+            .origin_endpoint
+            .as_deref()
+            .is_some_and(|e| internal.contains(e))
+}
+
+/// A call that never dialed anyone is inbound when it came from outside.
+fn direction_of(call: &LiveCall, internal: &InternalExtensions) -> Direction {
+    call.direction
+        .unwrap_or(if origin_is_internal(call, internal) {
+            Direction::Internal
+        } else {
+            Direction::Inbound
+        })
+}
+
+/// The first dial decides: from outside → inbound; from an extension to an extension →
+/// internal; from an extension to anything else → outbound.
+fn decide_direction(
+    call: &mut LiveCall,
+    internal: &InternalExtensions,
+    dest_internal: bool,
+    dial_string: Option<&str>,
+) {
+    if call.direction.is_some() {
+        return;
+    }
+    call.direction = Some(match (origin_is_internal(call, internal), dest_internal) {
+        (false, _) => Direction::Inbound,
+        (true, true) => Direction::Internal,
+        (true, false) => Direction::Outbound,
+    });
+    if call.direction == Some(Direction::Outbound) {
+        call.dialed_number = call
+            .origin_exten
+            .clone()
+            .filter(|e| e != "s")
+            .or_else(|| dial_string.and_then(number_of_dial_string));
+    }
+}
+
+/// A newly ringing employee extension of an inbound call.
+fn ringing(call: &mut LiveCall, endpoint: Option<&str>, internal: bool) -> Option<CallStage> {
+    if call.direction != Some(Direction::Inbound) || !internal {
+        return None;
+    }
+    let ext = endpoint?;
+    if call.announced.iter().any(|a| a == ext) {
+        return None;
+    }
+    call.announced.push(ext.to_string());
+    Some(CallStage::Ringing {
+        extensions: call.announced.clone(),
+        new: vec![ext.to_string()],
+    })
+}
+
+fn variable(call: &mut LiveCall, channel: &ChannelId, name: &str, value: &str) {
+    let value = value.trim();
+    match name {
+        "MIXMONITOR_FILENAME" if !value.is_empty() && call.recording.is_none() => {
+            call.recording = Some(value.to_string());
+        }
+        "VM_MESSAGEFILE" if !value.is_empty() => {
+            let vm = call.voicemail.get_or_insert_with(|| Voicemail {
+                mailbox: mailbox_of_message(value).unwrap_or_default(),
+                message: None,
+            });
+            vm.message = Some(value.to_string());
+        }
+        // The dial result on the calling side: the only trace of a Dial that could not
+        // create a channel at all (unavailable, congestion).
+        "DIALSTATUS" if channel == &call.origin || call.direction == Some(Direction::Outbound) => {
+            call.dial_status = Some(match value {
+                "ANSWER" => DialOutcome::Answered,
+                "BUSY" => DialOutcome::Busy,
+                "NOANSWER" => DialOutcome::NoAnswer,
+                "CANCEL" => DialOutcome::Cancelled,
+                "CONGESTION" | "CHANUNAVAIL" | "DONTCALL" | "TORTURE" | "INVALIDARGS" => {
+                    DialOutcome::Failed
+                }
+                _ => DialOutcome::Other,
+            });
+        }
+        _ => {}
+    }
+}
+
+/// `/var/spool/asterisk/voicemail/default/102/INBOX/msg0000` → `102@default`.
+fn mailbox_of_message(stem: &str) -> Option<String> {
+    let mut parts = stem.rsplit('/');
+    let _msg = parts.next()?;
+    let _folder = parts.next()?;
+    let mailbox = parts.next()?;
+    let context = parts.next()?;
+    Some(format!("{mailbox}@{context}"))
+}
+
+fn outcome(call: &LiveCall, direction: Direction) -> Outcome {
+    if !call.segments.is_empty() || call.answer.is_some() {
+        return Outcome::Answered;
+    }
+    if direction == Direction::Internal
+        && call
+            .legs
+            .iter()
+            .any(|l| l.internal && l.result == Some(DialOutcome::Answered))
+    {
+        return Outcome::Answered;
+    }
+    if direction == Direction::Inbound && call.voicemail.is_some() {
+        return Outcome::Voicemail;
+    }
+    let want_internal = direction != Direction::Outbound;
+    let mut results: Vec<DialOutcome> = call
+        .legs
+        .iter()
+        .filter(|l| l.internal == want_internal)
+        .filter_map(|l| l.result)
+        .filter(|r| *r != DialOutcome::Other)
+        .collect();
+    if results.is_empty() {
+        results.extend(call.dial_status.filter(|r| *r != DialOutcome::Other));
+    }
+    if !results.is_empty() && results.iter().all(|r| *r == DialOutcome::Busy) {
+        Outcome::Busy
+    } else if !results.is_empty() && results.iter().all(|r| *r == DialOutcome::Failed) {
+        Outcome::Failed
+    } else {
+        Outcome::Missed
     }
 }
 
@@ -353,66 +1115,54 @@ fn number_of_dial_string(dial: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pbx::ami::{normalize::normalize, AmiCodec, AmiItem};
-    use bytes::BytesMut;
-    use tokio_util::codec::Decoder;
+    use crate::replay::replay_bytes;
 
-    fn tracker() -> CallTracker {
-        CallTracker::new(TrackerConfig {
-            pbx: "office".into(),
-            internal: InternalExtensions::new(["101".to_string(), "102".to_string()]),
-        })
-    }
-
-    /// Plays a recorded AMI transcript through codec, normalize and tracker.
-    fn play(bytes: &[u8]) -> Vec<CallUpdate> {
-        let mut codec = AmiCodec::new();
-        let mut buf = BytesMut::from(bytes);
-        let mut t = tracker();
-        let mut out = Vec::new();
-        while let Ok(Some(item)) = codec.decode(&mut buf) {
-            if let AmiItem::Frame(frame) = item {
-                if let Ok(ev) = normalize(&frame, Timestamp(0)) {
-                    out.extend(t.apply(&ev));
-                }
-            }
-        }
-        assert_eq!(t.live_calls(), 0, "every recorded call ends");
-        out
-    }
-
-    fn ended(updates: &[CallUpdate]) -> Vec<&CallSummary> {
-        updates
+    /// Plays a recorded transcript through codec, normalize and tracker; returns the one
+    /// call's summary and all its stages.
+    fn play(bytes: &[u8]) -> (CallSummary, Vec<CallStage>) {
+        let report = replay_bytes(bytes, "office", &[]);
+        assert_eq!(report.malformed, 0);
+        let stages: Vec<CallStage> = report.updates.iter().map(|u| u.stage.clone()).collect();
+        let ended: Vec<&CallSummary> = stages
             .iter()
-            .filter_map(|u| match &u.stage {
-                CallStage::Ended(s) => Some(s),
+            .filter_map(|s| match s {
+                CallStage::Ended(s) => Some(s.as_ref()),
                 _ => None,
             })
+            .collect();
+        assert_eq!(ended.len(), 1, "one call ends: {stages:#?}");
+        (ended[0].clone(), stages)
+    }
+
+    fn talkers(s: &CallSummary) -> Vec<(&str, u32)> {
+        s.talkers
+            .iter()
+            .map(|t| (t.extension.as_str(), t.talk_secs))
             .collect()
     }
 
+    macro_rules! fixture {
+        ($path:literal) => {
+            include_bytes!(concat!("../../tests/fixtures/asterisk/", $path))
+        };
+    }
+
     #[test]
-    fn inbound_answered_rings_answers_and_ends() {
-        let ups = play(include_bytes!(
-            "../../tests/fixtures/asterisk/iax2/inbound_answered.ami"
-        ));
-        let stages: Vec<&CallStage> = ups.iter().map(|u| &u.stage).collect();
+    fn direct_dial_answered() {
+        let (s, stages) = play(fixture!("iax2/inbound_answered.ami"));
         assert_eq!(
             stages[0],
-            &CallStage::Ringing {
+            CallStage::Ringing {
                 extensions: vec!["101".into()],
                 new: vec!["101".into()]
             }
         );
         assert_eq!(
             stages[1],
-            &CallStage::Answered {
+            CallStage::Answered {
                 extension: "101".into()
             }
         );
-        let done = ended(&ups);
-        assert_eq!(done.len(), 1);
-        let s = done[0];
         assert_eq!(s.header.direction, Direction::Inbound);
         assert_eq!(s.header.customer_number.as_deref(), Some("+79161234567"));
         assert_eq!(s.header.did.as_deref(), Some("74951234567"));
@@ -421,72 +1171,200 @@ mod tests {
         assert_eq!(s.employee.as_deref(), Some("101"));
         assert_eq!(s.talk_secs, 6, "README: talked 6 s");
         assert_eq!(s.wait_secs, 3, "README: rang 3 s");
+        assert_eq!(talkers(&s), vec![("101", 6)]);
+        assert!(!s.reconstructed);
     }
 
     #[test]
-    fn inbound_missed_is_missed_with_the_rung_extension() {
-        let ups = play(include_bytes!(
-            "../../tests/fixtures/asterisk/iax2/inbound_missed.ami"
-        ));
-        let done = ended(&ups);
-        assert_eq!(done.len(), 1);
-        let s = done[0];
+    fn direct_dial_caller_hung_up_is_missed() {
+        let (s, stages) = play(fixture!("iax2/inbound_missed.ami"));
         assert_eq!(s.outcome, Outcome::Missed);
         assert_eq!(s.rang, vec!["101".to_string()]);
         assert_eq!(s.employee, None);
         assert_eq!(s.header.customer_number.as_deref(), Some("+79035556677"));
         assert_eq!(s.talk_secs, 0);
-        assert!(!ups
+        assert!(s.talkers.is_empty());
+        assert!(!stages
             .iter()
-            .any(|u| matches!(u.stage, CallStage::Answered { .. })));
+            .any(|u| matches!(u, CallStage::Answered { .. })));
     }
 
     #[test]
-    fn local_channels_answered_by_101() {
-        let ups = play(include_bytes!(
-            "../../tests/fixtures/asterisk/local/inbound_answered.ami"
-        ));
-        let done = ended(&ups);
-        assert_eq!(done.len(), 1);
-        let s = done[0];
+    fn ring_group_second_answers() {
+        let (s, stages) = play(fixture!("iax2/ring_group_second_answers.ami"));
+        // Both ring before anyone answers; only 102 is the answerer.
+        let ringing: Vec<&CallStage> = stages
+            .iter()
+            .filter(|s| matches!(s, CallStage::Ringing { .. }))
+            .collect();
+        assert_eq!(ringing.len(), 2);
+        assert_eq!(s.rang, vec!["101".to_string(), "102".to_string()]);
+        assert_eq!(s.outcome, Outcome::Answered);
+        assert_eq!(s.employee.as_deref(), Some("102"));
+        assert_eq!(talkers(&s), vec![("102", 5)]);
+        assert_eq!(s.wait_secs, 3);
+    }
+
+    #[test]
+    fn queue_second_agent_answers_and_is_recorded() {
+        let (s, _) = play(fixture!("iax2/queue_agent_answers.ami"));
+        assert_eq!(s.rang, vec!["102".to_string(), "101".to_string()]);
+        assert_eq!(s.outcome, Outcome::Answered);
+        assert_eq!(s.employee.as_deref(), Some("101"));
+        assert_eq!(talkers(&s), vec![("101", 5)]);
+        assert_eq!(s.queue.as_deref(), Some("sales"));
+        assert_eq!(s.wait_secs, 9, "AgentConnect HoldTime=9");
+        assert_eq!(
+            s.recording.as_deref(),
+            Some("/var/spool/asterisk/monitor/1795627524.9.wav")
+        );
+    }
+
+    #[test]
+    fn local_channels_collapse_to_the_device() {
+        let (s, _) = play(fixture!("local/inbound_answered.ami"));
         assert_eq!(s.outcome, Outcome::Answered);
         assert_eq!(s.employee.as_deref(), Some("101"));
         assert_eq!(s.header.customer_number.as_deref(), Some("+79161234567"));
         assert_eq!(s.header.did.as_deref(), Some("74951234567"));
-        assert_eq!(s.talk_secs, 6);
+        assert_eq!(talkers(&s), vec![("101", 6)]);
+    }
+
+    #[test]
+    fn local_queue_members() {
+        let (s, _) = play(fixture!("local/queue_agent_answers.ami"));
+        assert_eq!(s.rang, vec!["102".to_string(), "101".to_string()]);
+        assert_eq!(s.employee.as_deref(), Some("101"));
+        assert_eq!(talkers(&s), vec![("101", 5)]);
+        // Queue recordings are named after the caller leg's uniqueid, here not the Linkedid.
+        assert_eq!(
+            s.recording.as_deref(),
+            Some("/var/spool/asterisk/monitor/1795627203.15.wav")
+        );
+        assert!(s.channels.contains(&"1795627203.15".to_string()));
+    }
+
+    #[test]
+    fn attended_transfer_last_talker_answers() {
+        let (s, _) = play(fixture!("iax2/attended_transfer.ami"));
+        assert_eq!(s.outcome, Outcome::Answered);
+        assert_eq!(s.employee.as_deref(), Some("102"), "102 talked last");
+        assert_eq!(
+            talkers(&s),
+            vec![("101", 2), ("102", 7)],
+            "README: 101 ~2 s, 102 ~7.4 s"
+        );
+        assert_eq!(s.rang, vec!["101".to_string(), "102".to_string()]);
+    }
+
+    #[test]
+    fn voicemail_after_no_answer() {
+        let (s, _) = play(fixture!("iax2/inbound_voicemail.ami"));
+        assert_eq!(s.outcome, Outcome::Voicemail);
+        assert_eq!(s.rang, vec!["102".to_string()]);
+        let vm = s.voicemail.expect("voicemail");
+        assert_eq!(vm.mailbox, "102@default");
+        assert_eq!(
+            vm.message.as_deref(),
+            Some("/var/spool/asterisk/voicemail/default/102/INBOX/msg0000")
+        );
+    }
+
+    #[test]
+    fn recording_from_mixmonitor_before_dial() {
+        let (s, _) = play(fixture!("iax2/recording.ami"));
+        assert_eq!(s.outcome, Outcome::Answered);
+        assert_eq!(s.employee.as_deref(), Some("101"));
+        assert_eq!(
+            s.recording.as_deref(),
+            Some("/var/spool/asterisk/monitor/20261125-172756-+79167654321-74951234500-1795627676.33.wav")
+        );
     }
 
     #[test]
     fn outbound_answered_is_outbound_to_the_dialed_number() {
-        let ups = play(include_bytes!(
-            "../../tests/fixtures/asterisk/iax2/outbound_answered.ami"
-        ));
-        assert!(!ups
+        let (s, stages) = play(fixture!("iax2/outbound_answered.ami"));
+        assert!(!stages
             .iter()
-            .any(|u| matches!(u.stage, CallStage::Ringing { .. })));
-        let s = ended(&ups)[0];
+            .any(|u| matches!(u, CallStage::Ringing { .. })));
         assert_eq!(s.header.direction, Direction::Outbound);
         assert_eq!(s.header.customer_number.as_deref(), Some("89031112233"));
         assert_eq!(s.header.did, None);
         assert_eq!(s.outcome, Outcome::Answered);
         assert_eq!(s.employee.as_deref(), Some("101"));
         assert_eq!(s.talk_secs, 6);
+        assert_eq!(s.wait_secs, 4, "remote rang 4 s");
     }
 
     #[test]
     fn outbound_no_answer_is_missed() {
-        let ups = play(include_bytes!(
-            "../../tests/fixtures/asterisk/iax2/outbound_no_answer.ami"
-        ));
-        let s = ended(&ups)[0];
+        let (s, _) = play(fixture!("iax2/outbound_no_answer.ami"));
         assert_eq!(s.header.direction, Direction::Outbound);
+        assert_eq!(s.header.customer_number.as_deref(), Some("84957654321"));
         assert_eq!(s.outcome, Outcome::Missed);
         assert_eq!(s.employee.as_deref(), Some("101"));
     }
 
     #[test]
+    fn configured_ranges_decide_what_is_internal() {
+        let ranges = InternalExtensions::new(["2001".to_string()]).with_ranges(vec![
+            crate::config::ExtensionRange {
+                first: 100,
+                last: 199,
+            },
+        ]);
+        assert!(ranges.contains("101"));
+        assert!(ranges.contains("2001"), "mapped extensions count too");
+        assert!(!ranges.contains("200"));
+        assert!(!ranges.contains("trunk"));
+        let heuristic = InternalExtensions::new(Vec::<String>::new());
+        assert!(heuristic.contains("200"));
+        assert!(!heuristic.contains("89031112233"));
+    }
+
+    #[test]
+    fn trunk_context_makes_an_extension_named_origin_inbound() {
+        // A trunk whose channels are named like extensions (`SIP/100-…`) arriving in
+        // from-trunk is still a customer.
+        let mut t = CallTracker::new(TrackerConfig {
+            pbx: "office".into(),
+            internal: InternalExtensions::default(),
+            trunk_contexts: vec!["from-trunk".into()],
+        });
+        let ev = |kind, ch: &str| PbxEvent {
+            at: Timestamp(1),
+            call: "5.1".into(),
+            channel: ChannelId(ch.into()),
+            kind,
+        };
+        t.apply(&ev(
+            PbxEventKind::ChannelCreated {
+                name: "SIP/100-00000001".into(),
+                endpoint: Some("100".into()),
+                caller_number: Some("+74950000000".into()),
+                caller_name: None,
+                exten: Some("74951234567".into()),
+                context: Some("from-trunk".into()),
+            },
+            "5.1",
+        ));
+        let ups = t.apply(&ev(
+            PbxEventKind::DialBegin {
+                caller_number: None,
+                dest: ChannelId("5.2".into()),
+                dest_name: "SIP/101-00000002".into(),
+                dest_endpoint: Some("101".into()),
+                dial_string: Some("101".into()),
+            },
+            "5.1",
+        ));
+        assert_eq!(ups[0].header.direction, Direction::Inbound);
+        assert!(matches!(ups[0].stage, CallStage::Ringing { .. }));
+    }
+
+    #[test]
     fn stray_event_after_the_end_opens_no_call() {
-        let mut t = tracker();
+        let mut t = CallTracker::new(TrackerConfig::default());
         let ev = |kind, ch: &str| PbxEvent {
             at: Timestamp(1),
             call: "9.1".into(),
@@ -505,7 +1383,10 @@ mod tests {
             "9.1",
         ));
         let ups = t.apply(&ev(PbxEventKind::HungUp { cause: Some(16) }, "9.1"));
-        assert_eq!(ended(&ups).len(), 1);
+        assert!(matches!(
+            ups.last().map(|u| &u.stage),
+            Some(CallStage::Ended(_))
+        ));
         let ups = t.apply(&ev(
             PbxEventKind::CallerKnown {
                 caller_number: "+7".into(),
@@ -513,7 +1394,7 @@ mod tests {
             "9.1",
         ));
         assert!(ups.is_empty());
-        assert_eq!(t.live_calls(), 0);
+        assert_eq!((t.live_calls(), t.live_channels()), (0, 0));
     }
 
     #[test]
@@ -525,6 +1406,11 @@ mod tests {
         assert_eq!(
             number_of_dial_string("PJSIP/89031112233@provider").as_deref(),
             Some("89031112233")
+        );
+        assert_eq!(
+            mailbox_of_message("/var/spool/asterisk/voicemail/default/102/INBOX/msg0000")
+                .as_deref(),
+            Some("102@default")
         );
     }
 }

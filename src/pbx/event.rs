@@ -5,7 +5,10 @@
 use crate::time::Timestamp;
 
 /// One channel (call leg) on the PBX: Asterisk's `Uniqueid`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct ChannelId(pub String);
 
 impl std::fmt::Display for ChannelId {
@@ -27,7 +30,7 @@ pub struct PbxEvent {
 }
 
 /// How a dial attempt to one destination ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DialOutcome {
     Answered,
     Busy,
@@ -71,4 +74,66 @@ pub enum PbxEventKind {
     },
     /// The channel hung up; `cause` is the Q.850 cause code when given.
     HungUp { cause: Option<u16> },
+    /// The channel joined a bridge (it can talk with the bridge's other members).
+    Bridged { bridge: String },
+    /// The channel left a bridge.
+    Unbridged { bridge: String },
+    /// A queue offered the call to an agent: `dest` is the agent's channel, `endpoint`
+    /// the member's extension (from `Interface`).
+    QueueAgentRinging {
+        queue: String,
+        dest: Option<ChannelId>,
+        endpoint: Option<String>,
+    },
+    /// A queue agent picked up.
+    QueueAgentConnected {
+        queue: String,
+        dest: Option<ChannelId>,
+        endpoint: Option<String>,
+    },
+    /// The caller gave up waiting in a queue.
+    QueueAbandoned { queue: String },
+    /// The channel entered voicemail for `mailbox` (`102@default`).
+    VoicemailStarted { mailbox: String },
+    /// A channel variable the tracker cares about was set (see `normalize::VARIABLES`).
+    Variable { name: String, value: String },
+}
+
+/// A channel the PBX reports as existing right now (Asterisk `CoreShowChannel`), used
+/// to resume calls after a (re)connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveChannel {
+    pub channel: ChannelId,
+    pub call: String,
+    pub name: String,
+    pub endpoint: Option<String>,
+    /// Answered (Asterisk state Up).
+    pub up: bool,
+    /// Its device is ringing (state Ringing).
+    pub ringing: bool,
+    pub caller_number: Option<String>,
+    pub exten: Option<String>,
+    pub context: Option<String>,
+    pub bridge: Option<String>,
+    /// How long the channel has existed, seconds.
+    pub duration_secs: u32,
+    pub application: Option<String>,
+    pub application_data: Option<String>,
+}
+
+/// What a PBX connection hands to its call processor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PbxInput {
+    Event(PbxEvent),
+    /// The channels the PBX has now, listed on request at `requested_at` (events after
+    /// that moment are newer than the list).
+    Resync {
+        requested_at: Timestamp,
+        channels: Vec<LiveChannel>,
+    },
+    /// The PBX restarted since the previous connection: every channel id before this is
+    /// void.
+    Restarted {
+        at: Timestamp,
+    },
 }

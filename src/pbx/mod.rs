@@ -5,4 +5,4 @@ pub mod ami;
 pub mod event;
 pub mod status;
 
-pub use event::{ChannelId, PbxEvent, PbxEventKind};
+pub use event::{ChannelId, LiveChannel, PbxEvent, PbxEventKind, PbxInput};

@@ -3,7 +3,7 @@
 //! formats, `<unknown>` caller ids, DialStatus words) stays in this file.
 
 use crate::pbx::ami::AmiFrame;
-use crate::pbx::event::{ChannelId, DialOutcome, PbxEvent, PbxEventKind};
+use crate::pbx::event::{ChannelId, DialOutcome, LiveChannel, PbxEvent, PbxEventKind};
 use crate::time::Timestamp;
 
 /// Why a frame gave no event. Only `Malformed` is worth a warning; the rest is the normal
@@ -79,6 +79,73 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
         "Hangup" => PbxEventKind::HungUp {
             cause: frame.get("Cause").and_then(|c| c.trim().parse().ok()),
         },
+        "BridgeEnter" => PbxEventKind::Bridged {
+            bridge: frame
+                .get("BridgeUniqueid")
+                .ok_or(Skip::Malformed("BridgeUniqueid"))?
+                .to_string(),
+        },
+        "BridgeLeave" => PbxEventKind::Unbridged {
+            bridge: frame
+                .get("BridgeUniqueid")
+                .ok_or(Skip::Malformed("BridgeUniqueid"))?
+                .to_string(),
+        },
+        "AgentCalled" | "AgentConnect" => {
+            let queue = frame.get("Queue").unwrap_or_default().to_string();
+            let dest = frame.get("DestUniqueid").map(|u| ChannelId(u.to_string()));
+            let endpoint = frame
+                .get("Interface")
+                .and_then(endpoint_of_interface)
+                .or_else(|| frame.get("DestChannel").and_then(endpoint_of_channel));
+            if name == "AgentCalled" {
+                PbxEventKind::QueueAgentRinging {
+                    queue,
+                    dest,
+                    endpoint,
+                }
+            } else {
+                PbxEventKind::QueueAgentConnected {
+                    queue,
+                    dest,
+                    endpoint,
+                }
+            }
+        }
+        "QueueCallerAbandon" => PbxEventKind::QueueAbandoned {
+            queue: frame.get("Queue").unwrap_or_default().to_string(),
+        },
+        "Newexten" => {
+            // Newexten is one of the most frequent events; only VoiceMail() matters.
+            if !frame
+                .get("Application")
+                .is_some_and(|a| a.eq_ignore_ascii_case("VoiceMail"))
+            {
+                return Err(Skip::Ignored);
+            }
+            let data = frame.get("AppData").unwrap_or_default();
+            // `102@default,u` or `101&102,s`: the first mailbox is the one we report.
+            let first = data.split([',', '&']).next().unwrap_or_default().trim();
+            if first.is_empty() {
+                return Err(Skip::Malformed("AppData"));
+            }
+            let mailbox = if first.contains('@') {
+                first.to_string()
+            } else {
+                format!("{first}@default")
+            };
+            PbxEventKind::VoicemailStarted { mailbox }
+        }
+        "VarSet" => {
+            let variable = frame.get("Variable").unwrap_or_default();
+            if !VARIABLES.contains(&variable) {
+                return Err(Skip::Ignored);
+            }
+            PbxEventKind::Variable {
+                name: variable.to_string(),
+                value: frame.get("Value").unwrap_or_default().to_string(),
+            }
+        }
         _ => return Err(Skip::Ignored),
     };
     let channel = frame.get("Uniqueid").ok_or(Skip::Malformed("Uniqueid"))?;
@@ -93,6 +160,28 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
         channel: ChannelId(channel.to_string()),
         kind,
     })
+}
+
+/// Channel variables the tracker uses: the dial result on the calling channel, the
+/// recording's path, the saved voicemail message.
+pub const VARIABLES: &[&str] = &[
+    "DIALSTATUS",
+    "MIXMONITOR_FILENAME",
+    "VM_MESSAGEFILE",
+    "VMSTATUS",
+];
+
+/// The extension of a queue member interface: `PJSIP/101`, `SIP/101`, `IAX2/101`,
+/// `Local/101@from-queue/n` → `101`. Unlike channel names, interfaces carry no
+/// `-<sequence>` suffix.
+pub fn endpoint_of_interface(interface: &str) -> Option<String> {
+    let (tech, rest) = interface.split_once('/')?;
+    let resource = if tech.eq_ignore_ascii_case("Local") {
+        rest.split(['@', '/']).next().unwrap_or(rest)
+    } else {
+        rest.split('/').next().unwrap_or(rest)
+    };
+    (!resource.is_empty()).then(|| resource.to_string())
 }
 
 /// AMI writes `<unknown>` for an absent caller id, and a dialed leg's CallerIDNum is
@@ -245,6 +334,74 @@ mod tests {
     }
 
     #[test]
+    fn queue_interfaces() {
+        for (i, want) in [
+            ("IAX2/102", Some("102")),
+            ("PJSIP/101", Some("101")),
+            ("SIP/101", Some("101")),
+            ("Local/101@phones/n", Some("101")),
+            ("Local/101@from-queue", Some("101")),
+            ("nothing", None),
+        ] {
+            assert_eq!(endpoint_of_interface(i).as_deref(), want, "{i}");
+        }
+    }
+
+    #[test]
+    fn voicemail_and_variables() {
+        let vm = frame(&[
+            ("Event", "Newexten"),
+            ("Uniqueid", "1.4"),
+            ("Linkedid", "1.4"),
+            ("Application", "VoiceMail"),
+            ("AppData", "102@default,u"),
+        ]);
+        assert_eq!(
+            normalize(&vm, Timestamp(0)).map(|e| e.kind),
+            Ok(PbxEventKind::VoicemailStarted {
+                mailbox: "102@default".into()
+            })
+        );
+        let bare = frame(&[
+            ("Event", "Newexten"),
+            ("Uniqueid", "1.4"),
+            ("Application", "VoiceMail"),
+            ("AppData", "103"),
+        ]);
+        assert_eq!(
+            normalize(&bare, Timestamp(0)).map(|e| e.kind),
+            Ok(PbxEventKind::VoicemailStarted {
+                mailbox: "103@default".into()
+            })
+        );
+        let noop = frame(&[
+            ("Event", "Newexten"),
+            ("Uniqueid", "1.4"),
+            ("Application", "NoOp"),
+        ]);
+        assert_eq!(normalize(&noop, Timestamp(0)), Err(Skip::Ignored));
+        let rec = frame(&[
+            ("Event", "VarSet"),
+            ("Uniqueid", "1.4"),
+            ("Variable", "MIXMONITOR_FILENAME"),
+            ("Value", "/var/spool/asterisk/monitor/1.4.wav"),
+        ]);
+        assert_eq!(
+            normalize(&rec, Timestamp(0)).map(|e| e.kind),
+            Ok(PbxEventKind::Variable {
+                name: "MIXMONITOR_FILENAME".into(),
+                value: "/var/spool/asterisk/monitor/1.4.wav".into()
+            })
+        );
+        let other = frame(&[
+            ("Event", "VarSet"),
+            ("Uniqueid", "1.4"),
+            ("Variable", "RINGTIME"),
+        ]);
+        assert_eq!(normalize(&other, Timestamp(0)), Err(Skip::Ignored));
+    }
+
+    #[test]
     fn dial_statuses() {
         assert_eq!(dial_outcome("ANSWER"), DialOutcome::Answered);
         assert_eq!(dial_outcome("CANCEL"), DialOutcome::Cancelled);
@@ -252,5 +409,79 @@ mod tests {
         assert_eq!(dial_outcome("BUSY"), DialOutcome::Busy);
         assert_eq!(dial_outcome("CHANUNAVAIL"), DialOutcome::Failed);
         assert_eq!(dial_outcome("GOTO"), DialOutcome::Other);
+    }
+}
+
+/// One `CoreShowChannel` item (the answer to `CoreShowChannels`) as a `LiveChannel`.
+pub fn live_channel(frame: &AmiFrame) -> Option<LiveChannel> {
+    if frame.event() != Some("CoreShowChannel") {
+        return None;
+    }
+    let uniqueid = frame.get("Uniqueid")?;
+    let name = frame.get("Channel").unwrap_or_default();
+    let state = frame.get("ChannelState").unwrap_or_default().trim();
+    Some(LiveChannel {
+        channel: ChannelId(uniqueid.to_string()),
+        call: frame
+            .get("Linkedid")
+            .filter(|l| !l.is_empty())
+            .unwrap_or(uniqueid)
+            .to_string(),
+        name: name.to_string(),
+        endpoint: endpoint_of_channel(name),
+        up: state == "6",
+        ringing: state == "5",
+        caller_number: known(frame.get("CallerIDNum")),
+        exten: known(frame.get("Exten")),
+        context: known(frame.get("Context")),
+        bridge: frame
+            .get("BridgeId")
+            .filter(|b| !b.trim().is_empty())
+            .map(str::to_string),
+        duration_secs: frame.get("Duration").map(parse_hms).unwrap_or(0),
+        application: known(frame.get("Application")),
+        application_data: known(frame.get("ApplicationData")),
+    })
+}
+
+/// `01:02:03` → 3723 seconds; plain seconds are accepted too.
+fn parse_hms(text: &str) -> u32 {
+    text.trim()
+        .split(':')
+        .try_fold(0u32, |acc, part| {
+            part.parse::<u32>()
+                .ok()
+                .map(|n| acc.saturating_mul(60).saturating_add(n))
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    #[test]
+    fn core_show_channel_item() {
+        let mut f = AmiFrame::new();
+        for (k, v) in [
+            ("Event", "CoreShowChannel"),
+            ("ActionID", "cb-resync-1"),
+            ("Channel", "IAX2/101-304"),
+            ("ChannelState", "6"),
+            ("CallerIDNum", "101"),
+            ("Uniqueid", "1795627531.11"),
+            ("Linkedid", "1795627524.9"),
+            ("BridgeId", "87f893e8"),
+            ("Application", "AppQueue"),
+            ("Duration", "00:01:05"),
+        ] {
+            f.push(k, v);
+        }
+        let live = live_channel(&f).expect("live channel");
+        assert_eq!(live.call, "1795627524.9");
+        assert_eq!(live.endpoint.as_deref(), Some("101"));
+        assert!(live.up && !live.ringing);
+        assert_eq!(live.bridge.as_deref(), Some("87f893e8"));
+        assert_eq!(live.duration_secs, 65);
     }
 }
