@@ -108,8 +108,15 @@ pub enum NoAction {
     Nothing,
 }
 
+/// What the action rules need from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ActionContext {
+    /// `[http] public_url`: recording links point there.
+    pub public_url: String,
+}
+
 /// The actions for one step of one call.
-pub fn actions_for(update: &CallUpdate) -> Result<Vec<CrmAction>, NoAction> {
+pub fn actions_for(update: &CallUpdate, ctx: &ActionContext) -> Result<Vec<CrmAction>, NoAction> {
     let header = &update.header;
     if header.direction == Direction::Internal {
         return Err(NoAction::Internal);
@@ -128,7 +135,7 @@ pub fn actions_for(update: &CallUpdate) -> Result<Vec<CrmAction>, NoAction> {
                 external_phone: header.did.clone(),
             })]
         }
-        CallStage::Ended(summary) => ended(summary, phone),
+        CallStage::Ended(summary) => ended(summary, phone, ctx),
         _ => Vec::new(),
     };
     if actions.is_empty() {
@@ -138,7 +145,7 @@ pub fn actions_for(update: &CallUpdate) -> Result<Vec<CrmAction>, NoAction> {
     }
 }
 
-fn ended(summary: &CallSummary, phone: String) -> Vec<CrmAction> {
+fn ended(summary: &CallSummary, phone: String, ctx: &ActionContext) -> Vec<CrmAction> {
     let header = &summary.header;
     let mut actions = Vec::new();
     // Close the pop-ups that rang; the CRM wants the dial-time codes again.
@@ -175,7 +182,13 @@ fn ended(summary: &CallSummary, phone: String) -> Vec<CrmAction> {
         duration_waiting: summary.wait_secs,
         external_id: header.external_id(),
         external_phone: header.did.clone(),
-        record_url: None,
+        // The conversation's recording, or the voicemail the caller left.
+        record_url: (summary.recording.is_some()
+            || summary
+                .voicemail
+                .as_ref()
+                .is_some_and(|v| v.message.is_some()))
+        .then(|| crate::recordings::link(&ctx.public_url, &header.external_id())),
     }));
     actions
 }
@@ -226,7 +239,7 @@ mod tests {
                 new: vec!["102".into()],
             },
         };
-        let actions = actions_for(&up).expect("actions");
+        let actions = actions_for(&up, &ActionContext::default()).expect("actions");
         assert_eq!(
             actions,
             vec![CrmAction::CallEvent(CallEvent {
@@ -248,7 +261,7 @@ mod tests {
             at: Timestamp(10),
             stage: CallStage::Ended(Box::new(s)),
         };
-        let actions = actions_for(&up).expect("actions");
+        let actions = actions_for(&up, &ActionContext::default()).expect("actions");
         assert_eq!(actions.len(), 2);
         let CrmAction::CallEvent(close) = &actions[0] else {
             panic!("hangup event first")
@@ -272,7 +285,7 @@ mod tests {
             at: Timestamp(10),
             stage: CallStage::Ended(Box::new(s)),
         };
-        let actions = actions_for(&up).expect("actions");
+        let actions = actions_for(&up, &ActionContext::default()).expect("actions");
         let CrmAction::CallHistory(rec) = &actions[1] else {
             panic!("history")
         };
@@ -289,9 +302,15 @@ mod tests {
                 extension: "102".into(),
             },
         };
-        assert_eq!(actions_for(&up), Err(NoAction::Internal));
+        assert_eq!(
+            actions_for(&up, &ActionContext::default()),
+            Err(NoAction::Internal)
+        );
         up.header = header(Direction::Inbound, None);
-        assert_eq!(actions_for(&up), Err(NoAction::NoCustomerNumber));
+        assert_eq!(
+            actions_for(&up, &ActionContext::default()),
+            Err(NoAction::NoCustomerNumber)
+        );
     }
 
     #[test]
@@ -302,7 +321,7 @@ mod tests {
             at: Timestamp(10),
             stage: CallStage::Ended(Box::new(s)),
         };
-        for a in actions_for(&up).expect("actions") {
+        for a in actions_for(&up, &ActionContext::default()).expect("actions") {
             let json = serde_json::to_string(&a).expect("json");
             let back: CrmAction = serde_json::from_str(&json).expect("back");
             assert_eq!(back, a);

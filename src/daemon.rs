@@ -11,18 +11,24 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, info_span, Instrument};
+use tracing::{debug, error, info, info_span, warn};
 
-use crate::actions::actions_for;
-use crate::call::{CallStage, CallTracker, CallUpdate, InternalExtensions, TrackerConfig};
-use crate::config::{Config, PbxKind};
+use crate::actions::{actions_for, ActionContext};
+use crate::call::tracker::CallSnapshot;
+use crate::call::{
+    CallStage, CallSummary, CallTracker, CallUpdate, InternalExtensions, Outcome, TrackerConfig,
+};
+use crate::config::{Config, PbxConfig, PbxKind};
 use crate::crm::RetailCrm;
 use crate::http::{self, HttpState};
 use crate::outbox::{DeliveryOptions, Outbox};
 use crate::pbx::ami;
-use crate::pbx::event::PbxEvent;
+use crate::pbx::event::PbxInput;
 use crate::pbx::status::PbxStatus;
+use crate::recordings;
+use crate::store::Commit;
 use crate::store::Store;
+use crate::time::Timestamp;
 
 /// Events buffered between a PBX reader and its processor. When the processor falls
 /// behind (a slow store), the reader waits instead of dropping events.
@@ -80,7 +86,7 @@ pub async fn run(
     let mut readers = JoinSet::new();
     let mut processors = JoinSet::new();
     for pbx in &config.pbx {
-        let (tx, rx) = mpsc::channel::<PbxEvent>(EVENT_BUFFER);
+        let (tx, rx) = mpsc::channel::<PbxInput>(EVENT_BUFFER);
         match pbx.kind {
             PbxKind::Asterisk => {
                 readers.spawn(ami::client::run(
@@ -97,7 +103,17 @@ pub async fn run(
                 .with_ranges(pbx.internal_extensions.clone()),
             trunk_contexts: pbx.trunk_contexts.clone(),
         });
-        processors.spawn(process(rx, tracker, outbox.clone()));
+        processors.spawn(process(
+            rx,
+            tracker,
+            Processor {
+                pbx: pbx.clone(),
+                outbox: outbox.clone(),
+                actions: ActionContext {
+                    public_url: config.http.public_url.clone(),
+                },
+            },
+        ));
     }
 
     if let Some(ready) = ready {
@@ -125,22 +141,153 @@ pub async fn run(
     Ok(())
 }
 
+/// What a PBX's call processor needs besides its events.
+#[derive(Clone)]
+struct Processor {
+    pbx: PbxConfig,
+    outbox: Outbox,
+    actions: ActionContext,
+}
+
+/// How many PBX inputs are applied before their results are written in one
+/// transaction (group commit): bursts cost one write, a lone event is written at once.
+const BATCH: usize = 256;
+
+/// How often calls that saw no event for `stale_call_timeout` are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// One PBX's call processing: tracker, action rules, outbox. One span per call.
-async fn process(mut events: mpsc::Receiver<PbxEvent>, mut tracker: CallTracker, outbox: Outbox) {
-    while let Some(event) = events.recv().await {
-        for update in tracker.apply(&event) {
-            let span = info_span!(
-                "call",
-                pbx = %update.header.pbx,
-                call_id = %update.header.call_id,
-                direction = update.header.direction.as_str()
+async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker, p: Processor) {
+    // Calls that were live when the daemon stopped: the next resync with the PBX
+    // continues or ends them.
+    match p.outbox.store().live_snapshots(&p.pbx.name).await {
+        Ok(snapshots) => {
+            let mut restored = 0;
+            for json in snapshots {
+                match serde_json::from_str::<CallSnapshot>(&json) {
+                    Ok(snapshot) => {
+                        tracker.restore(snapshot);
+                        restored += 1;
+                    }
+                    Err(e) => {
+                        warn!(pbx = %p.pbx.name, error = %e, "unreadable live-call snapshot skipped")
+                    }
+                }
+            }
+            if restored > 0 {
+                info!(pbx = %p.pbx.name, calls = restored, "resuming calls that were live before the restart");
+            }
+        }
+        Err(e) => error!(pbx = %p.pbx.name, error = %e, "could not read live calls from the store"),
+    }
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut updates = Vec::new();
+        tokio::select! {
+            first = inputs.recv() => {
+                let Some(first) = first else { break };
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match inputs.try_recv() {
+                        Ok(input) => batch.push(input),
+                        Err(_) => break,
+                    }
+                }
+                for input in batch {
+                    updates.extend(apply(&mut tracker, input));
+                }
+            }
+            _ = sweep.tick() => {
+                let stale = tracker.sweep(Timestamp::now(), p.pbx.stale_call_timeout);
+                if !stale.is_empty() {
+                    warn!(pbx = %p.pbx.name, calls = stale.len(), timeout = ?p.pbx.stale_call_timeout,
+                          "ending calls that saw no event for too long");
+                }
+                updates.extend(stale);
+            }
+        }
+        write(&p, &mut tracker, updates).await;
+    }
+}
+
+fn apply(tracker: &mut CallTracker, input: PbxInput) -> Vec<CallUpdate> {
+    tracing::trace!(?input, "PBX input");
+    match input {
+        PbxInput::Event(event) => tracker.apply(&event),
+        PbxInput::ResyncBegin => {
+            tracker.begin_resync();
+            Vec::new()
+        }
+        PbxInput::Resync { at, channels } => {
+            debug!(
+                channels = channels.len(),
+                live_calls = tracker.live_calls(),
+                "resync with the PBX's channel list"
             );
-            handle(&outbox, update).instrument(span).await;
+            tracker.resync(at, &channels)
+        }
+        PbxInput::Restarted { .. } => {
+            tracker.pbx_restarted();
+            Vec::new()
         }
     }
 }
 
-async fn handle(outbox: &Outbox, update: CallUpdate) {
+/// Logs each update in its call's span, completes what only the disk knows, decides the
+/// actions, and stores everything (updates, actions, live-call snapshots) in one
+/// transaction.
+async fn write(p: &Processor, tracker: &mut CallTracker, updates: Vec<CallUpdate>) {
+    let mut items = Vec::with_capacity(updates.len());
+    for mut update in updates {
+        let span = info_span!(
+            "call",
+            pbx = %update.header.pbx,
+            call_id = %update.header.call_id,
+            direction = update.header.direction.as_str()
+        );
+        let _entered = span.enter();
+        if let CallStage::Ended(summary) = &mut update.stage {
+            complete_from_disk(&p.pbx, summary).await;
+        }
+        log_update(&update);
+        let actions = match actions_for(&update, &p.actions) {
+            Ok(actions) => actions,
+            Err(reason) => {
+                debug!(?reason, "no CRM action for this step");
+                Vec::new()
+            }
+        };
+        items.push(Commit::Update { update, actions });
+    }
+    for call_id in tracker.take_dirty() {
+        if let (Some(snapshot), Some(header)) =
+            (tracker.snapshot(&call_id), tracker.header_of(&call_id))
+        {
+            if let Ok(state) = serde_json::to_string(&snapshot) {
+                items.push(Commit::Snapshot { header, state });
+            }
+        }
+    }
+    if items.is_empty() {
+        return;
+    }
+    // The store must take it: retry rather than lose a call. While it fails, this PBX's
+    // reading waits (the event buffer fills), which is the right pressure.
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match p.outbox.commit(&items).await {
+            Ok(_) => return,
+            Err(e) => {
+                error!(pbx = %p.pbx.name, error = %e, retry_in = ?delay, "could not store call updates; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn log_update(update: &CallUpdate) {
     match &update.stage {
         CallStage::Ringing { new, .. } => {
             info!(caller = ?update.header.customer_number, did = ?update.header.did, ringing = ?new, "ringing")
@@ -149,29 +296,51 @@ async fn handle(outbox: &Outbox, update: CallUpdate) {
         CallStage::Ended(s) => info!(
             outcome = s.outcome.as_str(),
             employee = ?s.employee,
+            talkers = ?s.talkers.iter().map(|t| format!("{}:{}s", t.extension, t.talk_secs)).collect::<Vec<_>>(),
             talk_secs = s.talk_secs,
             duration_secs = s.duration_secs,
+            recording = ?s.recording,
+            voicemail = ?s.voicemail.as_ref().map(|v| &v.mailbox),
+            reconstructed = s.reconstructed,
             "ended"
         ),
     }
-    let actions = match actions_for(&update) {
-        Ok(actions) => actions,
-        Err(reason) => {
-            debug!(?reason, "no CRM action for this step");
-            Vec::new()
-        }
-    };
-    // The store must take it: retry rather than lose a call. While it fails, this PBX's
-    // reading waits (the event buffer fills), which is the right pressure.
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match outbox.enqueue(&update, &actions).await {
-            Ok(_) => return,
-            Err(e) => {
-                error!(error = %e, retry_in = ?delay, "could not store the call update; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+}
+
+/// Fills in what the events did not say: the voicemail message an older Asterisk did
+/// not name (no message found means the caller hung up before the beep: a missed
+/// call), and a recording named after one of the call's channels.
+async fn complete_from_disk(pbx: &PbxConfig, summary: &mut CallSummary) {
+    let since = summary.header.started_at;
+    if summary.outcome == Outcome::Voicemail {
+        if let Some(vm) = summary.voicemail.as_mut().filter(|v| v.message.is_none()) {
+            let (dir, mailbox) = (pbx.voicemail_dir.clone(), vm.mailbox.clone());
+            let found = tokio::task::spawn_blocking(move || {
+                recordings::find_voicemail_message(&dir, &mailbox, since)
+            })
+            .await
+            .ok()
+            .flatten();
+            match found {
+                Some(message) => vm.message = Some(message),
+                None => {
+                    info!(mailbox = %vm.mailbox, "caller reached voicemail but left no message");
+                    summary.outcome = Outcome::Missed;
+                    summary.voicemail = None;
+                }
             }
         }
+    }
+    if summary.recording.is_none()
+        && summary.outcome == Outcome::Answered
+        && !summary.channels.is_empty()
+    {
+        let (dir, ids) = (pbx.recordings_dir.clone(), summary.channels.clone());
+        let found =
+            tokio::task::spawn_blocking(move || recordings::find_recording(&dir, &ids, since))
+                .await
+                .ok()
+                .flatten();
+        summary.recording = found.map(|p| p.to_string_lossy().into_owned());
     }
 }

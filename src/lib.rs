@@ -16,6 +16,7 @@ pub mod http;
 pub mod logging;
 pub mod outbox;
 pub mod pbx;
+pub mod recordings;
 pub mod replay;
 pub mod sim;
 pub mod store;

@@ -60,6 +60,16 @@ impl Outbox {
         &self.store
     }
 
+    /// Stores a batch of call updates, their actions and live-call snapshots (one
+    /// transaction), then wakes the worker.
+    pub async fn commit(&self, items: &[crate::store::Commit]) -> Result<Vec<i64>, StoreError> {
+        let ids = self.store.commit(items).await?;
+        if !ids.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(ids)
+    }
+
     /// Stores a call update and the actions it causes (one transaction), then wakes the
     /// worker.
     pub async fn enqueue(

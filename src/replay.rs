@@ -10,7 +10,7 @@ use anyhow::Context;
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-use crate::actions::actions_for;
+use crate::actions::{actions_for, ActionContext};
 use crate::call::{CallStage, CallTracker, CallUpdate, InternalExtensions, TrackerConfig};
 use crate::pbx::ami::normalize::{normalize, Skip};
 use crate::pbx::ami::{AmiCodec, AmiItem};
@@ -125,7 +125,7 @@ pub fn run(path: &Path, pbx: &str, extensions: &[String]) -> anyhow::Result<()> 
                 ),
             };
             println!("  {}  {stage}", u.at);
-            if let Ok(actions) = actions_for(u) {
+            if let Ok(actions) = actions_for(u, &ActionContext::default()) {
                 for a in actions {
                     println!("      -> {}", serde_json::to_string(&a).unwrap_or_default());
                 }

@@ -58,6 +58,11 @@ pub struct CallTracker {
     ended: VecDeque<String>,
     ended_set: HashSet<String>,
     dirty: HashSet<String>,
+    /// Events applied so far; each call remembers the count at its last event, so a
+    /// resync can tell calls older than the PBX's channel list from newer ones without
+    /// comparing two machines' clocks.
+    seq: u64,
+    resync_mark: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +82,8 @@ struct LiveCall {
     id: String,
     started_at: Timestamp,
     last_event_at: Timestamp,
+    #[serde(default)]
+    last_seq: u64,
     origin: ChannelId,
     origin_endpoint: Option<String>,
     origin_exten: Option<String>,
@@ -136,6 +143,7 @@ impl LiveCall {
             id: id.to_string(),
             started_at: at,
             last_event_at: at,
+            last_seq: 0,
             origin: origin.clone(),
             origin_endpoint: None,
             origin_exten: None,
@@ -228,7 +236,11 @@ impl CallTracker {
             }
             self.channels.insert(chan.id.clone(), chan);
         }
-        self.calls.insert(id, snapshot.call);
+        let mut call = snapshot.call;
+        // Event counts of the process that saved it mean nothing here: the first resync
+        // judges it.
+        call.last_seq = 0;
+        self.calls.insert(id, call);
     }
 
     /// Feeds one event; returns what changed for the calls it touches.
@@ -403,8 +415,10 @@ impl CallTracker {
                 recompute.push(call_id.clone());
             }
         }
+        self.seq += 1;
         if let Some(call) = self.calls.get_mut(&call_id) {
             call.last_event_at = call.last_event_at.max(ev.at);
+            call.last_seq = self.seq;
         }
         if !matches!(ev.kind, PbxEventKind::CallerKnown { .. }) {
             self.dirty.insert(call_id.clone());
@@ -426,18 +440,26 @@ impl CallTracker {
         out
     }
 
+    /// Marks the moment the PBX was asked for its channel list (see `resync`).
+    pub fn begin_resync(&mut self) {
+        self.resync_mark = self.seq;
+    }
+
     /// Compares the calls we follow with the PBX's own list of channels (after a
-    /// connect, and periodically): calls whose channels all vanished end (as
-    /// reconstructed), channels we did not know are taken up as calls in progress.
-    pub fn resync(&mut self, requested_at: Timestamp, live: &[LiveChannel]) -> Vec<CallUpdate> {
+    /// connect, and periodically): channels that vanished are dropped and calls left
+    /// without channels end (as reconstructed); channels we did not know are taken up
+    /// as calls in progress. Only calls with no event since `begin_resync` are judged:
+    /// anything newer may postdate the list. `at` is when the list arrived.
+    pub fn resync(&mut self, at: Timestamp, live: &[LiveChannel]) -> Vec<CallUpdate> {
         let mut out = Vec::new();
         let present: HashSet<&ChannelId> = live.iter().map(|l| &l.channel).collect();
+        let mark = self.resync_mark;
 
         // Channels that vanished while we did not hear of it.
         let vanished: Vec<(String, ChannelId)> = self
             .calls
             .values()
-            .filter(|c| c.last_event_at < requested_at)
+            .filter(|c| c.last_seq <= mark)
             .flat_map(|c| {
                 c.members
                     .iter()
@@ -459,11 +481,59 @@ impl CallTracker {
         touched.sort();
         touched.dedup();
         for id in touched {
-            let stages = self.recompute(&id, requested_at);
-            out.extend(self.updates(&id, requested_at, stages));
+            // The hang-up was not seen: the call's last known moment is its end.
+            let end = self.calls.get(&id).map(|c| c.last_event_at).unwrap_or(at);
+            let stages = self.recompute(&id, end);
+            out.extend(self.updates(&id, end, stages));
             if self.calls.get(&id).is_some_and(|c| c.members.is_empty()) {
-                out.extend(self.finish(&id, requested_at));
+                out.extend(self.finish(&id, end));
             }
+        }
+
+        // Channels we know: take what changed while we were away (answered, moved
+        // between bridges).
+        let mut changed: Vec<String> = Vec::new();
+        for l in live {
+            let Some(chan) = self.channels.get(&l.channel) else {
+                continue;
+            };
+            let call_id = chan.call.clone();
+            if chan.bridge != l.bridge {
+                if let Some(old) = chan.bridge.clone() {
+                    remove_from(&mut self.bridges, &old, &l.channel);
+                }
+                if let Some(new) = &l.bridge {
+                    self.bridges
+                        .entry(new.clone())
+                        .or_default()
+                        .push(l.channel.clone());
+                }
+                if let Some(chan) = self.channels.get_mut(&l.channel) {
+                    chan.bridge = l.bridge.clone();
+                    chan.bridged_ever |= l.bridge.is_some();
+                }
+                changed.push(call_id.clone());
+            }
+            if l.up {
+                if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| {
+                    c.legs
+                        .iter_mut()
+                        .find(|g| g.channel == l.channel && g.result.is_none())
+                }) {
+                    leg.result = Some(DialOutcome::Answered);
+                    changed.push(call_id.clone());
+                }
+            }
+        }
+        changed.sort();
+        changed.dedup();
+        for id in changed {
+            self.dirty.insert(id.clone());
+            // It happened after the call's last event; that is the best time we have on
+            // the PBX's own clock.
+            let when = self.calls.get(&id).map(|c| c.last_event_at).unwrap_or(at);
+            let stages = self.recompute(&id, when);
+            out.extend(self.updates(&id, when, stages));
         }
 
         // Channels we do not know: calls that started while we were away.
@@ -481,9 +551,9 @@ impl CallTracker {
         });
         let mut resumed: Vec<String> = Vec::new();
         for l in unknown {
-            let at = Timestamp(requested_at.0 - i64::from(l.duration_secs) * 1_000_000);
+            let started = Timestamp(at.0 - i64::from(l.duration_secs) * 1_000_000);
             if !self.calls.contains_key(&l.call) {
-                let mut call = LiveCall::new(&l.call, &l.channel, at);
+                let mut call = LiveCall::new(&l.call, &l.channel, started);
                 call.origin_endpoint = l.endpoint.clone();
                 call.origin_exten = l.exten.clone();
                 call.caller_number = l.caller_number.clone();
@@ -521,19 +591,21 @@ impl CallTracker {
                     if l.ringing {
                         if let Some(stage) = ringing(call, l.endpoint.as_deref(), is_internal) {
                             let id = call.id.clone();
-                            out.extend(self.updates(&id, requested_at, vec![stage]));
+                            out.extend(self.updates(&id, at, vec![stage]));
                         }
                     }
                 }
             }
             if let Some(call) = self.calls.get_mut(&l.call) {
-                call.last_event_at = call.last_event_at.max(requested_at);
+                call.last_event_at = call.last_event_at.max(at);
+                self.seq += 1;
+                call.last_seq = self.seq;
             }
         }
         for id in resumed {
             self.dirty.insert(id.clone());
-            let stages = self.recompute(&id, requested_at);
-            out.extend(self.updates(&id, requested_at, stages));
+            let stages = self.recompute(&id, at);
+            out.extend(self.updates(&id, at, stages));
         }
         out
     }
@@ -847,6 +919,13 @@ impl CallTracker {
                 stage,
             })
             .collect()
+    }
+
+    /// What identifies a live call so far.
+    pub fn header_of(&self, call_id: &str) -> Option<CallHeader> {
+        self.calls
+            .contains_key(call_id)
+            .then(|| self.header(call_id))
     }
 
     fn header(&self, call_id: &str) -> CallHeader {
@@ -1412,5 +1491,57 @@ mod tests {
                 .as_deref(),
             Some("102@default")
         );
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use crate::pbx::ami::normalize::normalize;
+    use crate::pbx::ami::{AmiCodec, AmiItem};
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    fn events(bytes: &[u8]) -> Vec<PbxEvent> {
+        let mut codec = AmiCodec::new();
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Ok(Some(item)) = codec.decode(&mut buf) {
+            if let AmiItem::Frame(f) = item {
+                if let Ok(ev) = normalize(&f, Timestamp(0)) {
+                    out.push(ev);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_restored_call_goes_on_where_it_stopped() {
+        let evs = events(include_bytes!(
+            "../../tests/fixtures/asterisk/iax2/ring_group_second_answers.ami"
+        ));
+        let whole = {
+            let mut t = CallTracker::new(TrackerConfig::default());
+            evs.iter().flat_map(|e| t.apply(e)).last()
+        };
+        for cut in [5, evs.len() / 3, evs.len() / 2, evs.len() - 3] {
+            let mut before = CallTracker::new(TrackerConfig::default());
+            for e in &evs[..cut] {
+                before.apply(e);
+            }
+            let json: Vec<String> = before
+                .take_dirty()
+                .iter()
+                .filter_map(|id| before.snapshot(id))
+                .map(|s| serde_json::to_string(&s).expect("json"))
+                .collect();
+            let mut after = CallTracker::new(TrackerConfig::default());
+            for j in json {
+                after.restore(serde_json::from_str(&j).expect("snapshot"));
+            }
+            let last = evs[cut..].iter().flat_map(|e| after.apply(e)).last();
+            assert_eq!(last, whole, "cut at {cut}");
+        }
     }
 }

@@ -125,10 +125,13 @@ pub struct LiveChannel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PbxInput {
     Event(PbxEvent),
-    /// The channels the PBX has now, listed on request at `requested_at` (events after
-    /// that moment are newer than the list).
+    /// We just asked the PBX for its list of channels: events from here on may be newer
+    /// than that list.
+    ResyncBegin,
+    /// The PBX's list of channels, as asked for at the last `ResyncBegin`; `at` is when
+    /// it arrived.
     Resync {
-        requested_at: Timestamp,
+        at: Timestamp,
         channels: Vec<LiveChannel>,
     },
     /// The PBX restarted since the previous connection: every channel id before this is

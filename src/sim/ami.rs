@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::codec::{Decoder, Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -92,6 +92,13 @@ impl Transcript {
         Ok(Transcript { chunks })
     }
 
+    /// The part read before `at` (seconds since the recording's connect) and the rest.
+    pub fn split_at(&self, at: Duration) -> (Transcript, Transcript) {
+        let (before, after): (Vec<_>, Vec<_>) =
+            self.chunks.iter().cloned().partition(|(t, _)| *t < at);
+        (Transcript { chunks: before }, Transcript { chunks: after })
+    }
+
     /// The same bytes as one chunk at time zero.
     pub fn bytes(&self) -> Bytes {
         let mut all = BytesMut::new();
@@ -113,9 +120,109 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).rposition(|w| w == needle)
 }
 
+/// The channels the simulated Asterisk has now, learned from the events it sends, so
+/// it can answer `CoreShowChannels` like the real one.
+struct Channels {
+    decoder: AmiCodec,
+    buf: BytesMut,
+    live: Vec<SimChannel>,
+}
+
+struct SimChannel {
+    /// The snapshot headers in Asterisk's order (Channel … Linkedid).
+    snapshot: Vec<(String, String)>,
+    uniqueid: String,
+    bridge: String,
+    application: String,
+    application_data: String,
+    created: std::time::Instant,
+}
+
+/// The channel snapshot fields, in the order Asterisk writes them.
+const SNAPSHOT: &[&str] = &[
+    "Channel",
+    "ChannelState",
+    "ChannelStateDesc",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "Language",
+    "AccountCode",
+    "Context",
+    "Exten",
+    "Priority",
+    "Uniqueid",
+    "Linkedid",
+];
+
+impl Default for Channels {
+    fn default() -> Self {
+        Channels {
+            decoder: AmiCodec::without_greeting(),
+            buf: BytesMut::new(),
+            live: Vec::new(),
+        }
+    }
+}
+
+impl Channels {
+    fn observe(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        while let Ok(Some(item)) = self.decoder.decode(&mut self.buf) {
+            let AmiItem::Frame(f) = item else { continue };
+            let (Some(event), Some(uid)) = (f.event(), f.get("Uniqueid")) else {
+                continue;
+            };
+            let uid = uid.to_string();
+            if event == "Hangup" {
+                self.live.retain(|c| c.uniqueid != uid);
+                continue;
+            }
+            let pos = match self.live.iter().position(|c| c.uniqueid == uid) {
+                Some(p) => p,
+                None if event == "Newchannel" => {
+                    self.live.push(SimChannel {
+                        snapshot: Vec::new(),
+                        uniqueid: uid.clone(),
+                        bridge: String::new(),
+                        application: String::new(),
+                        application_data: String::new(),
+                        created: std::time::Instant::now(),
+                    });
+                    self.live.len() - 1
+                }
+                None => continue,
+            };
+            let chan = &mut self.live[pos];
+            if f.get("Channel").is_some() && f.get("ChannelState").is_some() {
+                chan.snapshot = SNAPSHOT
+                    .iter()
+                    .map(|k| (k.to_string(), f.get(k).unwrap_or_default().to_string()))
+                    .collect();
+            }
+            match event {
+                "BridgeEnter" => {
+                    chan.bridge = f.get("BridgeUniqueid").unwrap_or_default().to_string()
+                }
+                "BridgeLeave" => chan.bridge.clear(),
+                "Newexten" => {
+                    chan.application = f.get("Application").unwrap_or_default().to_string();
+                    chan.application_data = f.get("AppData").unwrap_or_default().to_string();
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 struct Inner {
     options: AmiSimOptions,
-    clients: Mutex<Vec<mpsc::UnboundedSender<Bytes>>>,
+    /// `CoreStatus`' CoreStartupTime: a new value tells clients Asterisk restarted.
+    startup: String,
+    channels: Mutex<Channels>,
+    /// Logged-in connections: their outgoing queue and a switch that closes them.
+    clients: Mutex<Vec<(mpsc::UnboundedSender<Bytes>, CancellationToken)>>,
     logins: AtomicU64,
     actions: Mutex<Vec<AmiFrame>>,
     answer_pings: AtomicBool,
@@ -140,6 +247,8 @@ impl AmiSim {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
+            startup: chrono::Local::now().format("%H:%M:%S%.6f").to_string(),
+            channels: Mutex::new(Channels::default()),
             answer_pings: AtomicBool::new(options.answer_pings),
             options,
             clients: Mutex::new(Vec::new()),
@@ -194,8 +303,9 @@ impl AmiSim {
 
     /// Sends raw bytes to every logged-in client; returns how many got them.
     pub fn send_raw(&self, bytes: Bytes) -> usize {
+        lock(&self.inner.channels).observe(&bytes);
         let mut clients = lock(&self.inner.clients);
-        clients.retain(|c| c.send(bytes.clone()).is_ok());
+        clients.retain(|(c, _)| c.send(bytes.clone()).is_ok());
         clients.len()
     }
 
@@ -214,6 +324,19 @@ impl AmiSim {
         }
     }
 
+    /// Channels the simulated PBX has now.
+    pub fn live_channels(&self) -> usize {
+        lock(&self.inner.channels).live.len()
+    }
+
+    /// Drops every client connection but keeps listening and keeps its channels: the
+    /// network between callbridge and the PBX broke, the PBX did not.
+    pub fn drop_clients(&self) {
+        for (_, close) in lock(&self.inner.clients).drain(..) {
+            close.cancel();
+        }
+    }
+
     /// Closes the listener and every connection, like a PBX that went down.
     pub fn stop(&self) {
         self.inner.stop.cancel();
@@ -229,7 +352,9 @@ async fn serve(stream: TcpStream, inner: Arc<Inner>) {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
-    let stop = inner.stop.clone();
+    // Closes this connection alone (drop_clients) or with the whole peer (stop).
+    let close = inner.stop.child_token();
+    let stop = close.clone();
     let writer = tokio::spawn(async move {
         if write.write_all(GREETING.as_bytes()).await.is_err() {
             return;
@@ -240,7 +365,13 @@ async fn serve(stream: TcpStream, inner: Arc<Inner>) {
                     Some(bytes) => if write.write_all(&bytes).await.is_err() { return },
                     None => return,
                 },
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    // What was sent before the link broke still arrives.
+                    while let Ok(bytes) = rx.try_recv() {
+                        if write.write_all(&bytes).await.is_err() { return }
+                    }
+                    return;
+                }
             }
         }
     });
@@ -254,7 +385,7 @@ async fn serve(stream: TcpStream, inner: Arc<Inner>) {
     loop {
         let next = tokio::select! {
             n = frames.next() => n,
-            _ = inner.stop.cancelled() => break,
+            _ = close.cancelled() => break,
         };
         let Some(Ok(AmiItem::Frame(action))) = next else {
             break;
@@ -282,7 +413,7 @@ async fn serve(stream: TcpStream, inner: Arc<Inner>) {
                             .with("Status", "Fully Booted"),
                         &mut codec,
                     );
-                    lock(&inner.clients).push(tx.clone());
+                    lock(&inner.clients).push((tx.clone(), close.clone()));
                     inner.logins.fetch_add(1, Ordering::SeqCst);
                 } else {
                     // Asterisk waits a second before refusing, then closes.
@@ -311,6 +442,70 @@ async fn serve(stream: TcpStream, inner: Arc<Inner>) {
                         &mut codec,
                     );
                 }
+            }
+            Some("corestatus") => {
+                reply(
+                    AmiFrame::new()
+                        .with("Response", "Success")
+                        .with("ActionID", &id)
+                        .with("CoreStartupDate", "2026-11-25")
+                        .with("CoreStartupTime", &inner.startup)
+                        .with("CoreReloadDate", "2026-11-25")
+                        .with("CoreReloadTime", &inner.startup)
+                        .with(
+                            "CoreCurrentCalls",
+                            &lock(&inner.channels).live.len().to_string(),
+                        ),
+                    &mut codec,
+                );
+            }
+            Some("coreshowchannels") => {
+                reply(
+                    AmiFrame::new()
+                        .with("Response", "Success")
+                        .with("ActionID", &id)
+                        .with("EventList", "start")
+                        .with("Message", "Channels will follow"),
+                    &mut codec,
+                );
+                let items: Vec<AmiFrame> = lock(&inner.channels)
+                    .live
+                    .iter()
+                    .filter(|c| !c.snapshot.is_empty())
+                    .map(|c| {
+                        let mut f = AmiFrame::new()
+                            .with("Event", "CoreShowChannel")
+                            .with("ActionID", &id);
+                        for (k, v) in &c.snapshot {
+                            f.push(k, v);
+                        }
+                        let secs = c.created.elapsed().as_secs();
+                        f.with("Application", &c.application)
+                            .with("ApplicationData", &c.application_data)
+                            .with(
+                                "Duration",
+                                &format!(
+                                    "{:02}:{:02}:{:02}",
+                                    secs / 3600,
+                                    secs / 60 % 60,
+                                    secs % 60
+                                ),
+                            )
+                            .with("BridgeId", &c.bridge)
+                    })
+                    .collect();
+                let n = items.len();
+                for item in items {
+                    reply(item, &mut codec);
+                }
+                reply(
+                    AmiFrame::new()
+                        .with("Event", "CoreShowChannelsComplete")
+                        .with("ActionID", &id)
+                        .with("EventList", "Complete")
+                        .with("ListItems", &n.to_string()),
+                    &mut codec,
+                );
             }
             Some("logoff") => {
                 reply(

@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::actions::CrmAction;
-use crate::call::{CallStage, CallUpdate};
+use crate::call::{CallHeader, CallStage, CallUpdate};
 use crate::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,23 @@ pub struct CallRow {
     pub outcome: Option<String>,
     pub talk_secs: Option<i64>,
     pub started_at: i64,
+    pub rang: String,
+    pub talkers: Option<String>,
+    pub recording: Option<String>,
+    pub voicemail: Option<String>,
+    pub reconstructed: bool,
+}
+
+/// One thing to write in a `Store::commit` batch.
+#[derive(Debug, Clone)]
+pub enum Commit {
+    /// A call's new stage and the CRM actions it causes.
+    Update {
+        update: CallUpdate,
+        actions: Vec<CrmAction>,
+    },
+    /// The tracker's state of a live call (JSON), to resume it after a restart.
+    Snapshot { header: CallHeader, state: String },
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -117,82 +134,85 @@ impl Store {
         update: &CallUpdate,
         actions: &[CrmAction],
     ) -> Result<Vec<i64>, StoreError> {
-        let h = &update.header;
-        let id = h.external_id();
+        self.commit(&[Commit::Update {
+            update: update.clone(),
+            actions: actions.to_vec(),
+        }])
+        .await
+    }
+
+    /// Writes a batch of call updates (with their actions) and live-call snapshots in
+    /// one transaction. A step already recorded for a call (a resumed call announced
+    /// again after a restart) adds no second action: the store is what remembers what
+    /// was sent. Returns the new action ids.
+    pub async fn commit(&self, items: &[Commit]) -> Result<Vec<i64>, StoreError> {
         let now = Timestamp::now().0;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO calls (id, pbx, pbx_call_id, direction, customer_number, did, stage, started_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'ringing', ?, ?)
-             ON CONFLICT(id) DO UPDATE SET direction = excluded.direction,
-                 customer_number = COALESCE(excluded.customer_number, calls.customer_number),
-                 did = COALESCE(excluded.did, calls.did), updated_at = excluded.updated_at",
-        )
-        .bind(&id)
-        .bind(&h.pbx)
-        .bind(&h.call_id)
-        .bind(h.direction.as_str())
-        .bind(&h.customer_number)
-        .bind(&h.did)
-        .bind(h.started_at.0)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        match &update.stage {
-            CallStage::Ringing { extensions, .. } => {
-                sqlx::query("UPDATE calls SET rang = ? WHERE id = ?")
-                    .bind(serde_json::to_string(extensions).unwrap_or_default())
-                    .bind(&id)
+        let mut ids = Vec::new();
+        for item in items {
+            match item {
+                Commit::Update { update, actions } => {
+                    let fresh = record_update(&mut tx, update, now).await?;
+                    if !fresh {
+                        continue;
+                    }
+                    let id = update.header.external_id();
+                    for action in actions {
+                        let payload =
+                            serde_json::to_string(action).map_err(|e| StoreError::BadPayload {
+                                id: 0,
+                                error: e.to_string(),
+                            })?;
+                        let row = sqlx::query(
+                            "INSERT INTO actions (call_id, kind, payload, next_attempt_at, created_at)
+                             VALUES (?, ?, ?, ?, ?) RETURNING id",
+                        )
+                        .bind(&id)
+                        .bind(action.kind())
+                        .bind(payload)
+                        .bind(now)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        ids.push(row.try_get::<i64, _>(0)?);
+                    }
+                }
+                Commit::Snapshot { header, state } => {
+                    sqlx::query(
+                        "INSERT INTO calls (id, pbx, pbx_call_id, direction, customer_number, did, stage, started_at, updated_at, state)
+                         VALUES (?, ?, ?, ?, ?, ?, 'live', ?, ?, ?)
+                         ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
+                         WHERE calls.stage <> 'ended'",
+                    )
+                    .bind(header.external_id())
+                    .bind(&header.pbx)
+                    .bind(&header.call_id)
+                    .bind(header.direction.as_str())
+                    .bind(&header.customer_number)
+                    .bind(&header.did)
+                    .bind(header.started_at.0)
+                    .bind(now)
+                    .bind(state)
                     .execute(&mut *tx)
                     .await?;
+                }
             }
-            CallStage::Answered { extension } => {
-                sqlx::query("UPDATE calls SET stage = 'answered', employee = ?, answered_at = ? WHERE id = ?")
-                    .bind(extension)
-                    .bind(update.at.0)
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            CallStage::Ended(s) => {
-                sqlx::query(
-                    "UPDATE calls SET stage = 'ended', rang = ?, employee = ?, outcome = ?, answered_at = ?,
-                         ended_at = ?, duration_secs = ?, talk_secs = ?, wait_secs = ? WHERE id = ?",
-                )
-                .bind(serde_json::to_string(&s.rang).unwrap_or_default())
-                .bind(&s.employee)
-                .bind(s.outcome.as_str())
-                .bind(s.answered_at.map(|t| t.0))
-                .bind(s.ended_at.0)
-                .bind(i64::from(s.duration_secs))
-                .bind(i64::from(s.talk_secs))
-                .bind(i64::from(s.wait_secs))
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let mut ids = Vec::with_capacity(actions.len());
-        for action in actions {
-            let payload = serde_json::to_string(action).map_err(|e| StoreError::BadPayload {
-                id: 0,
-                error: e.to_string(),
-            })?;
-            let row = sqlx::query(
-                "INSERT INTO actions (call_id, kind, payload, next_attempt_at, created_at)
-                 VALUES (?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(&id)
-            .bind(action.kind())
-            .bind(payload)
-            .bind(now)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            ids.push(row.try_get::<i64, _>(0)?);
         }
         tx.commit().await?;
         Ok(ids)
+    }
+
+    /// Tracker snapshots of the calls of `pbx` that were live when the daemon stopped.
+    pub async fn live_snapshots(&self, pbx: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state FROM calls WHERE pbx = ? AND stage <> 'ended' AND state IS NOT NULL",
+        )
+        .bind(pbx)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
     }
 
     /// Pending actions that are due and are the oldest undelivered action of their call
@@ -350,7 +370,8 @@ impl Store {
 
     pub async fn calls(&self) -> Result<Vec<CallRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, direction, customer_number, did, stage, employee, outcome, talk_secs, started_at
+            "SELECT id, direction, customer_number, did, stage, employee, outcome, talk_secs, started_at,
+                    rang, talkers, recording, voicemail, reconstructed
              FROM calls ORDER BY started_at, id",
         )
         .fetch_all(&self.pool)
@@ -367,6 +388,11 @@ impl Store {
                     outcome: r.try_get("outcome")?,
                     talk_secs: r.try_get("talk_secs")?,
                     started_at: r.try_get("started_at")?,
+                    rang: r.try_get("rang")?,
+                    talkers: r.try_get("talkers")?,
+                    recording: r.try_get("recording")?,
+                    voicemail: r.try_get("voicemail")?,
+                    reconstructed: r.try_get::<i64, _>("reconstructed")? != 0,
                 })
             })
             .collect()
@@ -393,6 +419,104 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Upserts the call row for one update. Returns false when the update repeats a step
+/// the store already has (its actions must not be sent again).
+async fn record_update(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    update: &CallUpdate,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let h = &update.header;
+    let id = h.external_id();
+    let before = sqlx::query("SELECT stage, rang FROM calls WHERE id = ?")
+        .bind(&id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (stage_before, rang_before): (Option<String>, Vec<String>) = match &before {
+        Some(row) => (
+            Some(row.try_get("stage")?),
+            serde_json::from_str(&row.try_get::<String, _>("rang")?).unwrap_or_default(),
+        ),
+        None => (None, Vec::new()),
+    };
+    let fresh = match (&update.stage, stage_before.as_deref()) {
+        (_, Some("ended")) => false,
+        (CallStage::Answered { .. }, Some("answered")) => false,
+        (CallStage::Ringing { new, .. }, _) => !new.iter().all(|e| rang_before.contains(e)),
+        _ => true,
+    };
+    if !fresh {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO calls (id, pbx, pbx_call_id, direction, customer_number, did, stage, started_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, 'ringing', ?, ?)
+         ON CONFLICT(id) DO UPDATE SET direction = excluded.direction,
+             customer_number = COALESCE(excluded.customer_number, calls.customer_number),
+             did = COALESCE(excluded.did, calls.did), updated_at = excluded.updated_at",
+    )
+    .bind(&id)
+    .bind(&h.pbx)
+    .bind(&h.call_id)
+    .bind(h.direction.as_str())
+    .bind(&h.customer_number)
+    .bind(&h.did)
+    .bind(h.started_at.0)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    match &update.stage {
+        CallStage::Ringing { extensions, .. } => {
+            let mut rang = rang_before;
+            for e in extensions {
+                if !rang.contains(e) {
+                    rang.push(e.clone());
+                }
+            }
+            sqlx::query("UPDATE calls SET rang = ?, stage = CASE WHEN stage = 'live' THEN 'ringing' ELSE stage END WHERE id = ?")
+                .bind(serde_json::to_string(&rang).unwrap_or_default())
+                .bind(&id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        CallStage::Answered { extension } => {
+            sqlx::query(
+                "UPDATE calls SET stage = 'answered', employee = ?, answered_at = ? WHERE id = ?",
+            )
+            .bind(extension)
+            .bind(update.at.0)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        CallStage::Ended(s) => {
+            sqlx::query(
+                "UPDATE calls SET stage = 'ended', rang = ?, employee = ?, outcome = ?, answered_at = ?,
+                     ended_at = ?, duration_secs = ?, talk_secs = ?, wait_secs = ?, talkers = ?,
+                     recording = ?, voicemail = ?, queue = ?, reconstructed = ?, state = NULL
+                 WHERE id = ?",
+            )
+            .bind(serde_json::to_string(&s.rang).unwrap_or_default())
+            .bind(&s.employee)
+            .bind(s.outcome.as_str())
+            .bind(s.answered_at.map(|t| t.0))
+            .bind(s.ended_at.0)
+            .bind(i64::from(s.duration_secs))
+            .bind(i64::from(s.talk_secs))
+            .bind(i64::from(s.wait_secs))
+            .bind(serde_json::to_string(&s.talkers).unwrap_or_default())
+            .bind(&s.recording)
+            .bind(s.voicemail.as_ref().and_then(|v| serde_json::to_string(v).ok()))
+            .bind(&s.queue)
+            .bind(i64::from(s.reconstructed))
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(true)
 }
 
 async fn log_request(

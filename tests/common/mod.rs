@@ -88,6 +88,9 @@ impl Harness {
     }
 
     pub async fn start_with(crm_options: SimOptions, extra_pbx: &str) -> Harness {
+        if let Ok(level) = std::env::var("CALLBRIDGE_TEST_LOG") {
+            callbridge::logging::init(&level, false);
+        }
         let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
         let crm = RetailCrmSim::start(crm_options).await.expect("CRM sim");
         let dir = tempfile::tempdir().expect("tempdir");

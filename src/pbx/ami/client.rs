@@ -16,9 +16,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::PbxConfig;
 use crate::pbx::ami::codec::AmiCodecError;
-use crate::pbx::ami::normalize::{normalize, Skip};
+use crate::pbx::ami::normalize::{live_channel, normalize, Skip};
 use crate::pbx::ami::{AmiCodec, AmiFrame, AmiItem};
-use crate::pbx::event::PbxEvent;
+use crate::pbx::event::{LiveChannel, PbxInput};
 use crate::pbx::status::PbxStatus;
 use crate::time::Timestamp;
 
@@ -61,18 +61,21 @@ enum SessionEnd {
 /// again. The delay starts over after a session that got logged in.
 pub async fn run(
     config: PbxConfig,
-    events: mpsc::Sender<PbxEvent>,
+    events: mpsc::Sender<PbxInput>,
     status: PbxStatus,
     shutdown: CancellationToken,
 ) {
     let name = config.name.clone();
     let mut backoff = reconnect_backoff(&config);
     let mut attempt: u64 = 0;
+    // When this Asterisk started, as it said at the previous connection: a different
+    // answer means it restarted and every channel id from before is void.
+    let mut startup: Option<String> = None;
     loop {
         attempt += 1;
         let mut logged_in = false;
         let result = tokio::select! {
-            r = session(&config, &events, &status, &mut logged_in) => r,
+            r = session(&config, &events, &status, &mut logged_in, &mut startup) => r,
             _ = shutdown.cancelled() => Ok(SessionEnd::Shutdown),
         };
         match result {
@@ -111,9 +114,10 @@ fn reconnect_backoff(config: &PbxConfig) -> impl Iterator<Item = Duration> {
 /// cancelled from outside).
 async fn session(
     config: &PbxConfig,
-    events: &mpsc::Sender<PbxEvent>,
+    events: &mpsc::Sender<PbxInput>,
     status: &PbxStatus,
     logged_in: &mut bool,
+    startup: &mut Option<String>,
 ) -> Result<SessionEnd, AmiError> {
     let addr = format!("{}:{}", config.host, config.port);
     debug!(pbx = %config.name, %addr, "connecting to AMI");
@@ -190,6 +194,19 @@ async fn session(
     let mut outstanding: Option<(String, Instant)> = None;
     let mut last_rx = Instant::now();
     let mut next_ping = Instant::now() + config.ping_interval;
+
+    // Which Asterisk is this (restart detection), and which calls does it have now.
+    let status_id = format!("cb-status-{}", Timestamp::now().0);
+    framed
+        .send(
+            &AmiFrame::new()
+                .with("Action", "CoreStatus")
+                .with("ActionID", &status_id),
+        )
+        .await?;
+    let mut resync = Resync::default();
+    resync.start(&mut framed, events).await?;
+    let mut next_resync = Instant::now() + config.resync_interval;
     loop {
         let wake_at = match &outstanding {
             Some((_, sent)) => *sent + config.ping_timeout,
@@ -204,15 +221,36 @@ async fn session(
                     Some(Ok(AmiItem::Frame(f))) => f,
                 };
                 last_rx = Instant::now();
+                let id = frame.action_id();
                 if frame.response().is_some() {
-                    match (&outstanding, frame.action_id()) {
-                        (Some((id, _)), Some(got)) if id == got => outstanding = None,
-                        _ => debug!(pbx = %config.name, action_id = ?frame.action_id(), response = ?frame.response(),
+                    match (&outstanding, id) {
+                        (Some((ping, _)), Some(got)) if ping == got => outstanding = None,
+                        (_, Some(got)) if got == status_id => {
+                            core_status(config, &frame, startup, events).await?;
+                        }
+                        (_, Some(got)) if resync.is_ours(got) => {
+                            if !frame.response().is_some_and(|r| r.eq_ignore_ascii_case("Success")) {
+                                warn!(pbx = %config.name, message = ?frame.get("Message"),
+                                      "Asterisk refused CoreShowChannels: calls in progress cannot be resumed after a reconnect; give the AMI user read = reporting (or system)");
+                                resync.abandon();
+                            }
+                        }
+                        _ => debug!(pbx = %config.name, action_id = ?id, response = ?frame.response(),
                                     message = ?frame.get("Message"), "answer to an action we did not send; ignored"),
                     }
                     continue;
                 }
+                if id.is_some_and(|got| resync.is_ours(got)) {
+                    resync.item(&frame, events).await?;
+                    continue;
+                }
                 forward(config, &frame, events, status).await?;
+            }
+            _ = tokio::time::sleep_until(next_resync) => {
+                next_resync = Instant::now() + config.resync_interval;
+                if !resync.in_progress() {
+                    resync.start(&mut framed, events).await?;
+                }
             }
             _ = tokio::time::sleep_until(wake_at) => {
                 if let Some((_, sent)) = &outstanding {
@@ -235,21 +273,126 @@ async fn session(
     }
 }
 
+/// A `CoreShowChannels` round: the list of channels Asterisk has right now.
+#[derive(Default)]
+struct Resync {
+    seq: u64,
+    action_id: Option<String>,
+    channels: Vec<LiveChannel>,
+}
+
+impl Resync {
+    async fn start(
+        &mut self,
+        framed: &mut Framed<TcpStream, AmiCodec>,
+        events: &mpsc::Sender<PbxInput>,
+    ) -> Result<(), AmiError> {
+        self.seq += 1;
+        let id = format!("cb-resync-{}-{}", Timestamp::now().0, self.seq);
+        // Tell the tracker first: events after this point may be newer than the list.
+        send(events, PbxInput::ResyncBegin).await?;
+        framed
+            .send(
+                &AmiFrame::new()
+                    .with("Action", "CoreShowChannels")
+                    .with("ActionID", &id),
+            )
+            .await?;
+        self.action_id = Some(id);
+        self.channels.clear();
+        Ok(())
+    }
+
+    fn is_ours(&self, id: &str) -> bool {
+        self.action_id.as_deref() == Some(id)
+    }
+
+    fn in_progress(&self) -> bool {
+        self.action_id.is_some()
+    }
+
+    fn abandon(&mut self) {
+        self.action_id = None;
+        self.channels.clear();
+    }
+
+    async fn item(
+        &mut self,
+        frame: &AmiFrame,
+        events: &mpsc::Sender<PbxInput>,
+    ) -> Result<(), AmiError> {
+        match frame.event() {
+            Some("CoreShowChannel") => {
+                if let Some(live) = live_channel(frame) {
+                    self.channels.push(live);
+                }
+            }
+            Some("CoreShowChannelsComplete") => {
+                let channels = std::mem::take(&mut self.channels);
+                self.action_id = None;
+                debug!(channels = channels.len(), "channel list received");
+                send(
+                    events,
+                    PbxInput::Resync {
+                        at: Timestamp::now(),
+                        channels,
+                    },
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The answer to `CoreStatus`: when Asterisk started. A change since the previous
+/// connection means it restarted.
+async fn core_status(
+    config: &PbxConfig,
+    frame: &AmiFrame,
+    startup: &mut Option<String>,
+    events: &mpsc::Sender<PbxInput>,
+) -> Result<(), AmiError> {
+    let Some(date) = frame.get("CoreStartupDate") else {
+        debug!(pbx = %config.name, message = ?frame.get("Message"), "CoreStatus gave no startup time");
+        return Ok(());
+    };
+    let now = format!(
+        "{date} {}",
+        frame.get("CoreStartupTime").unwrap_or_default()
+    );
+    if startup.as_ref().is_some_and(|before| before != &now) {
+        warn!(pbx = %config.name, started = %now, "Asterisk restarted since the last connection; calls from before are ended");
+        send(
+            events,
+            PbxInput::Restarted {
+                at: Timestamp::now(),
+            },
+        )
+        .await?;
+    }
+    *startup = Some(now);
+    Ok(())
+}
+
+async fn send(events: &mpsc::Sender<PbxInput>, input: PbxInput) -> Result<(), AmiError> {
+    // A closed channel means the processor is gone: we are shutting down.
+    events.send(input).await.map_err(|_| AmiError::Closed)
+}
+
 /// Normalizes one event frame and hands it to the call processor. Waiting on a full
 /// channel is deliberate: it slows reading rather than dropping events.
 async fn forward(
     config: &PbxConfig,
     frame: &AmiFrame,
-    events: &mpsc::Sender<PbxEvent>,
+    events: &mpsc::Sender<PbxInput>,
     status: &PbxStatus,
 ) -> Result<(), AmiError> {
     match normalize(frame, Timestamp::now()) {
         Ok(event) => {
             status.count_event(&config.name);
-            if events.send(event).await.is_err() {
-                // The processor is gone: we are shutting down.
-                return Err(AmiError::Closed);
-            }
+            send(events, PbxInput::Event(event)).await?;
         }
         Err(Skip::Malformed(header)) => {
             warn!(pbx = %config.name, event = ?frame.event(), missing = header, "malformed AMI event skipped");

@@ -1,0 +1,187 @@
+//! Recordings and voicemail messages on the PBX's disk: the link the CRM gets for a
+//! call, and finding a file when Asterisk did not name it in an event (a recording made
+//! without MixMonitor's variable, a voicemail left on an Asterisk that does not set
+//! `VM_MESSAGEFILE`). File look-ups run at the edge, after the call ended.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::time::Timestamp;
+
+/// The one place the CRM's link to a call's recording is made. The recordings issue
+/// serves it (with a signature); the form stays `{public_url}/recordings/{call_id}`.
+pub fn link(public_url: &str, call_external_id: &str) -> String {
+    format!(
+        "{}/recordings/{}",
+        public_url.trim_end_matches('/'),
+        call_external_id
+    )
+}
+
+/// How many directory entries a look-up reads at most: recording directories of busy
+/// PBXs hold years of files.
+const MAX_ENTRIES: usize = 20_000;
+
+/// The newest message in `mailbox`'s INBOX (`102@default` →
+/// `<voicemail_dir>/default/102/INBOX/msgNNNN.*`) written since `since`; returns its
+/// path stem (`…/INBOX/msg0003`), as `VM_MESSAGEFILE` would have named it.
+pub fn find_voicemail_message(
+    voicemail_dir: &Path,
+    mailbox: &str,
+    since: Timestamp,
+) -> Option<String> {
+    let (box_name, context) = mailbox.split_once('@').unwrap_or((mailbox, "default"));
+    if !safe_component(box_name) || !safe_component(context) {
+        return None;
+    }
+    let inbox = voicemail_dir.join(context).join(box_name).join("INBOX");
+    let since = to_system_time(since);
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(&inbox).ok()?.take(MAX_ENTRIES).flatten() {
+        let path = entry.path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if !stem.starts_with("msg") || path.extension().is_some_and(|e| e == "txt") {
+            continue;
+        }
+        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if modified + Duration::from_secs(2) < since {
+            continue;
+        }
+        if newest.as_ref().is_none_or(|(t, _)| modified > *t) {
+            newest = Some((modified, path.with_extension("")));
+        }
+    }
+    newest.map(|(_, stem)| stem.to_string_lossy().into_owned())
+}
+
+/// A file under `recordings_dir` (up to three directory levels deep, as FreePBX files
+/// them by date) whose name contains one of the call's channel ids and that was written
+/// since `since`.
+pub fn find_recording(
+    recordings_dir: &Path,
+    channel_ids: &[String],
+    since: Timestamp,
+) -> Option<PathBuf> {
+    let since = to_system_time(since);
+    let mut budget = MAX_ENTRIES;
+    let mut dirs = vec![(recordings_dir.to_path_buf(), 0usize)];
+    let mut best: Option<(SystemTime, PathBuf)> = None;
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if budget == 0 {
+                return best.map(|(_, p)| p);
+            }
+            budget -= 1;
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() {
+                if depth < 3 {
+                    dirs.push((path, depth + 1));
+                }
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !channel_ids
+                .iter()
+                .any(|id| !id.is_empty() && contains_id(name, id))
+            {
+                continue;
+            }
+            let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+                continue;
+            };
+            if modified + Duration::from_secs(2) < since {
+                continue;
+            }
+            if best.as_ref().is_none_or(|(t, _)| modified > *t) {
+                best = Some((modified, path));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+}
+
+/// `1795627524.9` must not match inside `1795627524.95`: the id has to end at a
+/// non-digit.
+fn contains_id(name: &str, id: &str) -> bool {
+    name.match_indices(id).any(|(i, _)| {
+        let before = name[..i].chars().next_back();
+        let after = name[i + id.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+fn safe_component(part: &str) -> bool {
+    !part.is_empty() && part != "." && part != ".." && !part.contains(['/', '\\'])
+}
+
+fn to_system_time(t: Timestamp) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_micros(t.0.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_form() {
+        assert_eq!(
+            link("http://127.0.0.1:8089/", "cb-office-1.2"),
+            "http://127.0.0.1:8089/recordings/cb-office-1.2"
+        );
+    }
+
+    #[test]
+    fn finds_the_newest_voicemail_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inbox = dir.path().join("default/102/INBOX");
+        std::fs::create_dir_all(&inbox).expect("mkdir");
+        std::fs::write(inbox.join("msg0000.wav"), b"old").expect("write");
+        std::fs::write(inbox.join("msg0000.txt"), b"meta").expect("write");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(inbox.join("msg0001.wav"), b"new").expect("write");
+        let since = Timestamp::now();
+        let found = find_voicemail_message(dir.path(), "102@default", since).expect("found");
+        assert!(found.ends_with("default/102/INBOX/msg0001"), "{found}");
+        assert_eq!(
+            find_voicemail_message(dir.path(), "103@default", since),
+            None
+        );
+        assert_eq!(
+            find_voicemail_message(dir.path(), "../102@default", since),
+            None
+        );
+        // A message from long before the call is not this call's.
+        let later = Timestamp(since.0 + 3_600_000_000);
+        assert_eq!(
+            find_voicemail_message(dir.path(), "102@default", later),
+            None
+        );
+    }
+
+    #[test]
+    fn finds_a_recording_by_channel_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = dir.path().join("2026/11/25");
+        std::fs::create_dir_all(&day).expect("mkdir");
+        std::fs::write(day.join("q-700-1795627524.95.wav"), b"other").expect("write");
+        std::fs::write(day.join("q-700-1795627524.9.wav"), b"ours").expect("write");
+        let since = Timestamp(Timestamp::now().0 - 60_000_000);
+        let found = find_recording(dir.path(), &["1795627524.9".into()], since).expect("found");
+        assert!(found.ends_with("q-700-1795627524.9.wav"), "{found:?}");
+        assert_eq!(
+            find_recording(dir.path(), &["1795627599.1".into()], since),
+            None
+        );
+    }
+}
