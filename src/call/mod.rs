@@ -92,7 +92,8 @@ pub struct CallSummary {
     pub ended_at: Timestamp,
     /// Start to end, seconds.
     pub duration_secs: u32,
-    /// Answer to the first hang-up of either talking party, seconds.
+    /// Time the customer talked with employees, seconds (the sum over everyone who
+    /// talked; hold during a transfer does not count).
     pub talk_secs: u32,
     /// Start to answer (or to the end, when nobody answered), seconds.
     pub wait_secs: u32,

@@ -987,13 +987,30 @@ impl CallTracker {
             Direction::Inbound => last_talker.or_else(|| call.answer.as_ref().map(|a| a.0.clone())),
         };
         let answered_at = call.answer.as_ref().map(|a| a.1);
-        let talk_secs = match (
-            call.segments.first(),
-            call.segments.iter().filter_map(|s| s.to).max(),
-        ) {
-            (Some(first), Some(end)) => end.secs_since(first.from),
-            _ => 0,
-        };
+        // Time the customer spent talking with anyone (overlaps counted once; hold
+        // during a transfer is not talk).
+        let mut spans: Vec<(i64, i64)> = call
+            .segments
+            .iter()
+            .map(|s| (s.from.0, s.to.unwrap_or(at).0))
+            .collect();
+        spans.sort_unstable();
+        let mut talk_micros = 0i64;
+        let mut open: Option<(i64, i64)> = None;
+        for (from, to) in spans {
+            match open {
+                Some((a, b)) if from <= b => open = Some((a, b.max(to))),
+                Some((a, b)) => {
+                    talk_micros += b - a;
+                    open = Some((from, to));
+                }
+                None => open = Some((from, to)),
+            }
+        }
+        if let Some((a, b)) = open {
+            talk_micros += b - a;
+        }
+        let talk_secs = round_secs(talk_micros);
         let voicemail = if outcome == Outcome::Voicemail {
             call.voicemail.clone()
         } else {
