@@ -195,6 +195,14 @@ impl CallTracker {
         self.channels.len()
     }
 
+    /// Nothing is tracked: no call, channel, bridge or Local pair left behind.
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty()
+            && self.channels.is_empty()
+            && self.bridges.is_empty()
+            && self.locals.is_empty()
+    }
+
     /// Ids of the calls whose state changed since the last call of this function.
     pub fn take_dirty(&mut self) -> Vec<String> {
         let mut ids: Vec<String> = self
