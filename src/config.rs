@@ -1556,6 +1556,60 @@ api_key = "crm-key"
     }
 
     #[test]
+    fn call_classification_keys() {
+        let text = MINIMAL.replace(
+            "secret = \"ami-pass\"",
+            "secret = \"ami-pass\"\ninternal_extensions = [\"100-199\", \"2001\"]\ntrunk_contexts = [\"from-trunk\", \"from-pstn\"]\nvoicemail_dir = \"/srv/vm\"\nstale_call_timeout = \"2h\"\nresync_interval = \"1m\"",
+        );
+        let cfg = from_toml_str(&text).unwrap();
+        let pbx = &cfg.pbx[0];
+        assert_eq!(
+            pbx.internal_extensions,
+            vec![
+                ExtensionRange {
+                    first: 100,
+                    last: 199
+                },
+                ExtensionRange {
+                    first: 2001,
+                    last: 2001
+                }
+            ]
+        );
+        assert_eq!(pbx.trunk_contexts, vec!["from-trunk", "from-pstn"]);
+        assert_eq!(pbx.voicemail_dir, PathBuf::from("/srv/vm"));
+        assert_eq!(pbx.stale_call_timeout, Duration::from_secs(7200));
+        assert_eq!(pbx.resync_interval, Duration::from_secs(60));
+        let defaults = from_toml_str(MINIMAL).unwrap();
+        assert!(defaults.pbx[0].internal_extensions.is_empty());
+        assert_eq!(
+            defaults.pbx[0].voicemail_dir,
+            PathBuf::from(DEFAULT_VOICEMAIL_DIR)
+        );
+
+        let bad = MINIMAL.replace(
+            "secret = \"ami-pass\"",
+            "secret = \"ami-pass\"\ninternal_extensions = [\"100-199\", \"199-100\", \"abc\"]",
+        );
+        assert_eq!(
+            errors(&bad),
+            vec![
+                "pbx[0].internal_extensions[1]: expected an extension number or a range like \"100-199\", got \"199-100\"",
+                "pbx[0].internal_extensions[2]: expected an extension number or a range like \"100-199\", got \"abc\"",
+            ]
+        );
+        let env_list = with_env(
+            MINIMAL,
+            &[("CALLBRIDGE__PBX__0__INTERNAL_EXTENSIONS", "100-150,2001")],
+        )
+        .unwrap();
+        assert_eq!(env_list.pbx[0].internal_extensions.len(), 2);
+        assert!(
+            ExtensionRange::parse("101").is_some_and(|r| r.contains("101") && !r.contains("1010"))
+        );
+    }
+
+    #[test]
     fn optional_keys_are_read() {
         let cfg = from_toml_str(&minimal_with(
             r#"
