@@ -99,6 +99,33 @@ impl Transcript {
         (Transcript { chunks: before }, Transcript { chunks: after })
     }
 
+    /// The same calls with every channel, call and bridge id made unique for `replica`,
+    /// so that many copies of one recording can run at once (load tests, benchmarks).
+    /// Ids get a `-{replica}` suffix, channel names an `r{replica}` one (before `;1`/`;2`
+    /// of Local halves), so extensions read from names stay what they were.
+    pub fn replica(&self, replica: u32) -> Transcript {
+        let mut decoder = AmiCodec::without_greeting();
+        let mut encoder = AmiCodec::without_greeting();
+        let mut chunks = Vec::with_capacity(self.chunks.len());
+        let mut buf = BytesMut::new();
+        for (at, chunk) in &self.chunks {
+            buf.extend_from_slice(chunk);
+            let mut out = BytesMut::new();
+            while let Ok(Some(item)) = decoder.decode(&mut buf) {
+                let AmiItem::Frame(frame) = item else {
+                    continue;
+                };
+                let mut copy = AmiFrame::new();
+                for (key, value) in frame.headers() {
+                    copy.push(key, &replica_value(key, value, replica));
+                }
+                let _ = encoder.encode(&copy, &mut out);
+            }
+            chunks.push((*at, out.freeze()));
+        }
+        Transcript { chunks }
+    }
+
     /// The same bytes as one chunk at time zero.
     pub fn bytes(&self) -> Bytes {
         let mut all = BytesMut::new();
@@ -107,6 +134,22 @@ impl Transcript {
         }
         all.freeze()
     }
+}
+
+fn replica_value(key: &str, value: &str, replica: u32) -> String {
+    if value.is_empty() {
+        return String::new();
+    }
+    if key.ends_with("Uniqueid") || key.ends_with("Linkedid") || key.ends_with("BridgeId") {
+        return format!("{value}-{replica}");
+    }
+    if key.ends_with("Channel") && value.contains('/') {
+        return match value.rsplit_once(';') {
+            Some((head, half)) => format!("{head}r{replica};{half}"),
+            None => format!("{value}r{replica}"),
+        };
+    }
+    value.to_string()
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -552,6 +595,35 @@ mod tests {
         assert!(all.ends_with(b"\r\n\r\n"));
         assert!(!all.windows(9).any(|w| w == b"Response:"));
         assert!(t.chunks.len() > 5, "keeps the recorded read splits");
+    }
+
+    #[test]
+    fn replicas_are_distinct_calls_with_the_same_shape() {
+        let t = Transcript::from_recording(
+            include_bytes!("../../tests/fixtures/asterisk/local/inbound_answered.ami"),
+            include_str!("../../tests/fixtures/asterisk/local/inbound_answered.timing"),
+        )
+        .expect("transcript");
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(b"Asterisk Call Manager/11.0.0\r\n");
+        bytes.extend_from_slice(&t.replica(1).bytes());
+        bytes.extend_from_slice(&t.replica(2).bytes());
+        let report = crate::replay::replay_bytes(&bytes, "office", &[]);
+        let ended: Vec<_> = report
+            .updates
+            .iter()
+            .filter_map(|u| match &u.stage {
+                crate::call::CallStage::Ended(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 2);
+        assert_eq!(ended[0].header.call_id, "1795627169.0-1");
+        assert_eq!(ended[1].header.call_id, "1795627169.0-2");
+        for s in ended {
+            assert_eq!(s.employee.as_deref(), Some("101"));
+            assert_eq!(s.talk_secs, 6);
+        }
     }
 
     #[test]
