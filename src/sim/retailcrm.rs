@@ -2264,15 +2264,13 @@ impl Inner {
         let ids: Vec<u64> = db
             .users
             .iter()
-            .filter(|u| active.map_or(true, |a| u.active == a))
-            .filter(|u| is_manager.map_or(true, |m| u.is_manager == m))
-            .filter(|_| is_admin.map_or(true, |a| !a))
-            .filter(|u| online.map_or(true, |o| u.active == o))
-            .filter(|u| email.map_or(true, |e| format!("user{}@example.com", u.id) == e))
+            .filter(|u| active.is_none_or(|a| u.active == a))
+            .filter(|u| is_manager.is_none_or(|m| u.is_manager == m))
+            .filter(|_| is_admin.is_none_or(|a| !a))
+            .filter(|u| online.is_none_or(|o| u.active == o))
+            .filter(|u| email.is_none_or(|e| format!("user{}@example.com", u.id) == e))
             .filter(|u| {
-                status.map_or(true, |s| {
-                    db.user_status.get(&u.id).map_or("free", String::as_str) == s
-                })
+                status.is_none_or(|s| db.user_status.get(&u.id).map_or("free", String::as_str) == s)
             })
             .map(|u| u.id)
             .collect();
@@ -2342,11 +2340,11 @@ impl Inner {
                         .is_some_and(|m| managers.contains(&m.to_string().as_str()))
             })
             .filter(|c| sites.is_empty() || sites.contains(&c.site.as_str()))
-            .filter(|c| name.map_or(true, |n| db.customer_matches_text(c, n)))
+            .filter(|c| name.is_none_or(|n| db.customer_matches_text(c, n)))
             .filter(|c| {
-                email.as_deref().map_or(true, |e| {
-                    c.email.as_deref().is_some_and(|ce| contains_ci(ce, e))
-                })
+                email
+                    .as_deref()
+                    .is_none_or(|e| c.email.as_deref().is_some_and(|ce| contains_ci(ce, e)))
             })
             .map(|c| c.id)
             .collect();
@@ -2442,7 +2440,7 @@ impl Inner {
             .filter(|o| sites.is_empty() || sites.contains(&o.site.as_str()))
             .filter(|o| statuses.is_empty() || statuses.contains(&o.status.as_str()))
             .filter(|o| {
-                customer_text.map_or(true, |t| {
+                customer_text.is_none_or(|t| {
                     let by_customer = o.customer.as_ref().and_then(|r| db.customer(r.id));
                     by_customer.is_some_and(|c| db.customer_matches_text(c, t))
                         || (looks_like_phone(t)
@@ -2524,16 +2522,16 @@ impl Inner {
                     || t.creator
                         .is_some_and(|c| creators.contains(&c.to_string().as_str()))
             })
-            .filter(|t| complete.map_or(true, |c| t.complete == c))
+            .filter(|t| complete.is_none_or(|c| t.complete == c))
             .filter(|t| {
-                text.as_deref().map_or(true, |x| {
+                text.as_deref().is_none_or(|x| {
                     contains_ci(&t.text, x)
                         || t.commentary.as_deref().is_some_and(|c| contains_ci(c, x))
                 })
             })
-            .filter(|t| customer.map_or(true, |c| db.task_matches_customer(t, c)))
+            .filter(|t| customer.is_none_or(|c| db.task_matches_customer(t, c)))
             .filter(|t| {
-                order_number.map_or(true, |n| t.order.as_ref().is_some_and(|o| o.number == n))
+                order_number.is_none_or(|n| t.order.as_ref().is_some_and(|o| o.number == n))
             })
             .map(|t| t.id)
             .collect();
@@ -2619,7 +2617,7 @@ impl Inner {
                 Some(items) => {
                     for (i, item) in items.iter().enumerate() {
                         let user = item.get("userId").and_then(as_u64);
-                        if user.map_or(true, |u| db.user(u).is_none()) {
+                        if user.is_none_or(|u| db.user(u).is_none()) {
                             add_err(
                                 &mut errors,
                                 &format!("{prefix}[{i}][userId]"),
@@ -2629,7 +2627,7 @@ impl Inner {
                         if item
                             .get("code")
                             .and_then(as_string)
-                            .map_or(true, |c| c.is_empty())
+                            .is_none_or(|c| c.is_empty())
                         {
                             add_err(&mut errors, &format!("{prefix}[{i}][code]"), BLANK);
                         }

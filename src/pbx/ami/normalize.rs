@@ -22,10 +22,6 @@ pub enum Skip {
 /// header (`timestampevents = no` in manager.conf).
 pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, Skip> {
     let name = frame.event().ok_or(Skip::NotAnEvent)?;
-    let at = frame
-        .get("Timestamp")
-        .and_then(Timestamp::parse_epoch)
-        .unwrap_or(received_at);
     let kind = match name {
         "Newchannel" => PbxEventKind::ChannelCreated {
             name: frame.get("Channel").unwrap_or_default().to_string(),
@@ -149,6 +145,11 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
         _ => return Err(Skip::Ignored),
     };
     let channel = frame.get("Uniqueid").ok_or(Skip::Malformed("Uniqueid"))?;
+    // Only events we keep pay for reading the time.
+    let at = frame
+        .get("Timestamp")
+        .and_then(Timestamp::parse_epoch)
+        .unwrap_or(received_at);
     // Linkedid exists since Asterisk 1.8; without it the channel is its own call.
     let call = frame
         .get("Linkedid")
