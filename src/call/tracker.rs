@@ -15,7 +15,9 @@
 //! hang-up causes (ring-out legs hang up with cause 0, ring-group losers with 26: see
 //! tests/fixtures/asterisk/README.md).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -254,8 +256,14 @@ impl CallTracker {
     /// Feeds one event; returns what changed for the calls it touches.
     pub fn apply(&mut self, ev: &PbxEvent) -> Vec<CallUpdate> {
         let mut out = Vec::new();
-        let Some(call_id) = self.adopt(ev, &mut out) else {
-            return out;
+        let owned;
+        let call_id: &str = match self.adopt(ev, &mut out) {
+            None => return out,
+            Some(None) => &ev.call,
+            Some(Some(id)) => {
+                owned = id;
+                &owned
+            }
         };
         let mut stages: Vec<CallStage> = Vec::new();
         let mut recompute: Vec<String> = Vec::new();
@@ -269,7 +277,7 @@ impl CallTracker {
                 ..
             } => {
                 self.describe(&ev.channel, name, endpoint.clone());
-                if let Some(call) = self.calls.get_mut(&call_id) {
+                if let Some(call) = self.calls.get_mut(call_id) {
                     if ev.channel == call.origin {
                         call.origin_endpoint = endpoint.clone();
                         call.origin_exten = exten.clone();
@@ -283,7 +291,7 @@ impl CallTracker {
                 }
             }
             PbxEventKind::CallerKnown { caller_number } => {
-                if let Some(call) = self.calls.get_mut(&call_id) {
+                if let Some(call) = self.calls.get_mut(call_id) {
                     if ev.channel == call.origin && call.caller_number.is_none() {
                         call.caller_number = Some(caller_number.clone());
                     }
@@ -296,9 +304,9 @@ impl CallTracker {
                 dest_endpoint,
                 dial_string,
             } => {
-                self.ensure_channel(dest, &call_id, dest_name, dest_endpoint.clone());
+                self.ensure_channel(dest, call_id, dest_name, dest_endpoint.clone());
                 let internal = &self.config.internal;
-                if let Some(call) = self.calls.get_mut(&call_id) {
+                if let Some(call) = self.calls.get_mut(call_id) {
                     call.join(dest);
                     let dest_internal = dest_endpoint
                         .as_deref()
@@ -324,7 +332,7 @@ impl CallTracker {
                 endpoint,
             } => {
                 let internal = &self.config.internal;
-                if let Some(call) = self.calls.get_mut(&call_id) {
+                if let Some(call) = self.calls.get_mut(call_id) {
                     call.queue = Some(queue.clone());
                     let internal_ext = endpoint.as_deref().is_some_and(|e| internal.contains(e));
                     decide_direction(call, internal, internal_ext, None);
@@ -335,7 +343,7 @@ impl CallTracker {
                 }
             }
             PbxEventKind::DialEnd { dest, outcome, .. } => {
-                if let Some(call) = self.calls.get_mut(&call_id) {
+                if let Some(call) = self.calls.get_mut(call_id) {
                     // app_queue sends duplicate DialEnds (NOANSWER then CANCEL): the
                     // first result of a leg stands.
                     if let Some(leg) = call
@@ -347,13 +355,13 @@ impl CallTracker {
                         leg.result = Some(*outcome);
                         if *outcome == DialOutcome::Answered {
                             call.links.push((ev.channel.clone(), dest.clone()));
-                            recompute.push(call_id.clone());
+                            recompute.push(call_id.to_string());
                         }
                     }
                 }
             }
             PbxEventKind::QueueAgentConnected { queue, dest, .. } => {
-                if let Some(call) = self.calls.get_mut(&call_id) {
+                if let Some(call) = self.calls.get_mut(call_id) {
                     call.queue = Some(queue.clone());
                     // Normally the DialEnd ANSWER already linked the agent; this covers
                     // queue setups that do not report dials.
@@ -362,19 +370,19 @@ impl CallTracker {
                             && !call.links.iter().any(|(_, d)| d == dest)
                         {
                             call.links.push((ev.channel.clone(), dest.clone()));
-                            recompute.push(call_id.clone());
+                            recompute.push(call_id.to_string());
                         }
                     }
                 }
             }
             PbxEventKind::QueueAbandoned { queue } => {
-                if let Some(call) = self.calls.get_mut(&call_id) {
+                if let Some(call) = self.calls.get_mut(call_id) {
                     call.queue = Some(queue.clone());
                     call.abandoned = true;
                 }
             }
             PbxEventKind::VoicemailStarted { mailbox } => {
-                if let Some(call) = self.calls.get_mut(&call_id) {
+                if let Some(call) = self.calls.get_mut(call_id) {
                     if call.voicemail.is_none() {
                         call.voicemail = Some(Voicemail {
                             mailbox: mailbox.clone(),
@@ -384,7 +392,7 @@ impl CallTracker {
                 }
             }
             PbxEventKind::Variable { name, value } => {
-                if let Some(call) = self.calls.get_mut(&call_id) {
+                if let Some(call) = self.calls.get_mut(call_id) {
                     variable(call, &ev.channel, name, value);
                 }
             }
@@ -400,7 +408,7 @@ impl CallTracker {
                     members.push(ev.channel.clone());
                 }
                 recompute.extend(self.calls_in_bridge(bridge));
-                recompute.push(call_id.clone());
+                recompute.push(call_id.to_string());
             }
             PbxEventKind::Unbridged { bridge } => {
                 if let Some(chan) = self.channels.get_mut(&ev.channel) {
@@ -410,28 +418,28 @@ impl CallTracker {
                 }
                 recompute.extend(self.calls_in_bridge(bridge));
                 remove_from(&mut self.bridges, bridge, &ev.channel);
-                recompute.push(call_id.clone());
+                recompute.push(call_id.to_string());
             }
             PbxEventKind::HungUp { .. } => {
                 let bridge = self.drop_channel(&ev.channel);
                 if let Some(bridge) = bridge {
                     recompute.extend(self.calls_in_bridge(&bridge));
                 }
-                if let Some(call) = self.calls.get_mut(&call_id) {
+                if let Some(call) = self.calls.get_mut(call_id) {
                     call.members.retain(|m| m != &ev.channel);
                 }
-                recompute.push(call_id.clone());
+                recompute.push(call_id.to_string());
             }
         }
         self.seq += 1;
-        if let Some(call) = self.calls.get_mut(&call_id) {
+        if let Some(call) = self.calls.get_mut(call_id) {
             call.last_event_at = call.last_event_at.max(ev.at);
             call.last_seq = self.seq;
         }
-        if !matches!(ev.kind, PbxEventKind::CallerKnown { .. }) {
-            self.dirty.insert(call_id.clone());
+        if !matches!(ev.kind, PbxEventKind::CallerKnown { .. }) && !self.dirty.contains(call_id) {
+            self.dirty.insert(call_id.to_string());
         }
-        out.extend(self.updates(&call_id, ev.at, stages));
+        out.extend(self.updates(call_id, ev.at, stages));
         recompute.sort();
         recompute.dedup();
         for id in recompute {
@@ -440,10 +448,10 @@ impl CallTracker {
         }
         if self
             .calls
-            .get(&call_id)
+            .get(call_id)
             .is_some_and(|c| c.members.is_empty())
         {
-            out.extend(self.finish(&call_id, ev.at));
+            out.extend(self.finish(call_id, ev.at));
         }
         out
     }
@@ -651,10 +659,15 @@ impl CallTracker {
     /// Finds or opens the call of the event's channel, moving the channel when the PBX
     /// says it now belongs to another call. A hang-up of a channel we never saw opens
     /// nothing: there is nothing to report about a call seen only ending.
-    fn adopt(&mut self, ev: &PbxEvent, out: &mut Vec<CallUpdate>) -> Option<String> {
+    /// Returns `None` to skip the event, `Some(None)` when the event's own call id is the
+    /// channel's call (nearly always; no copy made), `Some(Some(id))` otherwise.
+    fn adopt(&mut self, ev: &PbxEvent, out: &mut Vec<CallUpdate>) -> Option<Option<String>> {
         if let Some(chan) = self.channels.get(&ev.channel) {
-            if chan.call == ev.call || self.ended_set.contains(&ev.call) {
-                return Some(chan.call.clone());
+            if chan.call == ev.call {
+                return Some(None);
+            }
+            if self.ended_set.contains(&ev.call) {
+                return Some(Some(chan.call.clone()));
             }
             // Asterisk gives every member of a bridge the oldest Linkedid: a channel
             // whose Linkedid changes has joined that call.
@@ -680,7 +693,7 @@ impl CallTracker {
                     out.extend(self.updates(&old, ev.at, stages));
                 }
             }
-            return Some(ev.call.clone());
+            return Some(None);
         }
         if matches!(
             ev.kind,
@@ -701,7 +714,7 @@ impl CallTracker {
             _ => String::new(),
         };
         self.ensure_channel(&ev.channel, &ev.call, &name, None);
-        Some(ev.call.clone())
+        Some(None)
     }
 
     fn ensure_channel(&mut self, id: &ChannelId, call: &str, name: &str, endpoint: Option<String>) {

@@ -205,6 +205,19 @@ impl AmiFrame {
             .map(|field| text.get(field.value.range()).unwrap_or_default())
     }
 
+    /// The last header named `key`: the same as `get` for a key that appears once, and
+    /// faster for keys that come at the end of an event (`Variable`/`Value` of VarSet,
+    /// `Application`/`AppData` of Newexten come after the channel snapshot).
+    pub fn get_last(&self, key: &str) -> Option<&str> {
+        let key = KeyMatcher::new(key);
+        let text = self.text.as_str();
+        self.headers
+            .iter()
+            .rev()
+            .find(|field| key.matches(text.as_bytes(), field.key))
+            .map(|field| text.get(field.value.range()).unwrap_or_default())
+    }
+
     /// Values of every header named `key`, in wire order.
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         let key = KeyMatcher::new(key);

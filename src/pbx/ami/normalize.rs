@@ -22,30 +22,31 @@ pub enum Skip {
 /// header (`timestampevents = no` in manager.conf).
 pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, Skip> {
     let name = frame.event().ok_or(Skip::NotAnEvent)?;
+    let f = frame;
     let kind = match name {
         "Newchannel" => PbxEventKind::ChannelCreated {
-            name: frame.get("Channel").unwrap_or_default().to_string(),
-            endpoint: frame.get("Channel").and_then(endpoint_of_channel),
-            caller_number: known(frame.get("CallerIDNum")),
-            caller_name: known(frame.get("CallerIDName")),
-            exten: known(frame.get("Exten")),
-            context: known(frame.get("Context")),
+            name: f.get("Channel").unwrap_or_default().to_string(),
+            endpoint: f.get("Channel").and_then(endpoint_of_channel),
+            caller_number: known(f.get("CallerIDNum")),
+            caller_name: known(f.get("CallerIDName")),
+            exten: known(f.get("Exten")),
+            context: known(f.get("Context")),
         },
-        "Newstate" | "NewCallerid" => match known(frame.get("CallerIDNum")) {
+        "Newstate" | "NewCallerid" => match known(f.get("CallerIDNum")) {
             Some(caller_number) => PbxEventKind::CallerKnown { caller_number },
             None => return Err(Skip::Ignored),
         },
         "DialBegin" => {
             // A DialBegin without a caller block comes from Originate: the PBX itself is
             // calling out, and the destination channel will show up on its own.
-            if frame.get("Channel").is_none() {
+            if f.get("Channel").is_none() {
                 return Err(Skip::Ignored);
             }
             let dest_name = frame
                 .get("DestChannel")
                 .ok_or(Skip::Malformed("DestChannel"))?;
             PbxEventKind::DialBegin {
-                caller_number: known(frame.get("CallerIDNum")),
+                caller_number: known(f.get("CallerIDNum")),
                 dest: ChannelId(
                     frame
                         .get("DestUniqueid")
@@ -54,11 +55,11 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                 ),
                 dest_name: dest_name.to_string(),
                 dest_endpoint: endpoint_of_channel(dest_name),
-                dial_string: known(frame.get("DialString")),
+                dial_string: known(f.get("DialString")),
             }
         }
         "DialEnd" => {
-            if frame.get("Channel").is_none() {
+            if f.get("Channel").is_none() {
                 return Err(Skip::Ignored);
             }
             PbxEventKind::DialEnd {
@@ -68,12 +69,12 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                         .ok_or(Skip::Malformed("DestUniqueid"))?
                         .to_string(),
                 ),
-                dest_endpoint: frame.get("DestChannel").and_then(endpoint_of_channel),
-                outcome: dial_outcome(frame.get("DialStatus").unwrap_or_default()),
+                dest_endpoint: f.get("DestChannel").and_then(endpoint_of_channel),
+                outcome: dial_outcome(f.get("DialStatus").unwrap_or_default()),
             }
         }
         "Hangup" => PbxEventKind::HungUp {
-            cause: frame.get("Cause").and_then(|c| c.trim().parse().ok()),
+            cause: f.get("Cause").and_then(|c| c.trim().parse().ok()),
         },
         "BridgeEnter" => PbxEventKind::Bridged {
             bridge: frame
@@ -88,12 +89,12 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                 .to_string(),
         },
         "AgentCalled" | "AgentConnect" => {
-            let queue = frame.get("Queue").unwrap_or_default().to_string();
-            let dest = frame.get("DestUniqueid").map(|u| ChannelId(u.to_string()));
+            let queue = f.get("Queue").unwrap_or_default().to_string();
+            let dest = f.get("DestUniqueid").map(|u| ChannelId(u.to_string()));
             let endpoint = frame
                 .get("Interface")
                 .and_then(endpoint_of_interface)
-                .or_else(|| frame.get("DestChannel").and_then(endpoint_of_channel));
+                .or_else(|| f.get("DestChannel").and_then(endpoint_of_channel));
             if name == "AgentCalled" {
                 PbxEventKind::QueueAgentRinging {
                     queue,
@@ -109,7 +110,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
             }
         }
         "QueueCallerAbandon" => PbxEventKind::QueueAbandoned {
-            queue: frame.get("Queue").unwrap_or_default().to_string(),
+            queue: f.get("Queue").unwrap_or_default().to_string(),
         },
         "Newexten" => {
             // Newexten is one of the most frequent events; only VoiceMail() matters.
@@ -119,7 +120,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
             {
                 return Err(Skip::Ignored);
             }
-            let data = frame.get("AppData").unwrap_or_default();
+            let data = f.get_last("AppData").unwrap_or_default();
             // `102@default,u` or `101&102,s`: the first mailbox is the one we report.
             let first = data.split([',', '&']).next().unwrap_or_default().trim();
             if first.is_empty() {
@@ -133,18 +134,18 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
             PbxEventKind::VoicemailStarted { mailbox }
         }
         "VarSet" => {
-            let variable = frame.get("Variable").unwrap_or_default();
+            let variable = f.get_last("Variable").unwrap_or_default();
             if !VARIABLES.contains(&variable) {
                 return Err(Skip::Ignored);
             }
             PbxEventKind::Variable {
                 name: variable.to_string(),
-                value: frame.get("Value").unwrap_or_default().to_string(),
+                value: f.get_last("Value").unwrap_or_default().to_string(),
             }
         }
         _ => return Err(Skip::Ignored),
     };
-    let channel = frame.get("Uniqueid").ok_or(Skip::Malformed("Uniqueid"))?;
+    let channel = f.get("Uniqueid").ok_or(Skip::Malformed("Uniqueid"))?;
     // Only events we keep pay for reading the time.
     let at = frame
         .get("Timestamp")
@@ -332,6 +333,19 @@ mod tests {
             normalize(&dial, Timestamp(0)),
             Err(Skip::Malformed("DestChannel"))
         );
+    }
+
+    #[test]
+    fn header_names_in_another_case_still_work() {
+        let f = frame(&[
+            ("Event", "Hangup"),
+            ("UNIQUEID", "1.5"),
+            ("linkedid", "1.4"),
+            ("Cause", "17"),
+        ]);
+        let ev = normalize(&f, Timestamp(7)).expect("event");
+        assert_eq!((ev.call.as_str(), ev.channel.0.as_str()), ("1.4", "1.5"));
+        assert_eq!(ev.kind, PbxEventKind::HungUp { cause: Some(17) });
     }
 
     #[test]
