@@ -10,6 +10,12 @@ use tracing::info;
 
 use callbridge::config::{self, LogFormat};
 
+/// mimalloc: the daemon allocates many small, short-lived values per PBX event; it is
+/// faster than the system allocator for that and fragments less over months of uptime
+/// (benches/pipeline.rs: about +25% events/s).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "callbridge",
