@@ -133,7 +133,7 @@ proptest! {
                 5 => PbxEventKind::Unbridged { bridge: format!("b{bridge}") },
                 6 | 7 => PbxEventKind::HungUp { cause: Some(16) },
                 8 => PbxEventKind::VoicemailStarted { mailbox: "102@default".into() },
-                9 => PbxEventKind::Variable { name: "DIALSTATUS".into(), value: "BUSY".into() },
+                9 => PbxEventKind::DialResult { outcome: DialOutcome::Busy },
                 10 => PbxEventKind::QueueAgentRinging { queue: "q".into(), dest: Some(dest), endpoint: Some("101".into()) },
                 _ => PbxEventKind::QueueAgentConnected { queue: "q".into(), dest: Some(dest), endpoint: Some("101".into()) },
             };

@@ -391,9 +391,18 @@ impl CallTracker {
                     }
                 }
             }
+            PbxEventKind::DialResult { outcome } => {
+                if let Some(call) = self.calls.get_mut(call_id) {
+                    // On the calling side only: a dial by a transfer target says nothing
+                    // about the customer's call.
+                    if ev.channel == call.origin || call.direction == Some(Direction::Outbound) {
+                        call.dial_status = Some(*outcome);
+                    }
+                }
+            }
             PbxEventKind::Variable { name, value } => {
                 if let Some(call) = self.calls.get_mut(call_id) {
-                    variable(call, &ev.channel, name, value);
+                    variable(call, name, value);
                 }
             }
             PbxEventKind::Bridged { bridge } => {
@@ -1146,7 +1155,7 @@ fn ringing(call: &mut LiveCall, endpoint: Option<&str>, internal: bool) -> Optio
     })
 }
 
-fn variable(call: &mut LiveCall, channel: &ChannelId, name: &str, value: &str) {
+fn variable(call: &mut LiveCall, name: &str, value: &str) {
     let value = value.trim();
     match name {
         "MIXMONITOR_FILENAME" if !value.is_empty() && call.recording.is_none() => {
@@ -1158,20 +1167,6 @@ fn variable(call: &mut LiveCall, channel: &ChannelId, name: &str, value: &str) {
                 message: None,
             });
             vm.message = Some(value.to_string());
-        }
-        // The dial result on the calling side: the only trace of a Dial that could not
-        // create a channel at all (unavailable, congestion).
-        "DIALSTATUS" if channel == &call.origin || call.direction == Some(Direction::Outbound) => {
-            call.dial_status = Some(match value {
-                "ANSWER" => DialOutcome::Answered,
-                "BUSY" => DialOutcome::Busy,
-                "NOANSWER" => DialOutcome::NoAnswer,
-                "CANCEL" => DialOutcome::Cancelled,
-                "CONGESTION" | "CHANUNAVAIL" | "DONTCALL" | "TORTURE" | "INVALIDARGS" => {
-                    DialOutcome::Failed
-                }
-                _ => DialOutcome::Other,
-            });
         }
         _ => {}
     }

@@ -95,6 +95,9 @@ pub enum PbxEventKind {
     QueueAbandoned { queue: String },
     /// The channel entered voicemail for `mailbox` (`102@default`).
     VoicemailStarted { mailbox: String },
+    /// The channel's dial attempt as a whole ended (Asterisk `DIALSTATUS`): the only
+    /// trace of a dial that could not even create a channel (unavailable, congestion).
+    DialResult { outcome: DialOutcome },
     /// A channel variable the tracker cares about was set (see `normalize::VARIABLES`).
     Variable { name: String, value: String },
 }

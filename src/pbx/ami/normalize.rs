@@ -138,6 +138,15 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
             if !VARIABLES.contains(&variable) {
                 return Err(Skip::Ignored);
             }
+            if variable == "DIALSTATUS" {
+                return finish(
+                    f,
+                    received_at,
+                    PbxEventKind::DialResult {
+                        outcome: dial_outcome(f.get_last("Value").unwrap_or_default()),
+                    },
+                );
+            }
             PbxEventKind::Variable {
                 name: variable.to_string(),
                 value: f.get_last("Value").unwrap_or_default().to_string(),
@@ -145,14 +154,19 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
         }
         _ => return Err(Skip::Ignored),
     };
+    finish(f, received_at, kind)
+}
+
+/// The parts every event has: channel, call and time.
+fn finish(f: &AmiFrame, received_at: Timestamp, kind: PbxEventKind) -> Result<PbxEvent, Skip> {
     let channel = f.get("Uniqueid").ok_or(Skip::Malformed("Uniqueid"))?;
     // Only events we keep pay for reading the time.
-    let at = frame
+    let at = f
         .get("Timestamp")
         .and_then(Timestamp::parse_epoch)
         .unwrap_or(received_at);
     // Linkedid exists since Asterisk 1.8; without it the channel is its own call.
-    let call = frame
+    let call = f
         .get("Linkedid")
         .filter(|l| !l.is_empty())
         .unwrap_or(channel);
