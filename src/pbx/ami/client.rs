@@ -231,7 +231,7 @@ async fn session(
                         (_, Some(got)) if resync.is_ours(got) => {
                             if !frame.response().is_some_and(|r| r.eq_ignore_ascii_case("Success")) {
                                 warn!(pbx = %config.name, message = ?frame.get("Message"),
-                                      "Asterisk refused CoreShowChannels: calls in progress cannot be resumed after a reconnect; give the AMI user read = reporting (or system)");
+                                      "Asterisk refused CoreShowChannels: calls in progress cannot be resumed after a reconnect; give the AMI user write = reporting (or system) in manager.conf");
                                 resync.abandon();
                             }
                         }
