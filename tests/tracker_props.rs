@@ -110,8 +110,8 @@ proptest! {
         let mut at = 1_000_000i64;
         for (call, chan, kind, other, bridge) in script {
             at += 1_000;
-            let channel = ChannelId(format!("1.{chan}"));
-            let dest = ChannelId(format!("1.{other}"));
+            let channel = ChannelId(format!("1.{chan}").into());
+            let dest = ChannelId(format!("1.{other}").into());
             let kind = match kind {
                 0 | 1 => PbxEventKind::ChannelCreated {
                     name: names[chan as usize].into(),
@@ -137,7 +137,7 @@ proptest! {
                 10 => PbxEventKind::QueueAgentRinging { queue: "q".into(), dest: Some(dest), endpoint: Some("101".into()) },
                 _ => PbxEventKind::QueueAgentConnected { queue: "q".into(), dest: Some(dest), endpoint: Some("101".into()) },
             };
-            let ev = PbxEvent { at: Timestamp(at), call: format!("1.{call}"), channel, kind };
+            let ev = PbxEvent { at: Timestamp(at), call: format!("1.{call}").into(), channel, kind };
             for u in t.apply(&ev) {
                 if let CallStage::Ended(s) = &u.stage {
                     prop_assert!(s.talk_secs <= s.duration_secs + 1);

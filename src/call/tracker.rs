@@ -173,8 +173,10 @@ impl LiveCall {
         if !self.members.contains(channel) {
             self.members.push(channel.clone());
         }
-        if self.seen.len() < MAX_REMEMBERED_CHANNELS && !self.seen.contains(&channel.0) {
-            self.seen.push(channel.0.clone());
+        if self.seen.len() < MAX_REMEMBERED_CHANNELS
+            && !self.seen.iter().any(|s| s == channel.0.as_str())
+        {
+            self.seen.push(channel.0.to_string());
         }
     }
 }
@@ -675,21 +677,23 @@ impl CallTracker {
             if chan.call == ev.call {
                 return Some(None);
             }
-            if self.ended_set.contains(&ev.call) {
+            if self.ended_set.contains(ev.call.as_str()) {
                 return Some(Some(chan.call.clone()));
             }
             // Asterisk gives every member of a bridge the oldest Linkedid: a channel
             // whose Linkedid changes has joined that call.
             let old = chan.call.clone();
             if let Some(chan) = self.channels.get_mut(&ev.channel) {
-                chan.call = ev.call.clone();
+                chan.call = ev.call.to_string();
             }
-            let origin_for_new = !self.calls.contains_key(&ev.call);
+            let origin_for_new = !self.calls.contains_key(ev.call.as_str());
             if origin_for_new {
-                self.calls
-                    .insert(ev.call.clone(), LiveCall::new(&ev.call, &ev.channel, ev.at));
+                self.calls.insert(
+                    ev.call.to_string(),
+                    LiveCall::new(&ev.call, &ev.channel, ev.at),
+                );
             }
-            if let Some(call) = self.calls.get_mut(&ev.call) {
+            if let Some(call) = self.calls.get_mut(ev.call.as_str()) {
                 call.join(&ev.channel);
             }
             if let Some(old_call) = self.calls.get_mut(&old) {
@@ -710,12 +714,12 @@ impl CallTracker {
         ) {
             return None;
         }
-        if self.ended_set.contains(&ev.call) {
+        if self.ended_set.contains(ev.call.as_str()) {
             return None;
         }
         let call = self
             .calls
-            .entry(ev.call.clone())
+            .entry(ev.call.to_string())
             .or_insert_with(|| LiveCall::new(&ev.call, &ev.channel, ev.at));
         call.join(&ev.channel);
         let name = match &ev.kind {

@@ -4,12 +4,16 @@
 
 use crate::time::Timestamp;
 
+/// Ids of channels and calls: up to 24 bytes live inline (Asterisk uniqueids are about
+/// 12-20), so reading an event does not allocate for them.
+pub type Id = compact_str::CompactString;
+
 /// One channel (call leg) on the PBX: Asterisk's `Uniqueid`.
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(transparent)]
-pub struct ChannelId(pub String);
+pub struct ChannelId(pub Id);
 
 impl std::fmt::Display for ChannelId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,7 +27,7 @@ pub struct PbxEvent {
     /// When it happened, by the PBX's clock when it says so.
     pub at: Timestamp,
     /// The call this channel belongs to (Asterisk's `Linkedid`).
-    pub call: String,
+    pub call: Id,
     /// The channel the event is about.
     pub channel: ChannelId,
     pub kind: PbxEventKind,

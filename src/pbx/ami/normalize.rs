@@ -51,7 +51,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                     frame
                         .get("DestUniqueid")
                         .ok_or(Skip::Malformed("DestUniqueid"))?
-                        .to_string(),
+                        .into(),
                 ),
                 dest_name: dest_name.to_string(),
                 dest_endpoint: endpoint_of_channel(dest_name),
@@ -67,7 +67,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                     frame
                         .get("DestUniqueid")
                         .ok_or(Skip::Malformed("DestUniqueid"))?
-                        .to_string(),
+                        .into(),
                 ),
                 dest_endpoint: f.get("DestChannel").and_then(endpoint_of_channel),
                 outcome: dial_outcome(f.get("DialStatus").unwrap_or_default()),
@@ -90,7 +90,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
         },
         "AgentCalled" | "AgentConnect" => {
             let queue = f.get("Queue").unwrap_or_default().to_string();
-            let dest = f.get("DestUniqueid").map(|u| ChannelId(u.to_string()));
+            let dest = f.get("DestUniqueid").map(|u| ChannelId(u.into()));
             let endpoint = frame
                 .get("Interface")
                 .and_then(endpoint_of_interface)
@@ -172,8 +172,8 @@ fn finish(f: &AmiFrame, received_at: Timestamp, kind: PbxEventKind) -> Result<Pb
         .unwrap_or(channel);
     Ok(PbxEvent {
         at,
-        call: call.to_string(),
-        channel: ChannelId(channel.to_string()),
+        call: call.into(),
+        channel: ChannelId(channel.into()),
         kind,
     })
 }
@@ -450,7 +450,7 @@ pub fn live_channel(frame: &AmiFrame) -> Option<LiveChannel> {
     let name = frame.get("Channel").unwrap_or_default();
     let state = frame.get("ChannelState").unwrap_or_default().trim();
     Some(LiveChannel {
-        channel: ChannelId(uniqueid.to_string()),
+        channel: ChannelId(uniqueid.into()),
         call: frame
             .get("Linkedid")
             .filter(|l| !l.is_empty())
