@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use callbridge::sim::ami::AmiSim;
 use callbridge::sim::retailcrm::RetailCrmSim;
-use common::{ami_options, config_toml, crm_options, fixture, AMI_SECRET, CRM_KEY};
+use common::{ami_options, crm_options, fixture, write_config, DaemonProcess, AMI_SECRET, CRM_KEY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_callbridge");
 
@@ -105,25 +104,8 @@ async fn run_delivers_a_call_stops_on_sigterm_and_never_logs_secrets() {
     let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
     let crm = RetailCrmSim::start(crm_options()).await.expect("CRM sim");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("callbridge.toml");
-    std::fs::write(
-        &path,
-        config_toml(
-            pbx.addr().port(),
-            &crm.base_url(),
-            &dir.path().join("cb.db"),
-            "",
-        ),
-    )
-    .expect("write config");
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn callbridge run");
+    let path = write_config(dir.path(), &pbx, &crm);
+    let mut daemon = DaemonProcess::spawn(&path, "debug", true);
     assert!(
         pbx.wait_for_logins(1, Duration::from_secs(20)).await,
         "binary logs in"
@@ -136,15 +118,10 @@ async fn run_delivers_a_call_stops_on_sigterm_and_never_logs_secrets() {
     }
 
     // SIGTERM: a clean, prompt exit with status 0.
-    let pid = child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    daemon.terminate();
     let started = Instant::now();
     let exit = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
+        if let Some(s) = daemon.0.try_wait().expect("wait") {
             break s;
         }
         assert!(
@@ -155,13 +132,7 @@ async fn run_delivers_a_call_stops_on_sigterm_and_never_logs_secrets() {
     };
     assert!(exit.success(), "exit status {exit:?}");
 
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut logs)
-        .expect("read logs");
+    let logs = daemon.logs();
     assert!(logs.contains("AMI connected"), "{logs}");
     assert!(
         logs.contains("1795627488.2"),
@@ -183,25 +154,8 @@ async fn rejected_login_and_crm_key_errors_are_logged_without_secrets() {
     crm_opts.api_key = "the-crm-wants-this".into();
     let crm = RetailCrmSim::start(crm_opts).await.expect("CRM sim");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("callbridge.toml");
-    std::fs::write(
-        &path,
-        config_toml(
-            pbx.addr().port(),
-            &crm.base_url(),
-            &dir.path().join("cb.db"),
-            "",
-        ),
-    )
-    .expect("write config");
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let path = write_config(dir.path(), &pbx, &crm);
+    let mut daemon = DaemonProcess::spawn(&path, "trace", true);
     // Let it try to log in at least once (Asterisk answers a bad login after 1 s).
     let deadline = Instant::now() + Duration::from_secs(10);
     while pbx
@@ -215,17 +169,8 @@ async fn rejected_login_and_crm_key_errors_are_logged_without_secrets() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut logs)
-        .expect("logs");
+    daemon.terminate();
+    let logs = daemon.logs();
     assert!(
         logs.contains("rejected"),
         "the login failure is logged: {logs}"

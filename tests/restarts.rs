@@ -4,12 +4,15 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use callbridge::sim::ami::AmiSim;
 use callbridge::sim::retailcrm::{RetailCrmSim, SimState};
-use common::{ami_options, config_toml, crm_options, fixture, Harness};
+use common::{ami_options, crm_options, fixture, write_config, DaemonProcess, Harness};
+
+fn log_level() -> String {
+    std::env::var("CALLBRIDGE_TEST_LOG").unwrap_or_else(|_| "warn".into())
+}
 
 fn popups(state: &SimState) -> usize {
     state
@@ -107,53 +110,13 @@ async fn asterisk_restart_ends_old_calls_and_takes_new_ones() {
     h.stop().await;
 }
 
-/// A daemon process that is killed when the test ends, passed or not.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_daemon(config: &std::path::Path) -> Daemon {
-    Daemon(
-        Command::new(env!("CARGO_BIN_EXE_callbridge"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env(
-                "RUST_LOG",
-                std::env::var("CALLBRIDGE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(if std::env::var("CALLBRIDGE_TEST_LOG").is_ok() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("spawn callbridge"),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_killed_mid_call_resumes_it_after_restart() {
     let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
     let crm = RetailCrmSim::start(crm_options()).await.expect("CRM sim");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("callbridge.toml");
-    std::fs::write(
-        &path,
-        config_toml(
-            pbx.addr().port(),
-            &crm.base_url(),
-            &dir.path().join("cb.db"),
-            "",
-        ),
-    )
-    .expect("config");
-    let daemon = spawn_daemon(&path);
+    let path = write_config(dir.path(), &pbx, &crm);
+    let daemon = DaemonProcess::spawn(&path, &log_level(), false);
     assert!(pbx.wait_for_logins(1, Duration::from_secs(20)).await);
     let (ringing, rest) =
         fixture("iax2/ring_group_second_answers").split_at(Duration::from_secs(4));
@@ -168,7 +131,7 @@ async fn daemon_killed_mid_call_resumes_it_after_restart() {
     }
     // SIGKILL: no shutdown, no flush.
     drop(daemon);
-    let daemon = spawn_daemon(&path);
+    let daemon = DaemonProcess::spawn(&path, &log_level(), false);
     assert!(
         pbx.wait_for_logins(2, Duration::from_secs(20)).await,
         "the new daemon logged in"

@@ -167,3 +167,70 @@ impl Harness {
         self.crm.shutdown();
     }
 }
+
+/// Writes a configuration file for the given simulators into `dir`; returns its path.
+pub fn write_config(
+    dir: &std::path::Path,
+    pbx: &callbridge::sim::ami::AmiSim,
+    crm: &RetailCrmSim,
+) -> PathBuf {
+    let path = dir.join("callbridge.toml");
+    let toml = config_toml(pbx.addr().port(), &crm.base_url(), &dir.join("cb.db"), "");
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+/// The built `callbridge run` binary as a child process, killed when dropped (so a
+/// failing test leaves no daemon behind).
+pub struct DaemonProcess(pub std::process::Child);
+
+impl DaemonProcess {
+    /// Starts `callbridge run --config <config>` with `RUST_LOG=<log>`; stderr is piped
+    /// when `capture_logs`, dropped otherwise.
+    pub fn spawn(config: &std::path::Path, log: &str, capture_logs: bool) -> DaemonProcess {
+        use std::process::{Command, Stdio};
+        let stderr = if capture_logs {
+            Stdio::piped()
+        } else if std::env::var("CALLBRIDGE_TEST_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", log)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn callbridge run");
+        DaemonProcess(child)
+    }
+
+    /// Sends SIGTERM (what systemd sends on stop).
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Everything the daemon logged (stderr must have been captured); waits for exit.
+    pub fn logs(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.0.wait();
+        let mut logs = String::new();
+        if let Some(mut stderr) = self.0.stderr.take() {
+            stderr.read_to_string(&mut logs).expect("read logs");
+        }
+        logs
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
