@@ -143,8 +143,10 @@ impl Harness {
     pub async fn wait_outbox_settled(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let c = self.running.store.outbox_counts().await.expect("counts");
+            // Calls first: a call that ended before this read has its actions stored
+            // (same transaction), so the count read after it sees them.
             let calls = self.running.store.calls().await.expect("calls");
+            let c = self.running.store.outbox_counts().await.expect("counts");
             let ended = !calls.is_empty() && calls.iter().all(|c| c.stage == "ended");
             if ended && c.pending == 0 {
                 return;
