@@ -1,10 +1,15 @@
-//! What the CRM must be told about a call, decided from the tracker's `CallUpdate`s.
-//! Pure: no I/O, no clock. This is the thin first cut of the matrix (DESIGN.md): the
-//! ringing pop-up and, after hang-up, the call in the CRM's history; the full matrix
-//! (customers, orders, tasks) grows here.
+//! What the CRM must be told about a call: the `CrmAction` vocabulary (every kind the
+//! matrix of DESIGN.md needs: pop-ups, history, customers, orders, tasks, manager
+//! changes), and the thin first cut of the rules deciding them from the tracker's
+//! `CallUpdate`s (the ringing pop-up and, after hang-up, the call in the history). Pure:
+//! no I/O, no clock.
 //!
 //! `CrmAction`s are stored in the outbox as JSON before anything is sent, so their serde
 //! form is a storage format: add fields with defaults, never rename.
+//!
+//! Actions of one call are delivered in order and may depend on each other: a create
+//! names its `step` (its externalId), and a later action refers to the created record by
+//! [`EntityRef::Step`]; the outbox resolves that to the id the CRM answered, at delivery.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +23,16 @@ pub enum CrmAction {
     CallEvent(CallEvent),
     /// The call in the customer's communication history: `POST /telephony/calls/upload`.
     CallHistory(CallRecord),
+    /// A new customer: `POST /customers/create`, idempotent by its `externalId`.
+    CreateCustomer(NewCustomer),
+    /// A new order: `POST /orders/create`, idempotent by its `externalId`.
+    CreateOrder(NewOrder),
+    /// A task: `POST /tasks/create`; tasks have no externalId, so a marker in the
+    /// commentary finds one already made.
+    CreateTask(NewTask),
+    /// A customer or order gets another responsible manager: `POST /{customers|orders}/{x}/edit`
+    /// (setting a value, so repeating it changes nothing).
+    SetManager(ManagerChange),
 }
 
 impl CrmAction {
@@ -30,8 +45,127 @@ impl CrmAction {
                 CallEventType::Hangup => "popup_hangup",
             },
             CrmAction::CallHistory(_) => "call_history",
+            CrmAction::CreateCustomer(_) => "customer",
+            CrmAction::CreateOrder(_) => "order",
+            CrmAction::CreateTask(_) => "task",
+            CrmAction::SetManager(m) => match m.entity {
+                Entity::Customer => "customer_manager",
+                Entity::Order => "order_manager",
+            },
         }
     }
+
+    /// The name later actions of the same call use to refer to what this one creates.
+    pub fn step(&self) -> Option<String> {
+        match self {
+            CrmAction::CreateCustomer(c) => Some(c.external_id.clone()),
+            CrmAction::CreateOrder(o) => Some(o.external_id.clone()),
+            _ => None,
+        }
+    }
+
+    /// Every reference to another record this action carries, to resolve before sending.
+    pub fn refs_mut(&mut self) -> Vec<&mut EntityRef> {
+        match self {
+            CrmAction::CreateOrder(o) => vec![&mut o.customer],
+            CrmAction::CreateTask(t) => t.customer.iter_mut().chain(t.order.iter_mut()).collect(),
+            CrmAction::SetManager(m) => vec![&mut m.target],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// How an action names a customer or an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityRef {
+    /// The CRM's own id (a record found by a lookup).
+    Id(u64),
+    /// Our externalId of a record created earlier (possibly by another call).
+    ExternalId(String),
+    /// The record an earlier action of the same call creates (its `step`), replaced by the
+    /// id the CRM answered before this action is sent.
+    Step(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entity {
+    Customer,
+    Order,
+}
+
+/// Where a customer or order came from (retailCRM `source`): campaign data the PBX passed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub medium: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCustomer {
+    /// Derived from the call (`cb-{pbx}-{linkedid}`), so a second attempt finds the first.
+    pub external_id: String,
+    pub phone: String,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub manager_id: Option<u64>,
+    #[serde(default)]
+    pub source: Option<Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub external_id: String,
+    pub customer: EntityRef,
+    pub phone: String,
+    #[serde(default)]
+    pub manager_id: Option<u64>,
+    /// Order method code (`GET /reference/order-methods`), e.g. `phone`.
+    #[serde(default)]
+    pub order_method: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub source: Option<Source>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTask {
+    /// Unique per task (`{call externalId}#{n}`); written into the commentary so a lookup
+    /// after an uncertain attempt finds the task if it was made.
+    pub marker: String,
+    pub text: String,
+    #[serde(default)]
+    pub commentary: Option<String>,
+    pub performer_id: u64,
+    #[serde(default)]
+    pub customer: Option<EntityRef>,
+    #[serde(default)]
+    pub order: Option<EntityRef>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// A completed task: a record of what was done (the call, with its recording).
+    #[serde(default)]
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerChange {
+    pub entity: Entity,
+    pub target: EntityRef,
+    pub manager_id: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

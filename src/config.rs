@@ -43,6 +43,12 @@ pub const DEFAULT_VOICEMAIL_DIR: &str = "/var/spool/asterisk/voicemail";
 pub const DEFAULT_STALE_CALL_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_CRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// retailCRM's published limit per API key: 10 requests/s, 40/s for `/telephony*`
+/// (the official Go client's `rate.go`; see docs/retailcrm.md).
+pub const DEFAULT_CRM_RATE_LIMIT: f64 = 10.0;
+pub const DEFAULT_CRM_TELEPHONY_RATE_LIMIT: f64 = 40.0;
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_CRM_CONCURRENCY: usize = 16;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -209,6 +215,15 @@ pub struct CrmConfig {
     pub site: Option<String>,
     /// Limit for one CRM request.
     pub timeout: Duration,
+    /// Requests per second to the CRM, shared by all delivery workers.
+    pub rate_limit_per_sec: f64,
+    /// Requests per second to the CRM's telephony methods (`/telephony/*`), which
+    /// retailCRM limits separately.
+    pub telephony_rate_limit_per_sec: f64,
+    /// An action still undelivered this long after it was made is dead-lettered.
+    pub give_up_after: Duration,
+    /// Calls whose actions are delivered at the same time.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -846,6 +861,29 @@ impl Checker<'_> {
         )
     }
 
+    /// A positive rate (requests per second), integer or decimal.
+    fn rate(&mut self, f: &Field<'_>, default: f64) -> f64 {
+        let Some(v) = f.value else { return default };
+        let n = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match n {
+            Some(n) if n.is_finite() && n > 0.0 && n <= 100_000.0 => n,
+            _ => {
+                self.problem(
+                    &f.key,
+                    format!(
+                        "expected requests per second, a number above 0 like 10 or 2.5, got {}",
+                        describe(v)
+                    ),
+                );
+                default
+            }
+        }
+    }
+
     fn duration(&mut self, f: &Field<'_>, default: Duration, allow_zero: bool) -> Duration {
         let Some(v) = f.value else { return default };
         let message = match v {
@@ -963,19 +1001,14 @@ fn read_store(ck: &mut Checker<'_>, f: Field<'_>) -> StoreConfig {
 
 fn check_store_url(ck: &mut Checker<'_>, key: &str, url: &str) {
     let message = match url.split_once(':') {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("sqlite") => return,
+        Some(("sqlite", _)) => return,
+        Some(("postgres" | "postgresql", rest)) if rest.starts_with("//") => return,
         Some((scheme, rest)) if rest.starts_with("//") => {
-            let lower = scheme.to_ascii_lowercase();
-            if lower == "postgres" || lower == "postgresql" {
-                format!("{scheme:?} is not supported yet; expected sqlite://")
-            } else {
-                format!(
-                    "unsupported scheme {scheme:?}; expected sqlite:// (postgres:// comes later)"
-                )
-            }
+            format!("unsupported scheme {scheme:?}; expected sqlite:// or postgres://")
         }
         _ => format!(
-            "not a database URL {url:?}; expected sqlite://FILE, e.g. {DEFAULT_STORE_URL:?}"
+            "not a database URL {}; expected sqlite://FILE or postgres://USER@HOST/DB, e.g. {DEFAULT_STORE_URL:?}",
+            redact_url_password(url)
         ),
     };
     ck.problem(key, message);
@@ -1219,6 +1252,19 @@ fn read_crm(ck: &mut Checker<'_>, f: Field<'_>) -> CrmConfig {
     let api_key = ck.required_secret(&t.field("api_key"));
     let site = ck.string(&t.field("site"));
     let timeout = ck.duration(&t.field("timeout"), DEFAULT_CRM_TIMEOUT, false);
+    let rate_limit_per_sec = ck.rate(&t.field("rate_limit_per_sec"), DEFAULT_CRM_RATE_LIMIT);
+    let telephony_rate_limit_per_sec = ck.rate(
+        &t.field("telephony_rate_limit_per_sec"),
+        DEFAULT_CRM_TELEPHONY_RATE_LIMIT,
+    );
+    let give_up_after = ck.duration(&t.field("give_up_after"), DEFAULT_GIVE_UP_AFTER, false);
+    let f = t.field("concurrency");
+    let concurrency = match f.value {
+        None => DEFAULT_CRM_CONCURRENCY,
+        Some(v) => ck
+            .integer(&f.key, v, 1, 1024, "expected an integer between 1 and 1024")
+            .map_or(DEFAULT_CRM_CONCURRENCY, |n| n as usize),
+    };
     t.finish(ck);
     CrmConfig {
         kind,
@@ -1226,6 +1272,10 @@ fn read_crm(ck: &mut Checker<'_>, f: Field<'_>) -> CrmConfig {
         api_key,
         site,
         timeout,
+        rate_limit_per_sec,
+        telephony_rate_limit_per_sec,
+        give_up_after,
+        concurrency,
     }
 }
 
@@ -1661,7 +1711,7 @@ shutdown_grace = "0s"
             ),
             (
                 format!("[store]\nurl = \"mysql://localhost/cb\"\n[[pbx]]\n{base_pbx}\n{crm}"),
-                "store.url: unsupported scheme \"mysql\"; expected sqlite:// (postgres:// comes later)",
+                "store.url: unsupported scheme \"mysql\"; expected sqlite:// or postgres://",
             ),
             (
                 format!("[[pbx]]\n{base_pbx}\n{}", crm.replace("https://x.retailcrm.ru", "x.retailcrm.ru")),

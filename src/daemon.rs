@@ -77,6 +77,15 @@ pub async fn run(
         crm,
         DeliveryOptions {
             grace: config.daemon.shutdown_grace,
+            concurrency: config.crm.concurrency,
+            give_up_after: config.crm.give_up_after,
+            // A claim outlives the longest attempt: waiting for the rate limiter (every
+            // worker queued ahead) plus the request and its lookups.
+            lease: config.crm.timeout * 3
+                + Duration::from_secs_f64(
+                    config.crm.concurrency as f64 / config.crm.rate_limit_per_sec,
+                )
+                + Duration::from_secs(30),
             ..DeliveryOptions::default()
         },
         delivery_stop.clone(),

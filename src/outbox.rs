@@ -1,10 +1,12 @@
 //! The outbox: every CRM action is stored before it is attempted and marked done only
-//! after the CRM confirmed it. A delivery worker sends due actions, one call's actions
-//! in order, different calls concurrently (bounded), and retries transient failures with
-//! exponential backoff and jitter (honouring `Retry-After`); actions the CRM refuses for
-//! good are parked as `dead` with the CRM's message.
+//! after the CRM confirmed it. A delivery worker claims due actions from the store (under
+//! a lease, so several workers or processes never send one action twice), sends them, one
+//! call's actions in order and different calls concurrently (bounded), and retries
+//! transient failures with exponential backoff and jitter (honouring `Retry-After`).
+//! Actions the CRM refuses for good, and actions still failing `give_up_after` after they
+//! were made, are parked as `dead` with the reason. The guarantees per kind of action are
+//! in docs/delivery.md.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,9 +16,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::actions::CrmAction;
+use crate::actions::{CallEventType, CrmAction, EntityRef};
 use crate::call::CallUpdate;
-use crate::crm::{CrmError, RetailCrm};
+use crate::crm::{CrmError, Delivered, RetailCrm};
 use crate::store::{Attempt, PendingAction, Store, StoreError};
 use crate::time::Timestamp;
 
@@ -28,6 +30,14 @@ pub struct DeliveryOptions {
     pub grace: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// An action still failing this long after it was made (or retried by hand) is
+    /// dead-lettered.
+    pub give_up_after: Duration,
+    /// How long a claim keeps other workers off an action: longer than one attempt
+    /// (rate-limit wait + request timeout) can take.
+    pub lease: Duration,
+    /// How often the outbox's state is written to the log.
+    pub report_every: Duration,
 }
 
 impl Default for DeliveryOptions {
@@ -37,6 +47,9 @@ impl Default for DeliveryOptions {
             grace: Duration::from_secs(10),
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
+            give_up_after: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(120),
+            report_every: Duration::from_secs(60),
         }
     }
 }
@@ -85,25 +98,26 @@ impl Outbox {
     }
 
     /// Delivers until `shutdown`, then lets in-flight requests finish for up to
-    /// `options.grace`; whatever is still unconfirmed stays pending for the next start.
+    /// `options.grace`; whatever is still unconfirmed stays pending for the next start
+    /// (or for another process once its lease runs out).
     pub async fn run(self, crm: RetailCrm, options: DeliveryOptions, shutdown: CancellationToken) {
-        let mut in_flight: JoinSet<i64> = JoinSet::new();
-        let mut in_flight_ids: HashSet<i64> = HashSet::new();
+        let worker = worker_name();
+        info!(%worker, concurrency = options.concurrency, "outbox: delivering");
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut next_report = Instant::now() + options.report_every;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            let free = options.concurrency.saturating_sub(in_flight_ids.len());
+            let free = options.concurrency.saturating_sub(in_flight.len());
+            let mut claimed_all = false;
             if free > 0 {
-                let busy: Vec<i64> = in_flight_ids.iter().copied().collect();
-                match self
-                    .store
-                    .ready_actions(Timestamp::now(), free as i64, &busy)
-                    .await
-                {
-                    Ok(ready) => {
-                        for pending in ready {
-                            in_flight_ids.insert(pending.id);
+                let now = Timestamp::now();
+                let lease_until = Timestamp(now.0 + options.lease.as_micros() as i64);
+                match self.store.claim(&worker, now, lease_until, free).await {
+                    Ok(claimed) => {
+                        claimed_all = claimed.len() == free;
+                        for pending in claimed {
                             let (store, crm, opts) =
                                 (self.store.clone(), crm.clone(), options.clone());
                             let span =
@@ -112,26 +126,32 @@ impl Outbox {
                         }
                     }
                     Err(e) => {
-                        warn!(error = %e, "outbox: reading due actions failed; trying again shortly")
+                        warn!(error = %e, "outbox: claiming due actions failed; trying again shortly")
                     }
                 }
             }
-            let next_due = match self.store.next_due().await {
-                Ok(Some(t)) => Duration::from_micros((t.0 - Timestamp::now().0).max(0) as u64),
-                _ => Duration::from_secs(1),
+            if Instant::now() >= next_report {
+                next_report = Instant::now() + options.report_every;
+                self.report().await;
+            }
+            // More may be due right away (a full claim), or at the earliest next_attempt_at.
+            let nap = if claimed_all {
+                Duration::ZERO
+            } else {
+                match self.store.next_due().await {
+                    Ok(Some(t)) => Duration::from_micros((t.0 - Timestamp::now().0).max(0) as u64),
+                    _ => Duration::from_secs(1),
+                }
+                .clamp(Duration::from_millis(5), Duration::from_secs(1))
             };
-            let nap = next_due.clamp(Duration::from_millis(5), Duration::from_secs(1));
             tokio::select! {
                 _ = self.wake.notified() => {}
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Ok(id) = done { in_flight_ids.remove(&id); }
-                    // A task that panicked leaves its id pending in the store; it is
-                    // picked up again after a restart.
-                    while let Some(done) = in_flight.try_join_next() {
-                        if let Ok(id) = done { in_flight_ids.remove(&id); }
-                    }
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    // A task that panicked leaves its action claimed; the lease runs out
+                    // and it is delivered again, "in doubt".
+                    while in_flight.try_join_next().is_some() {}
                 }
-                _ = tokio::time::sleep(nap) => {}
+                _ = tokio::time::sleep(nap), if in_flight.len() < options.concurrency => {}
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -144,12 +164,101 @@ impl Outbox {
             if drained.is_err() {
                 warn!(
                     count = in_flight.len(),
-                    "outbox: requests still in flight after the grace period; they stay pending and are retried at the next start"
+                    "outbox: requests still in flight after the grace period; they stay pending and are retried (in doubt) at the next start"
                 );
                 in_flight.abort_all();
             }
         }
+        self.report().await;
     }
+
+    /// One log line with the outbox's state.
+    async fn report(&self) {
+        match self.store.outbox_metrics(Timestamp::now()).await {
+            Ok(m) => info!(
+                pending = m.pending,
+                in_flight = m.in_flight,
+                failed = m.failed,
+                dead = m.dead,
+                done = m.done,
+                latency_ms_median = m.latency_ms_median,
+                latency_ms_p95 = m.latency_ms_p95,
+                "outbox"
+            ),
+            Err(e) => warn!(error = %e, "outbox: reading its state failed"),
+        }
+    }
+}
+
+/// Names this process's claims in the store: host, process id and a random tag, so two
+/// processes (or a restarted one) never mistake each other's claims.
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Why an action is not sent as it stands.
+enum Hold {
+    /// Settled without a request (the reason is kept as the action's note).
+    Skip(String),
+    /// Can never be sent (a step it depends on is dead).
+    Dead(String),
+}
+
+/// Replaces references to earlier steps of the call by the ids the CRM answered, and
+/// decides whether an action in doubt is still worth sending.
+async fn prepare(store: &Store, pending: &mut PendingAction) -> Result<Option<Hold>, StoreError> {
+    if pending
+        .action
+        .refs_mut()
+        .iter()
+        .any(|r| matches!(r, EntityRef::Step(_)))
+    {
+        let steps = store.step_results(&pending.call_id).await?;
+        for r in pending.action.refs_mut() {
+            let EntityRef::Step(step) = r else { continue };
+            match steps.get(step.as_str()) {
+                Some(s) if s.state == "done" => {
+                    if let Some(id) = s
+                        .result
+                        .as_ref()
+                        .and_then(|v| v.get("id"))
+                        .and_then(|v| v.as_u64())
+                    {
+                        *r = EntityRef::Id(id);
+                    }
+                    // Without an id the step stays a reference by its externalId.
+                }
+                Some(s) if s.state == "dead" || s.state == "dropped" => {
+                    return Ok(Some(Hold::Dead(format!(
+                        "depends on {step} (action {}), which is {}; retry that one first",
+                        s.action_id, s.state
+                    ))));
+                }
+                // Not stored (made by another call) or still pending: by externalId.
+                _ => {}
+            }
+        }
+    }
+    // A ringing pop-up that may already have been shown is not shown again once the
+    // call has moved on: it would pop up for a call that is over.
+    if let CrmAction::CallEvent(e) = &pending.action {
+        if pending.in_doubt && e.event != CallEventType::Hangup {
+            let stage = store.call_stage(&pending.call_id).await?;
+            if stage.as_deref() == Some("ended") {
+                return Ok(Some(Hold::Skip(
+                    "not repeated after an uncertain attempt: the call has ended".into(),
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// One attempt at one action, and its record in the store.
@@ -157,17 +266,39 @@ async fn deliver(
     store: Store,
     crm: RetailCrm,
     options: DeliveryOptions,
-    pending: PendingAction,
-) -> i64 {
+    mut pending: PendingAction,
+) {
+    let kind = pending.action.kind();
     let started_at = Timestamp::now();
     let clock = Instant::now();
-    let result = crm.send(&pending.action).await;
+    let result: Result<Delivered, DeliveryError> = match prepare(&store, &mut pending).await {
+        Ok(None) => crm
+            .send(&pending.action, pending.in_doubt)
+            .await
+            .map_err(DeliveryError::Crm),
+        Ok(Some(Hold::Skip(why))) => {
+            info!(kind, why = %why, "settled without a request");
+            Ok(Delivered {
+                status: 0,
+                note: Some(why),
+                result: None,
+            })
+        }
+        Ok(Some(Hold::Dead(why))) => Err(DeliveryError::Dead(why)),
+        Err(e) => Err(DeliveryError::Store(e)),
+    };
     let elapsed = clock.elapsed();
-    let kind = pending.action.kind();
+    let attempt = |http_status: Option<u16>, error: Option<String>| Attempt {
+        started_at,
+        elapsed,
+        http_status,
+        error,
+    };
+    let age = Duration::from_micros((started_at.0 - pending.round_started_at.0).max(0) as u64);
     let written = match result {
         Ok(delivered) => {
             if let Some(note) = &delivered.note {
-                warn!(kind, note = %note, "CRM accepted with a remark");
+                info!(kind, note = %note, "CRM accepted with a remark");
             }
             debug!(
                 kind,
@@ -175,45 +306,99 @@ async fn deliver(
                 ms = elapsed.as_millis() as u64,
                 "delivered"
             );
-            let attempt = Attempt {
-                started_at,
-                elapsed,
-                http_status: Some(delivered.status),
-                error: None,
-            };
+            let done = attempt((delivered.status != 0).then_some(delivered.status), None);
             store
-                .mark_done(&pending, &attempt, delivered.note.as_deref())
+                .mark_done(
+                    &pending,
+                    &done,
+                    delivered.note.as_deref(),
+                    delivered.result.as_ref(),
+                )
+                .await
+        }
+        Err(DeliveryError::Dead(why)) => {
+            warn!(kind, why = %why, "action cannot be sent; parked as dead (see `callbridge outbox`)");
+            store.mark_dead(&pending, &attempt(None, Some(why))).await
+        }
+        Err(error) if error.is_transient() && age < options.give_up_after => {
+            let wait = retry_delay(&options, pending.attempts, error.retry_after());
+            warn!(kind, error = %error, attempt = pending.attempts + 1, retry_in = ?wait, "CRM delivery failed; will retry");
+            let next = Timestamp(started_at.0 + wait.as_micros() as i64);
+            store
+                .mark_retry(
+                    &pending,
+                    &attempt(error.status(), Some(error.to_string())),
+                    next,
+                )
+                .await
+        }
+        Err(error) if error.is_transient() => {
+            let why = format!(
+                "gave up after {} (give_up_after): {error}",
+                humantime::format_duration(Duration::from_secs(age.as_secs()))
+            );
+            warn!(kind, error = %error, "CRM delivery still failing after give_up_after; parked as dead (see `callbridge outbox`)");
+            store
+                .mark_dead(&pending, &attempt(error.status(), Some(why)))
                 .await
         }
         Err(error) => {
-            let attempt = Attempt {
-                started_at,
-                elapsed,
-                http_status: error.status(),
-                error: Some(error.to_string()),
-            };
-            if error.is_transient() {
-                let wait = retry_delay(&options, pending.attempts, &error);
-                warn!(kind, error = %error, attempt = pending.attempts + 1, retry_in = ?wait, "CRM delivery failed; will retry");
-                let next = Timestamp(started_at.0 + wait.as_micros() as i64);
-                store.mark_retry(&pending, &attempt, next).await
-            } else {
-                warn!(kind, error = %error, "CRM refused the action; parked as dead (see `callbridge outbox`)");
-                store.mark_dead(&pending, &attempt).await
-            }
+            warn!(kind, error = %error, "CRM refused the action; parked as dead (see `callbridge outbox`)");
+            store
+                .mark_dead(&pending, &attempt(error.status(), Some(error.to_string())))
+                .await
         }
     };
     if let Err(e) = written {
-        // The action stays pending in the store, so it is tried again: at worst the CRM
-        // sees it twice, which its externalId deduplication absorbs.
+        // The action stays claimed in the store: when the lease runs out it is delivered
+        // again, in doubt, and the CRM adapter looks before it creates.
         warn!(kind, error = %e, "could not record the delivery result");
     }
-    pending.id
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error("{0}")]
+    Crm(CrmError),
+    #[error("{0}")]
+    Dead(String),
+    #[error("store: {0}")]
+    Store(StoreError),
+}
+
+impl DeliveryError {
+    /// Whether trying again later can help: CRM trouble that passes, or a store that was
+    /// briefly unavailable.
+    fn is_transient(&self) -> bool {
+        match self {
+            DeliveryError::Crm(e) => e.is_transient(),
+            DeliveryError::Dead(_) => false,
+            DeliveryError::Store(_) => true,
+        }
+    }
+
+    fn status(&self) -> Option<u16> {
+        match self {
+            DeliveryError::Crm(e) => e.status(),
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DeliveryError::Crm(e) => e.retry_after(),
+            _ => None,
+        }
+    }
 }
 
 /// Exponential backoff with jitter for the `attempts`-th retry, never shorter than the
 /// CRM's own `Retry-After`.
-fn retry_delay(options: &DeliveryOptions, attempts: u32, error: &CrmError) -> Duration {
+fn retry_delay(
+    options: &DeliveryOptions,
+    attempts: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(options.min_backoff)
         .with_max_delay(options.max_backoff)
@@ -222,7 +407,7 @@ fn retry_delay(options: &DeliveryOptions, attempts: u32, error: &CrmError) -> Du
         .build()
         .nth(attempts.min(64) as usize)
         .unwrap_or(options.max_backoff);
-    backoff.max(error.retry_after().unwrap_or_default())
+    backoff.max(retry_after.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -232,20 +417,20 @@ mod tests {
     #[test]
     fn backoff_grows_and_honours_retry_after() {
         let o = DeliveryOptions::default();
-        let net = CrmError::Transport("refused".into());
-        let first = retry_delay(&o, 0, &net);
+        let net = CrmError::Transport("refused".into()).retry_after();
+        let first = retry_delay(&o, 0, net);
         assert!(
             first >= o.min_backoff && first <= o.min_backoff * 2,
             "{first:?}"
         );
-        let later = retry_delay(&o, 6, &net);
+        let later = retry_delay(&o, 6, net);
         assert!(later >= o.min_backoff * 32, "{later:?}");
-        assert!(retry_delay(&o, 100, &net) <= o.max_backoff * 2);
+        assert!(retry_delay(&o, 100, net) <= o.max_backoff * 2);
         let limited = CrmError::Rejected {
             status: 429,
             message: "slow down".into(),
             retry_after: Some(Duration::from_secs(7)),
         };
-        assert!(retry_delay(&o, 0, &limited) >= Duration::from_secs(7));
+        assert!(retry_delay(&o, 0, limited.retry_after()) >= Duration::from_secs(7));
     }
 }

@@ -2,6 +2,7 @@
 //! v5 first). Adapters turn `CrmAction`s into the CRM's own requests and its answers into
 //! `Delivered` or a typed `CrmError` that says whether trying again can help.
 
+pub mod rate;
 pub mod retailcrm;
 
 use std::time::Duration;
@@ -14,6 +15,8 @@ pub struct Delivered {
     pub status: u16,
     /// What the CRM said worth keeping (e.g. extension codes it does not know).
     pub note: Option<String>,
+    /// What later actions of the call need (`{"id": N}` of a created record).
+    pub result: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
