@@ -400,6 +400,37 @@ pub fn load_with_env(
     build(&text, &origin, env)
 }
 
+/// Only `[store] url` of a configuration file (with `CALLBRIDGE__STORE__URL` over it), for
+/// the commands that work on the store beside a running daemon (`callbridge outbox`):
+/// they must not fail on a PBX secret that only the daemon's environment holds.
+pub fn load_store_url(path: &Path) -> Result<String, ConfigErrors> {
+    let origin = format!("{:?}", path.display().to_string());
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::one("config", format!("cannot read {origin}: {e}")))?;
+    let table = toml::from_str::<toml::Table>(&text)
+        .map_err(|e| ConfigErrors::one("config", toml_error(&text, &origin, &e)))?;
+    let from_file = table
+        .get("store")
+        .and_then(|s| s.get("url"))
+        .and_then(|u| u.as_str())
+        .map(str::to_string);
+    let url = std::env::var("CALLBRIDGE__STORE__URL")
+        .ok()
+        .or(from_file)
+        .unwrap_or_else(|| DEFAULT_STORE_URL.to_string());
+    let mut ck = Checker {
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        env: &[],
+    };
+    check_store_url(&mut ck, "store.url", &url);
+    if ck.problems.is_empty() {
+        Ok(url)
+    } else {
+        Err(ConfigErrors(ck.problems))
+    }
+}
+
 /// Parses TOML text without any environment overrides.
 pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
     build(text, "the configuration", std::iter::empty())
@@ -1392,7 +1423,7 @@ fn read_daemon(ck: &mut Checker<'_>, f: Field<'_>) -> DaemonConfig {
 // ---------------------------------------------------------------------------------------
 
 /// `scheme://user:password@host/…` → `scheme://user:***@host/…`.
-fn redact_url_password(url: &str) -> String {
+pub fn redact_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

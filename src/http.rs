@@ -1,5 +1,6 @@
-//! The small HTTP side: `GET /health` for monitoring (each PBX link, the outbox depth,
-//! the version). Recording links and metrics come here too.
+//! The small HTTP side: `GET /health` for monitoring (each PBX link; the outbox: pending,
+//! in flight, failed, dead, done, delivery latency; the version). Recording links and
+//! Prometheus metrics come here too.
 
 use std::net::SocketAddr;
 
@@ -31,7 +32,11 @@ pub fn router(state: HttpState) -> Router {
 async fn health(State(state): State<HttpState>) -> impl IntoResponse {
     let links = state.pbx.snapshot();
     let all_connected = state.pbx.all_connected();
-    let outbox = match state.store.outbox_counts().await {
+    let outbox = match state
+        .store
+        .outbox_metrics(crate::time::Timestamp::now())
+        .await
+    {
         Ok(c) => json!(c),
         Err(e) => json!({ "error": e.to_string() }),
     };

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod http;
 pub mod logging;
 pub mod outbox;
+pub mod outbox_cmd;
 pub mod pbx;
 pub mod recordings;
 pub mod replay;

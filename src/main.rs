@@ -1,4 +1,5 @@
-//! The `callbridge` command line: `run` (the daemon), `check-config`, `demo`.
+//! The `callbridge` command line: `run` (the daemon), `check-config`, `demo`, `replay`,
+//! `outbox`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use callbridge::config::{self, LogFormat};
+use callbridge::outbox_cmd::OutboxCommand;
+use callbridge::store::ActionFilter;
 
 /// mimalloc: the daemon allocates many small, short-lived values per PBX event; it is
 /// faster than the system allocator for that and fragments less over months of uptime
@@ -58,6 +61,50 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         extensions: Vec<String>,
     },
+    /// Inspect and repair the outbox of CRM actions; works while the daemon runs.
+    Outbox {
+        /// Configuration file (only `[store] url` is read). Default: $CALLBRIDGE_CONFIG,
+        /// else /etc/callbridge/callbridge.toml.
+        #[arg(long, short, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        /// Database URL, instead of the configuration's `[store] url`.
+        #[arg(long, value_name = "URL", global = true)]
+        store: Option<String>,
+        #[command(subcommand)]
+        command: OutboxSub,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxSub {
+    /// List actions, oldest first.
+    List {
+        /// Only actions in this state (failed = pending after a failed attempt).
+        #[arg(long, value_parser = ["pending", "failed", "dead", "done", "all"], default_value = "all")]
+        state: String,
+        /// At most this many lines.
+        #[arg(long, default_value_t = 200)]
+        limit: i64,
+    },
+    /// Put a dead (or dropped) action back in the queue, or every dead one.
+    Retry {
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "all_dead",
+            conflicts_with = "all_dead"
+        )]
+        id: Option<i64>,
+        #[arg(long)]
+        all_dead: bool,
+    },
+    /// Take an undelivered action out of delivery for good (kept as `dropped`).
+    Drop {
+        #[arg(value_name = "ID")]
+        id: i64,
+        /// Confirm: nothing is sent for this action afterwards.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +119,20 @@ fn main() -> ExitCode {
             extensions,
         } => match callbridge::replay::run(&file, &pbx, &extensions) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("callbridge: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Outbox {
+            config,
+            store,
+            command,
+        } => match outbox_store_url(config, store) {
+            Ok(url) => with_runtime(async move {
+                let mut out = std::io::stdout().lock();
+                callbridge::outbox_cmd::run(&url, outbox_command(command), &mut out).await
+            }),
             Err(e) => {
                 eprintln!("callbridge: {e:#}");
                 ExitCode::FAILURE
@@ -117,6 +178,34 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn outbox_command(sub: OutboxSub) -> OutboxCommand {
+    match sub {
+        OutboxSub::List { state, limit } => OutboxCommand::List {
+            filter: match state.as_str() {
+                "pending" => ActionFilter::Pending,
+                "failed" => ActionFilter::Failed,
+                "dead" => ActionFilter::Dead,
+                "done" => ActionFilter::Done,
+                _ => ActionFilter::All,
+            },
+            limit,
+        },
+        OutboxSub::Retry { id, all_dead } => OutboxCommand::Retry { id, all_dead },
+        OutboxSub::Drop { id, yes } => OutboxCommand::Drop { id, yes },
+    }
+}
+
+/// Where the outbox lives: `--store`, else the configuration's `[store] url`.
+fn outbox_store_url(config: Option<PathBuf>, store: Option<String>) -> anyhow::Result<String> {
+    if let Some(url) = store {
+        return Ok(url);
+    }
+    let path = config
+        .or_else(|| std::env::var_os("CALLBRIDGE_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/callbridge/callbridge.toml"));
+    config::load_store_url(&path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
