@@ -41,10 +41,27 @@ pub fn crm_options() -> SimOptions {
 
 /// A configuration pointing at the given simulators.
 pub fn config_toml(ami_port: u16, crm_url: &str, db: &std::path::Path, extra_pbx: &str) -> String {
+    config_toml_store(
+        ami_port,
+        crm_url,
+        &format!("sqlite://{}", db.display()),
+        extra_pbx,
+        "",
+    )
+}
+
+/// A configuration with any store URL and extra `[crm]` keys.
+pub fn config_toml_store(
+    ami_port: u16,
+    crm_url: &str,
+    store_url: &str,
+    extra_pbx: &str,
+    extra_crm: &str,
+) -> String {
     format!(
         r#"
 [store]
-url = "sqlite://{db}"
+url = "{store_url}"
 [http]
 listen = "127.0.0.1:0"
 link_secret = "test-link-secret"
@@ -61,6 +78,7 @@ kind = "retailcrm"
 url = "{crm_url}"
 api_key = "{CRM_KEY}"
 timeout = "2s"
+{extra_crm}
 [employees]
 senior = [7]
 [employees.extensions]
@@ -68,9 +86,46 @@ senior = [7]
 "102" = 4
 [daemon]
 shutdown_grace = "2s"
-"#,
-        db = db.display()
+"#
     )
+}
+
+/// A schema of its own in the machine's PostgreSQL (127.0.0.1:5432, user postgres,
+/// database test) for one test; `url` points the store at it.
+pub struct PgSchema {
+    pub name: String,
+    pub url: String,
+}
+
+pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+impl PgSchema {
+    pub async fn create(tag: &str) -> PgSchema {
+        use sqlx::Connection;
+        let name = format!("cb_{tag}_{:08x}", rand::random::<u32>());
+        let mut conn = sqlx::PgConnection::connect(PG_BASE)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (user postgres, database test)");
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create schema");
+        let _ = conn.close().await;
+        PgSchema {
+            url: format!("{PG_BASE}?options=-c%20search_path%3D{name}"),
+            name,
+        }
+    }
+
+    pub async fn drop(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(PG_BASE).await {
+            let _ = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
+                .execute(&mut conn)
+                .await;
+            let _ = conn.close().await;
+        }
+    }
 }
 
 pub struct Harness {
