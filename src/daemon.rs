@@ -4,6 +4,7 @@
 //! side reports health. Shutdown stops reading first, lets the last events reach the
 //! outbox, then gives requests in flight a grace period, then closes the store.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -81,11 +82,11 @@ pub async fn run(
             give_up_after: config.crm.give_up_after,
             // A claim outlives the longest attempt: waiting for the rate limiter (every
             // worker queued ahead) plus the request and its lookups.
-            lease: config.crm.timeout * 3
+            lease: config.crm.timeout * 2
                 + Duration::from_secs_f64(
                     config.crm.concurrency as f64 / config.crm.rate_limit_per_sec,
                 )
-                + Duration::from_secs(30),
+                + Duration::from_secs(10),
             ..DeliveryOptions::default()
         },
         delivery_stop.clone(),
@@ -165,6 +166,12 @@ const BATCH: usize = 256;
 /// How often calls that saw no event for `stale_call_timeout` are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// Live-call snapshots are written at most this often per call (and whenever the call
+/// reaches a new stage). A snapshot only spares the resync some work after a crash, so a
+/// little staleness costs nothing, while writing one per event batch would make the
+/// store, not the PBX, set the pace (on PostgreSQL every statement is a round trip).
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+
 /// One PBX's call processing: tracker, action rules, outbox. One span per call.
 async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker, p: Processor) {
     // Calls that were live when the daemon stopped: the next resync with the PBX
@@ -191,8 +198,10 @@ async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker,
     }
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshots = SnapshotSchedule::default();
     loop {
         let mut updates = Vec::new();
+        let snapshot_due = snapshots.due_in();
         tokio::select! {
             first = inputs.recv() => {
                 let Some(first) = first else { break };
@@ -215,8 +224,50 @@ async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker,
                 }
                 updates.extend(stale);
             }
+            _ = tokio::time::sleep(snapshot_due.unwrap_or(SWEEP_EVERY)), if snapshot_due.is_some() => {}
         }
-        write(&p, &mut tracker, updates).await;
+        write(&p, &mut tracker, &mut snapshots, updates).await;
+    }
+}
+
+/// Which live calls have changed since their last snapshot, and when the next round of
+/// snapshots is due.
+#[derive(Default)]
+struct SnapshotSchedule {
+    dirty: HashSet<String>,
+    last: Option<tokio::time::Instant>,
+}
+
+impl SnapshotSchedule {
+    /// How long until the dirty calls' snapshots are due (`None`: nothing to write).
+    fn due_in(&self) -> Option<Duration> {
+        if self.dirty.is_empty() {
+            return None;
+        }
+        Some(match self.last {
+            Some(last) => SNAPSHOT_EVERY.saturating_sub(last.elapsed()),
+            None => Duration::ZERO,
+        })
+    }
+
+    /// The calls whose snapshot goes into this write: all dirty ones when due, else only
+    /// those that reached a new stage in it.
+    fn take(&mut self, tracker: &mut CallTracker, staged: &HashSet<String>) -> Vec<String> {
+        self.dirty.extend(tracker.take_dirty());
+        if self.due_in() == Some(Duration::ZERO) {
+            self.last = Some(tokio::time::Instant::now());
+            return self.dirty.drain().collect();
+        }
+        let now: Vec<String> = self
+            .dirty
+            .iter()
+            .filter(|id| staged.contains(*id))
+            .cloned()
+            .collect();
+        for id in &now {
+            self.dirty.remove(id);
+        }
+        now
     }
 }
 
@@ -246,7 +297,13 @@ fn apply(tracker: &mut CallTracker, input: PbxInput) -> Vec<CallUpdate> {
 /// Logs each update in its call's span, completes what only the disk knows, decides the
 /// actions, and stores everything (updates, actions, live-call snapshots) in one
 /// transaction.
-async fn write(p: &Processor, tracker: &mut CallTracker, updates: Vec<CallUpdate>) {
+async fn write(
+    p: &Processor,
+    tracker: &mut CallTracker,
+    snapshots: &mut SnapshotSchedule,
+    updates: Vec<CallUpdate>,
+) {
+    let staged: HashSet<String> = updates.iter().map(|u| u.header.call_id.clone()).collect();
     let mut items = Vec::with_capacity(updates.len());
     for mut update in updates {
         let span = info_span!(
@@ -269,7 +326,7 @@ async fn write(p: &Processor, tracker: &mut CallTracker, updates: Vec<CallUpdate
         };
         items.push(Commit::Update { update, actions });
     }
-    for call_id in tracker.take_dirty() {
+    for call_id in snapshots.take(tracker, &staged) {
         if let (Some(snapshot), Some(header)) =
             (tracker.snapshot(&call_id), tracker.header_of(&call_id))
         {

@@ -103,6 +103,7 @@ impl Outbox {
     pub async fn run(self, crm: RetailCrm, options: DeliveryOptions, shutdown: CancellationToken) {
         let worker = worker_name();
         info!(%worker, concurrency = options.concurrency, "outbox: delivering");
+        self.expire_dead_workers_claims().await;
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut next_report = Instant::now() + options.report_every;
         loop {
@@ -133,6 +134,7 @@ impl Outbox {
             if Instant::now() >= next_report {
                 next_report = Instant::now() + options.report_every;
                 self.report().await;
+                self.expire_dead_workers_claims().await;
             }
             // More may be due right away (a full claim), or at the earliest next_attempt_at.
             let nap = if claimed_all {
@@ -190,14 +192,59 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Claims of callbridge processes of this host that are gone (killed, crashed) need
+    /// not wait for their leases: they are made claimable now, in doubt. Claims of other
+    /// hosts run out by their lease.
+    async fn expire_dead_workers_claims(&self) {
+        let now = Timestamp::now();
+        let host = host_name();
+        let Ok(claimers) = self.store.claimers(now).await else {
+            return;
+        };
+        for worker in claimers {
+            let mut parts = worker.split(':');
+            let (Some(h), Some(pid)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if h != host || process_is_callbridge(pid) {
+                continue;
+            }
+            match self.store.expire_claims(&worker, now).await {
+                Ok(n) if n > 0 => info!(
+                    %worker,
+                    actions = n,
+                    "outbox: taking over the claims of a callbridge process that is gone (in doubt: looked up before re-creating)"
+                ),
+                Ok(_) => {}
+                Err(e) => warn!(%worker, error = %e, "outbox: could not take over claims"),
+            }
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// Whether `pid` is a running callbridge process (a reused pid belongs to something else).
+fn process_is_callbridge(pid: &str) -> bool {
+    if pid == std::process::id().to_string() {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|comm| comm.trim().starts_with("callbridge"))
+        .unwrap_or(false)
+}
+
 /// Names this process's claims in the store: host, process id and a random tag, so two
 /// processes (or a restarted one) never mistake each other's claims.
 fn worker_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
     format!(
-        "{host}:{}:{:08x}",
+        "{}:{}:{:08x}",
+        host_name(),
         std::process::id(),
         rand::random::<u32>()
     )

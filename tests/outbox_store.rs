@@ -157,7 +157,11 @@ async fn claims_are_exclusive(url: &str) {
         all.into_iter().collect()
     );
     // Claimed under a lease: nothing is left for a third claimer.
-    assert!(a.claim("c", now, until, 100).await.expect("claim").is_empty());
+    assert!(a
+        .claim("c", now, until, 100)
+        .await
+        .expect("claim")
+        .is_empty());
     a.close().await;
     b.close().await;
 }
@@ -179,11 +183,19 @@ async fn one_call_in_order(url: &str) {
     );
     // The customer is created; the CRM said id 41.
     store
-        .mark_done(&first[0], &ok_attempt(), None, Some(&serde_json::json!({"id": 41})))
+        .mark_done(
+            &first[0],
+            &ok_attempt(),
+            None,
+            Some(&serde_json::json!({"id": 41})),
+        )
         .await
         .expect("done");
     let second = store.claim("w", now, until, 10).await.expect("claim");
-    assert_eq!(second.iter().map(|p| p.id).collect::<Vec<_>>(), vec![ids[1]]);
+    assert_eq!(
+        second.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
     let steps = store.step_results("cb-office-7.1").await.expect("steps");
     let customer = &steps["cb-office-7.1"];
     assert_eq!(customer.state, "done");
@@ -321,7 +333,10 @@ async fn operators_retry_and_drop(url: &str) {
     store.drop_action(ids[0]).await.expect("drop");
     assert_eq!(store.action(ids[0]).await.expect("row").state, "dropped");
     assert!(store.drop_action(ids[0]).await.is_err(), "already dropped");
-    let m = store.outbox_metrics(Timestamp::now()).await.expect("metrics");
+    let m = store
+        .outbox_metrics(Timestamp::now())
+        .await
+        .expect("metrics");
     assert_eq!((m.pending, m.dead), (1, 0));
     store.close().await;
 }

@@ -3,9 +3,11 @@
 //! 10 requests/s per key and 40/s for `/telephony*` (the official Go client's `rate.go`);
 //! going over earns 503s, which cost more than waiting.
 //!
-//! The bucket holds at most `burst` tokens and gains `rate` per second; a request takes one,
-//! waiting for it when the bucket is empty. Waiters are served in arrival order (a tokio
-//! `Mutex` is fair), and nobody holds the lock while sleeping longer than its own turn.
+//! The bucket gains `rate` tokens per second and holds at most one, so requests are spaced
+//! evenly (`1/rate` apart) as the official client spaces them (`rate.NewLimiter(RPS, 1)`):
+//! a server that counts per second never sees a burst. A request takes a token, waiting
+//! for it when there is none. Waiters are served in arrival order (a tokio `Mutex` is
+//! fair), and nobody holds the lock while sleeping longer than its own turn.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,10 +38,10 @@ impl Bucket {
 }
 
 impl RateLimiter {
-    /// `per_sec` requests per second on average, bursts of up to `per_sec` (at least 1).
+    /// `per_sec` requests per second, evenly spaced.
     pub fn new(per_sec: f64) -> Self {
         let rate = per_sec.max(0.001);
-        let burst = rate.max(1.0);
+        let burst = 1.0;
         RateLimiter {
             inner: Arc::new(Mutex::new(Bucket {
                 tokens: burst,
@@ -77,18 +79,23 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_burst_then_the_steady_rate() {
+    async fn requests_are_spaced_evenly() {
         let limiter = RateLimiter::new(10.0);
         let start = Instant::now();
-        for _ in 0..10 {
-            limiter.acquire().await;
-        }
+        limiter.acquire().await;
         assert!(
             start.elapsed() < Duration::from_millis(1),
-            "the burst is free"
+            "the first is free"
         );
+        let mut last = Instant::now();
         for _ in 0..20 {
             limiter.acquire().await;
+            let gap = last.elapsed();
+            assert!(
+                gap >= Duration::from_millis(99),
+                "spaced 100 ms apart, got {gap:?}"
+            );
+            last = Instant::now();
         }
         let took = start.elapsed();
         assert!(
@@ -113,10 +120,10 @@ mod tests {
         for t in tasks {
             t.await.expect("worker");
         }
-        // 20 requests, 5 free, 15 at 5/s.
+        // 20 requests from 4 workers: the first at once, 19 more at 5/s.
         let took = start.elapsed();
         assert!(
-            took >= Duration::from_millis(2990) && took <= Duration::from_millis(3100),
+            took >= Duration::from_millis(3790) && took <= Duration::from_millis(3900),
             "{took:?}"
         );
     }

@@ -394,13 +394,14 @@ impl RetailCrm {
         Value::Object(m)
     }
 
-    /// Waits for the rate limiter that governs `path`.
+    /// Waits for the rate limiter that governs `path`: telephony methods have their own
+    /// budget instead of the key's general one (as in the official Go client's `rate.go`).
     async fn pace(&self, path: &str) {
         if path.starts_with(TELEPHONY) {
             self.telephony_limit.acquire().await;
+        } else {
+            self.limit.acquire().await;
         }
-        // Telephony requests count against the key's overall limit too.
-        self.limit.acquire().await;
     }
 
     /// GETs with query parameters, returns the HTTP status and the `success: true` body.

@@ -344,6 +344,14 @@ impl AmiSim {
         true
     }
 
+    /// Logged-in clients whose connection is still open.
+    pub fn connected(&self) -> usize {
+        lock(&self.inner.clients)
+            .iter()
+            .filter(|(c, _)| !c.is_closed())
+            .count()
+    }
+
     /// Sends raw bytes to every logged-in client; returns how many got them.
     pub fn send_raw(&self, bytes: Bytes) -> usize {
         lock(&self.inner.channels).observe(&bytes);

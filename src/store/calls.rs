@@ -45,13 +45,22 @@ impl Store {
                     insert_actions(&mut tx, header, actions, now, &mut ids).await?;
                 }
                 Commit::Snapshot { header, state } => {
-                    insert_call(&mut tx, header, "live", now).await?;
+                    // One statement: on PostgreSQL each is a round trip.
                     sqlx::query(
-                        "UPDATE calls SET state = $1, updated_at = $2 WHERE id = $3 AND stage <> 'ended'",
+                        "INSERT INTO calls (id, pbx, pbx_call_id, direction, customer_number, did, stage, started_at, updated_at, state)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'live', $7, $8, $9)
+                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
+                         WHERE calls.stage <> 'ended'",
                     )
-                    .bind(state.as_str())
-                    .bind(now)
                     .bind(header.external_id())
+                    .bind(header.pbx.as_str())
+                    .bind(header.call_id.as_str())
+                    .bind(header.direction.as_str())
+                    .bind(header.customer_number.clone())
+                    .bind(header.did.clone())
+                    .bind(header.started_at.0)
+                    .bind(now)
+                    .bind(state.as_str())
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -102,6 +102,34 @@ impl Store {
         Ok(out)
     }
 
+    /// Workers holding unexpired claims.
+    pub async fn claimers(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT claimed_by FROM actions
+             WHERE state = 'pending' AND claimed_by IS NOT NULL AND claimed_until > $1",
+        )
+        .bind(now.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// Ends the leases of a worker known to be gone; its actions become claimable at once
+    /// (in doubt). Returns how many.
+    pub async fn expire_claims(&self, worker: &str, now: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE actions SET claimed_until = $1
+             WHERE claimed_by = $2 AND state = 'pending' AND claimed_until > $1",
+        )
+        .bind(now.0)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Results of the named steps of a call that were delivered (`step` → `result`).
     pub async fn step_results(
         &self,
