@@ -276,9 +276,15 @@ fn check_records(
         .iter()
         .filter(|id| !history.contains_key(id.as_str()))
         .collect();
+    let unexpected: Vec<_> = history
+        .keys()
+        .filter(|id| !expected_calls.contains(**id))
+        .collect();
     assert!(
         missing.is_empty(),
-        "calls missing from the history: {missing:?}"
+        "calls missing from the history: {missing:?}\nin the store: {:#?}\ntheir actions: {:#?}\nhistory records not expected: {unexpected:?}",
+        calls.iter().filter(|c| missing.contains(&&c.id)).collect::<Vec<_>>(),
+        actions.iter().filter(|a| missing.contains(&&a.call_id)).collect::<Vec<_>>()
     );
     let twice: Vec<_> = history.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "calls in the history twice: {twice:?}");

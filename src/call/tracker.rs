@@ -517,9 +517,52 @@ impl CallTracker {
             }
         }
 
+        // Channels we heard of only by a mid-call event (their creation fell into a gap):
+        // the list says what they are; a call that looked internal for want of its far
+        // end learns its direction here.
+        let half_known: Vec<&LiveChannel> = live
+            .iter()
+            .filter(|l| {
+                self.channels
+                    .get(&l.channel)
+                    .is_some_and(|c| c.name.is_empty() && c.call == l.call)
+            })
+            .collect();
+        let mut learned: Vec<String> = Vec::new();
+        for l in half_known {
+            self.describe(&l.channel, &l.name, l.endpoint.clone());
+            let is_origin = self
+                .calls
+                .get(&l.call)
+                .is_some_and(|c| c.origin == l.channel);
+            if is_origin {
+                if let Some(call) = self.calls.get_mut(&l.call) {
+                    if call.origin_endpoint.is_none() {
+                        call.origin_endpoint = l.endpoint.clone();
+                        call.origin_exten = call.origin_exten.take().or_else(|| l.exten.clone());
+                        call.caller_number = call
+                            .caller_number
+                            .take()
+                            .or_else(|| l.caller_number.clone());
+                        call.origin_from_trunk = l
+                            .context
+                            .as_deref()
+                            .is_some_and(|c| self.config.trunk_contexts.iter().any(|t| t == c));
+                    }
+                }
+            } else if self
+                .calls
+                .get(&l.call)
+                .is_some_and(|c| !c.legs.iter().any(|g| g.channel == l.channel))
+            {
+                self.attach_live(l, at, &mut out);
+            }
+            learned.push(l.call.clone());
+        }
+
         // Channels we know: take what changed while we were away (answered, moved
         // between bridges).
-        let mut changed: Vec<String> = Vec::new();
+        let mut changed: Vec<String> = learned;
         for l in live {
             let Some(chan) = self.channels.get(&l.channel) else {
                 continue;
@@ -603,31 +646,7 @@ impl CallTracker {
                     .or_default()
                     .push(l.channel.clone());
             }
-            let internal = &self.config.internal;
-            if let Some(call) = self.calls.get_mut(&l.call) {
-                call.join(&l.channel);
-                if l.channel != call.origin {
-                    let is_internal = l.endpoint.as_deref().is_some_and(|e| internal.contains(e));
-                    decide_direction(call, internal, is_internal, None);
-                    call.legs.push(Leg {
-                        channel: l.channel.clone(),
-                        endpoint: l.endpoint.clone(),
-                        internal: is_internal,
-                        result: l.up.then_some(DialOutcome::Answered),
-                    });
-                    if l.ringing {
-                        if let Some(stage) = ringing(call, l.endpoint.as_deref(), is_internal) {
-                            let id = call.id.clone();
-                            out.extend(self.updates(&id, at, vec![stage]));
-                        }
-                    }
-                }
-            }
-            if let Some(call) = self.calls.get_mut(&l.call) {
-                call.last_event_at = call.last_event_at.max(at);
-                self.seq += 1;
-                call.last_seq = self.seq;
-            }
+            self.attach_live(l, at, &mut out);
         }
         for id in resumed {
             self.dirty.insert(id.clone());
@@ -635,6 +654,45 @@ impl CallTracker {
             out.extend(self.updates(&id, at, stages));
         }
         out
+    }
+
+    /// Makes a channel from the PBX's list a member of its call: a leg of it unless it
+    /// is the call's origin (the first dial to an outside party makes the call outbound),
+    /// ringing when the list says its device rings.
+    fn attach_live(&mut self, l: &LiveChannel, at: Timestamp, out: &mut Vec<CallUpdate>) {
+        let internal = &self.config.internal;
+        if let Some(call) = self.calls.get_mut(&l.call) {
+            call.join(&l.channel);
+            if l.channel != call.origin {
+                let is_internal = l.endpoint.as_deref().is_some_and(|e| internal.contains(e));
+                decide_direction(call, internal, is_internal, None);
+                if call.direction == Some(Direction::Outbound) && call.dialed_number.is_none() {
+                    // An outgoing trunk channel shows the number it dials as its caller id.
+                    call.dialed_number = l
+                        .exten
+                        .clone()
+                        .filter(|e| e != "s")
+                        .or_else(|| l.caller_number.clone());
+                }
+                call.legs.push(Leg {
+                    channel: l.channel.clone(),
+                    endpoint: l.endpoint.clone(),
+                    internal: is_internal,
+                    result: l.up.then_some(DialOutcome::Answered),
+                });
+                if l.ringing {
+                    if let Some(stage) = ringing(call, l.endpoint.as_deref(), is_internal) {
+                        let id = call.id.clone();
+                        out.extend(self.updates(&id, at, vec![stage]));
+                    }
+                }
+            }
+        }
+        if let Some(call) = self.calls.get_mut(&l.call) {
+            call.last_event_at = call.last_event_at.max(at);
+            self.seq += 1;
+            call.last_seq = self.seq;
+        }
     }
 
     /// The PBX restarted: channel ids before now are void, so the memory of ended calls
@@ -1580,5 +1638,86 @@ mod restore_tests {
             let last = evs[cut..].iter().flat_map(|e| after.apply(e)).last();
             assert_eq!(last, whole, "cut at {cut}");
         }
+    }
+
+    /// A crash swallowed the far end's creation and the dial (the daemon saw the trunk
+    /// channel only by later events): the PBX's channel list tells what that channel is,
+    /// so the call is still outbound to the dialed number, not internal.
+    #[test]
+    fn resync_learns_the_far_end_of_a_call_whose_dial_was_missed() {
+        let evs = events(include_bytes!(
+            "../../tests/fixtures/asterisk/iax2/outbound_answered.ami"
+        ));
+        let trunk = ChannelId("1795627579.17".into());
+        let created = evs
+            .iter()
+            .position(|e| e.channel == trunk)
+            .expect("trunk channel");
+        let dialed = evs
+            .iter()
+            .position(|e| matches!(e.kind, PbxEventKind::DialBegin { .. }))
+            .expect("dial");
+        let bridged = evs
+            .iter()
+            .position(|e| matches!(e.kind, PbxEventKind::Bridged { .. }))
+            .expect("bridge");
+        let mut t = CallTracker::new(TrackerConfig::default());
+        let mut stages = Vec::new();
+        for e in evs[..created].iter().chain(&evs[dialed + 1..bridged]) {
+            stages.extend(t.apply(e));
+        }
+        t.begin_resync();
+        let live =
+            |channel: &str, name: &str, endpoint: &str, caller: &str, exten: &str| LiveChannel {
+                channel: ChannelId(channel.into()),
+                call: "1795627579.16".into(),
+                name: name.into(),
+                endpoint: Some(endpoint.into()),
+                up: true,
+                ringing: false,
+                caller_number: Some(caller.into()),
+                exten: Some(exten.into()),
+                context: Some("from-internal".into()),
+                bridge: None,
+                duration_secs: 4,
+                application: Some("Dial".into()),
+                application_data: None,
+            };
+        stages.extend(t.resync(
+            Timestamp(1),
+            &[
+                live(
+                    "1795627579.16",
+                    "IAX2/101-10246",
+                    "101",
+                    "101",
+                    "89031112233",
+                ),
+                live(
+                    "1795627579.17",
+                    "IAX2/trunk-1008",
+                    "trunk",
+                    "89031112233",
+                    "s",
+                ),
+            ],
+        ));
+        for e in &evs[bridged..] {
+            stages.extend(t.apply(e));
+        }
+        let ended: Vec<_> = stages
+            .iter()
+            .filter_map(|u| match &u.stage {
+                CallStage::Ended(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].header.direction, Direction::Outbound);
+        assert_eq!(
+            ended[0].header.customer_number.as_deref(),
+            Some("89031112233")
+        );
+        assert_eq!(ended[0].outcome, Outcome::Answered);
     }
 }

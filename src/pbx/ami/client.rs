@@ -206,7 +206,10 @@ async fn session(
         .await?;
     let mut resync = Resync::default();
     resync.start(&mut framed, events).await?;
-    let mut next_resync = Instant::now() + config.resync_interval;
+    // A second round soon after the first: a call that had events while the first list
+    // was being built was not judged by it (the list may be older than those events); if
+    // its hang-up fell into the gap before this connection, only a later list ends it.
+    let mut next_resync = Instant::now() + config.resync_interval.min(FOLLOW_UP_RESYNC);
     loop {
         let wake_at = match &outstanding {
             Some((_, sent)) => *sent + config.ping_timeout,
@@ -272,6 +275,9 @@ async fn session(
         }
     }
 }
+
+/// How soon after connecting the channel list is asked for a second time.
+const FOLLOW_UP_RESYNC: Duration = Duration::from_secs(3);
 
 /// A `CoreShowChannels` round: the list of channels Asterisk has right now.
 #[derive(Default)]
