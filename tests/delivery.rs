@@ -1,0 +1,377 @@
+//! Delivery under trouble, over real sockets: the CRM is down (503) and then rate-limits
+//! (429 with Retry-After) and then recovers, and everything arrives, in order per call,
+//! without callbridge ever going over the CRM's rate limit itself; an action that keeps
+//! failing past `give_up_after` is dead-lettered with the reason; and two daemons sharing
+//! one PostgreSQL database deliver every action exactly once.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use callbridge::actions::{
+    CrmAction, Entity, EntityRef, ManagerChange, NewCustomer, NewOrder, NewTask,
+};
+use callbridge::call::{CallHeader, Direction};
+use callbridge::sim::ami::AmiSim;
+use callbridge::sim::retailcrm::{Fault, RetailCrmSim, SimOptions, SimState};
+use callbridge::store::{ActionFilter, Commit, Store};
+use callbridge::time::Timestamp;
+use common::{
+    ami_options, config_toml_store, crm_options, fixture, DaemonProcess, Harness, PgSchema, CRM_KEY,
+};
+
+/// A new client's customer, order (naming the customer), task (naming the order) and a
+/// manager change, as the matrix makes them.
+fn client(n: usize) -> Commit {
+    let customer = format!("cbt-{n}");
+    let order = format!("cbt-{n}-order");
+    Commit::Actions {
+        header: CallHeader {
+            pbx: "tool".into(),
+            call_id: n.to_string(),
+            direction: Direction::Inbound,
+            customer_number: Some(format!("+7916{n:07}")),
+            did: None,
+            started_at: Timestamp::now(),
+        },
+        actions: vec![
+            CrmAction::CreateCustomer(NewCustomer {
+                external_id: customer.clone(),
+                phone: format!("+7916{n:07}"),
+                first_name: None,
+                manager_id: Some(3),
+                source: None,
+            }),
+            CrmAction::CreateOrder(NewOrder {
+                external_id: order.clone(),
+                customer: EntityRef::Step(customer.clone()),
+                phone: format!("+7916{n:07}"),
+                manager_id: Some(3),
+                order_method: None,
+                status: None,
+                source: None,
+                comment: None,
+            }),
+            CrmAction::CreateTask(NewTask {
+                marker: format!("{customer}#1"),
+                text: "Call the client back".into(),
+                commentary: None,
+                performer_id: 7,
+                customer: None,
+                order: Some(EntityRef::Step(order)),
+                phone: None,
+                complete: false,
+            }),
+            CrmAction::SetManager(ManagerChange {
+                entity: Entity::Customer,
+                target: EntityRef::Step(customer),
+                manager_id: 4,
+            }),
+        ],
+    }
+}
+
+/// Requests to `prefix` in any one-second window, at most.
+fn peak_per_second(state: &SimState, telephony: bool) -> usize {
+    let times: Vec<_> = state
+        .requests
+        .iter()
+        .filter(|r| r.path.starts_with("/api/v5/telephony") == telephony)
+        .map(|r| r.at)
+        .collect();
+    let mut peak = 0;
+    for (i, start) in times.iter().enumerate() {
+        let n = times[i..]
+            .iter()
+            .take_while(|t| (**t - *start).num_milliseconds() < 1000)
+            .count();
+        peak = peak.max(n);
+    }
+    peak
+}
+
+/// Each call's delivered actions reached the CRM in the order they were made.
+async fn assert_in_order_per_call(store: &Store) {
+    let actions = store.actions().await.expect("actions");
+    let call_of: HashMap<i64, &str> = actions.iter().map(|a| (a.id, a.call_id.as_str())).collect();
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    for (action, kind, _, ok, _) in store.crm_requests().await.expect("requests") {
+        if !ok {
+            continue;
+        }
+        let call = call_of[&action];
+        if let Some(before) = last.insert(call, action) {
+            assert!(
+                before < action,
+                "{call}: action {action} ({kind}) delivered after {before}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_outage_then_rate_limit_then_recovery_delivers_everything_in_order() {
+    // The stand-in keeps retailCRM's real limits (10/s, 40/s telephony) and answers 503
+    // when they are passed: callbridge must never earn one of those.
+    let h = Harness::start().await;
+    h.crm.inject(Fault::Status503 { times: 6 });
+    h.crm.inject(Fault::RateLimited {
+        times: 6,
+        retry_after_secs: Some(1),
+    });
+    for n in 0..6 {
+        h.running.store.commit(&[client(n)]).await.expect("enqueue");
+    }
+    for name in [
+        "iax2/inbound_answered",
+        "iax2/inbound_missed",
+        "iax2/outbound_answered",
+    ] {
+        h.play(name).await;
+    }
+    h.wait_crm("everything delivered", |s| {
+        s.customers.len() == 6
+            && s.tasks.len() == 6
+            && s.calls.len() == 3
+            && s.customers.iter().all(|c| c.manager_id == Some(4))
+    })
+    .await;
+    h.wait_outbox_settled().await;
+    let store = &h.running.store;
+    assert!(
+        store
+            .list_actions(ActionFilter::Dead, 10)
+            .await
+            .expect("dead")
+            .is_empty(),
+        "nothing dead-lettered: the failures were transient"
+    );
+    let failed: Vec<_> = store
+        .crm_requests()
+        .await
+        .expect("requests")
+        .into_iter()
+        .filter(|r| !r.3)
+        .collect();
+    assert_eq!(
+        failed.len(),
+        12,
+        "the 6 outage and 6 rate-limit answers, each retried: {failed:?}"
+    );
+    assert_in_order_per_call(store).await;
+    let crm = h.crm.state();
+    let rejected_503 = crm.requests.iter().filter(|r| r.status == 503).count();
+    assert_eq!(
+        rejected_503, 12,
+        "no 503 beyond the injected ones: callbridge kept under the limit"
+    );
+    assert!(
+        peak_per_second(&crm, false) <= 10,
+        "general API at most 10 requests/s"
+    );
+    assert!(
+        peak_per_second(&crm, true) <= 40,
+        "telephony at most 40 requests/s"
+    );
+    // Orders name the customer their step created; tasks name the order.
+    for o in &crm.orders {
+        let customer = crm
+            .customers
+            .iter()
+            .find(|c| Some(c.external_id.clone().unwrap_or_default() + "-order") == o.external_id)
+            .expect("its customer");
+        assert_eq!(o.customer.as_ref().map(|c| c.id), Some(customer.id));
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_failing_past_give_up_after_is_dead_lettered_with_the_reason() {
+    let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
+    let crm = RetailCrmSim::start(crm_options()).await.expect("CRM sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("cb.db").display());
+    let toml = config_toml_store(
+        pbx.addr().port(),
+        &crm.base_url(),
+        &url,
+        "",
+        "give_up_after = \"2s\"",
+    );
+    let cfg = callbridge::config::from_toml_str(&toml).expect("config");
+    crm.inject(Fault::Status503 { times: 1000 }.on_path("/customers"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let daemon = tokio::spawn(callbridge::daemon::run(cfg, shutdown.clone(), Some(tx)));
+    let running = rx.await.expect("ready");
+    running.store.commit(&[client(1)]).await.expect("enqueue");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        let dead = running
+            .store
+            .list_actions(ActionFilter::Dead, 10)
+            .await
+            .expect("dead");
+        if dead.len() >= 2 {
+            break dead;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not dead-lettered: {dead:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead[0].kind, "customer");
+    let why = dead[0].last_error.as_deref().unwrap_or("");
+    assert!(why.starts_with("gave up after"), "{why}");
+    assert!(why.contains("503"), "{why}");
+    // The order cannot be made without its customer: dead too, saying why.
+    assert_eq!(dead[1].kind, "order");
+    assert!(
+        dead[1]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("depends on cbt-1"),
+        "{dead:?}"
+    );
+    // Once the CRM is back, a retry by hand delivers both.
+    crm.clear_faults();
+    running.store.retry_all_dead().await.expect("retry");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while crm.state().orders.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered after the retry"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    daemon.await.expect("join").expect("clean stop");
+    pbx.stop();
+    crm.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_postgres_deliver_each_action_once() {
+    let schema = PgSchema::create("two").await;
+    let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
+    let crm = RetailCrmSim::start(SimOptions {
+        api_key: CRM_KEY.into(),
+        rate_limit: None,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("CRM sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::env::var("CALLBRIDGE_TEST_LOG").unwrap_or_else(|_| "error".into());
+    // Both watch the same PBX and share the outbox.
+    let mut daemons = Vec::new();
+    for n in 0..2 {
+        let config = dir.path().join(format!("cb{n}.toml"));
+        std::fs::write(
+            &config,
+            config_toml_store(
+                pbx.addr().port(),
+                &crm.base_url(),
+                &schema.url,
+                "",
+                "rate_limit_per_sec = 1000\ntelephony_rate_limit_per_sec = 1000",
+            ),
+        )
+        .expect("config");
+        daemons.push(DaemonProcess::spawn(&config, &log, false));
+    }
+    assert!(
+        pbx.wait_for_logins(2, Duration::from_secs(20)).await,
+        "both logged in"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let store = Store::open(&schema.url).await.expect("store");
+    let calls = 30;
+    let mut players = Vec::new();
+    for n in 0..calls {
+        let shape = [
+            "iax2/inbound_answered",
+            "iax2/inbound_missed",
+            "iax2/outbound_answered",
+        ][n % 3];
+        let (pbx, t) = (pbx.clone(), fixture(shape).replica(n as u32 + 1));
+        players.push(tokio::spawn(async move { pbx.play(&t, 10.0).await }));
+        if n % 3 == 0 {
+            store.commit(&[client(n)]).await.expect("enqueue");
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for p in players {
+        p.await.expect("player");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = store.calls().await.expect("calls");
+        let m = store
+            .outbox_metrics(Timestamp::now())
+            .await
+            .expect("metrics");
+        let office: Vec<_> = stored
+            .iter()
+            .filter(|c| c.id.starts_with("cb-office-"))
+            .collect();
+        if office.len() == calls && office.iter().all(|c| c.stage == "ended") && m.pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "did not settle: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = crm.state();
+    // Not only no duplicate records: no request was made twice.
+    let posts = |path: &str| {
+        state
+            .requests
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == path)
+            .count()
+    };
+    assert_eq!(
+        posts("/api/v5/telephony/calls/upload"),
+        calls,
+        "each call uploaded once"
+    );
+    assert_eq!(posts("/api/v5/customers/create"), 10);
+    assert_eq!(posts("/api/v5/orders/create"), 10);
+    assert_eq!(posts("/api/v5/tasks/create"), 10);
+    assert_eq!(state.calls.len(), calls);
+    assert_eq!(
+        (state.customers.len(), state.orders.len(), state.tasks.len()),
+        (10, 10, 10)
+    );
+    let actions = store.actions().await.expect("actions");
+    let requests = store.crm_requests().await.expect("requests");
+    assert_eq!(
+        requests.len(),
+        actions.len(),
+        "one request per action, by one of the two"
+    );
+    assert!(actions.iter().all(|a| a.state == "done"));
+    let popups_in = state
+        .call_events
+        .iter()
+        .filter(|e| e.r#type == "in")
+        .count();
+    let popup_actions = actions.iter().filter(|a| a.kind == "popup_in").count();
+    assert_eq!(popups_in, popup_actions, "each pop-up shown once");
+    store.close().await;
+    for d in &daemons {
+        d.terminate();
+    }
+    for mut d in daemons {
+        let _ = d.0.wait();
+    }
+    pbx.stop();
+    crm.shutdown();
+    schema.drop().await;
+}
