@@ -1464,6 +1464,13 @@ impl Config {
             None => String::new(),
         };
         lines.push(format!("crm: {} at {}{site}", self.crm.kind, self.crm.url));
+        lines.push(format!(
+            "delivery: {} requests/s ({}/s telephony), {} calls at a time, dead-lettered after {}",
+            self.crm.rate_limit_per_sec,
+            self.crm.telephony_rate_limit_per_sec,
+            self.crm.concurrency,
+            humantime::format_duration(self.crm.give_up_after)
+        ));
         let seniors = if self.employees.senior.is_empty() {
             "none".to_string()
         } else {
@@ -1688,6 +1695,38 @@ api_key = "crm-key"
         assert!(
             ExtensionRange::parse("101").is_some_and(|r| r.contains("101") && !r.contains("1010"))
         );
+    }
+
+    #[test]
+    fn delivery_keys_have_the_api_defaults_and_are_checked() {
+        let cfg = from_toml_str(MINIMAL).unwrap();
+        assert_eq!(cfg.crm.rate_limit_per_sec, 10.0);
+        assert_eq!(cfg.crm.telephony_rate_limit_per_sec, 40.0);
+        assert_eq!(cfg.crm.give_up_after, Duration::from_secs(24 * 3600));
+        assert_eq!(cfg.crm.concurrency, 16);
+        let cfg = from_toml_str(&minimal_with(
+            "rate_limit_per_sec = 2.5\ntelephony_rate_limit_per_sec = 20\ngive_up_after = \"6h\"\nconcurrency = 4",
+        ))
+        .unwrap();
+        assert_eq!(cfg.crm.rate_limit_per_sec, 2.5);
+        assert_eq!(cfg.crm.telephony_rate_limit_per_sec, 20.0);
+        assert_eq!(cfg.crm.give_up_after, Duration::from_secs(6 * 3600));
+        assert_eq!(cfg.crm.concurrency, 4);
+        let err = from_toml_str(&minimal_with("rate_limit_per_sec = 0")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "crm.rate_limit_per_sec: expected requests per second, a number above 0 like 10 or 2.5, got 0"
+        );
+        let err = from_toml_str(&minimal_with("give_up_after = \"soon\"")).unwrap_err();
+        assert!(err.to_string().starts_with("crm.give_up_after: "), "{err}");
+        let cfg = from_toml_str(&format!(
+            "[store]\nurl = \"postgres://cb:pw@127.0.0.1/cb\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(cfg.store.url, "postgres://cb:pw@127.0.0.1/cb");
+        assert!(cfg
+            .summary()
+            .contains("store: postgres://cb:***@127.0.0.1/cb"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod crm;
 pub mod daemon;
 pub mod demo;
 pub mod http;
+pub mod load;
 pub mod logging;
 pub mod outbox;
 pub mod outbox_cmd;

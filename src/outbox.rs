@@ -112,7 +112,11 @@ impl Outbox {
             }
             let free = options.concurrency.saturating_sub(in_flight.len());
             let mut claimed_all = false;
-            if free > 0 {
+            // Claim in handfuls, not one by one: every claim is a committed transaction
+            // (a disk flush on PostgreSQL), and the flushes, not the CRM, would set the pace.
+            let worth_claiming =
+                free > 0 && (in_flight.is_empty() || free * 4 >= options.concurrency.max(4));
+            if worth_claiming {
                 let now = Timestamp::now();
                 let lease_until = Timestamp(now.0 + options.lease.as_micros() as i64);
                 match self.store.claim(&worker, now, lease_until, free).await {
@@ -136,9 +140,10 @@ impl Outbox {
                 self.report().await;
                 self.expire_dead_workers_claims().await;
             }
-            // More may be due right away (a full claim), or at the earliest next_attempt_at.
-            let nap = if claimed_all {
-                Duration::ZERO
+            // Next look: soon after a full claim, else when the earliest action is due.
+            let nap = if claimed_all || !worth_claiming {
+                // More may be due at once, or a handful of workers must free up first.
+                Duration::from_millis(5)
             } else {
                 match self.store.next_due().await {
                     Ok(Some(t)) => Duration::from_micros((t.0 - Timestamp::now().0).max(0) as u64),

@@ -179,7 +179,7 @@ async fn crash_run(store_url: &str) {
             expected_calls.insert(format!("cb-office-{id}"));
         }
         feeders.push(tokio::spawn(play_held(pbx.clone(), t, 10.0)));
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             let (header, actions) = client_actions(n);
             tool.commit(&[Commit::Actions { header, actions }])
                 .await

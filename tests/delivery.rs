@@ -299,7 +299,7 @@ async fn two_daemons_on_one_postgres_deliver_each_action_once() {
         ][n % 3];
         let (pbx, t) = (pbx.clone(), fixture(shape).replica(n as u32 + 1));
         players.push(tokio::spawn(async move { pbx.play(&t, 10.0).await }));
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             store.commit(&[client(n)]).await.expect("enqueue");
         }
         tokio::time::sleep(Duration::from_millis(30)).await;

@@ -79,6 +79,17 @@ impl Backend {
         }
     }
 
+    /// Makes the current transaction's commit not wait for the disk (PostgreSQL
+    /// `synchronous_commit = off`). Only for writes whose loss in a database crash is
+    /// covered elsewhere: a delivery result lost that way leaves the attempt "in doubt",
+    /// and the next attempt looks before it creates (docs/delivery.md).
+    fn relaxed_commit(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some("SET LOCAL synchronous_commit = off"),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
@@ -170,7 +181,8 @@ impl Store {
             Backend::of_url(url).ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
         let (url, max_connections) = match backend {
             Backend::Sqlite => (sqlite_url_creating(url), 4),
-            Backend::Postgres => (url.to_string(), 8),
+            // Every delivery in flight writes its result: room for them all.
+            Backend::Postgres => (url.to_string(), 24),
         };
         let options: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()

@@ -178,7 +178,7 @@ impl Store {
         note: Option<&str>,
         result: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.result_tx().await?;
         sqlx::query(
             "UPDATE actions SET state = 'done', attempts = started, last_status = $1, last_error = NULL,
                  note = $2, result = $3, done_at = $4, claimed_by = NULL, claimed_until = NULL
@@ -203,7 +203,7 @@ impl Store {
         attempt: &Attempt,
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.result_tx().await?;
         sqlx::query(
             "UPDATE actions SET attempts = started, last_status = $1, last_error = $2, next_attempt_at = $3,
                  claimed_by = NULL, claimed_until = NULL
@@ -227,7 +227,7 @@ impl Store {
         action: &PendingAction,
         attempt: &Attempt,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.result_tx().await?;
         sqlx::query(
             "UPDATE actions SET state = 'dead', attempts = started, last_status = $1, last_error = $2,
                  claimed_by = NULL, claimed_until = NULL
@@ -243,16 +243,13 @@ impl Store {
         Ok(())
     }
 
-    /// Gives a claimed action back untried (shutdown before its request was sent).
-    pub async fn release(&self, action: &PendingAction) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE actions SET started = started - 1, claimed_by = NULL, claimed_until = NULL
-             WHERE id = $1 AND state = 'pending' AND started > attempts",
-        )
-        .bind(action.id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    /// A transaction for recording how an attempt ended (see `Backend::relaxed_commit`).
+    async fn result_tx(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(sql) = self.backend.relaxed_commit() {
+            sqlx::query(sql).execute(&mut *tx).await?;
+        }
+        Ok(tx)
     }
 
     pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {

@@ -1,0 +1,4 @@
+//! Load runs: workloads that drive callbridge's real components hard, for benchmarks and
+//! their short variants in the tests. Not used by the daemon.
+
+pub mod outbox;

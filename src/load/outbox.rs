@@ -1,0 +1,183 @@
+//! Outbox throughput: actions enqueued and delivered per second, through the real store
+//! (SQLite or PostgreSQL), the real delivery worker and the real retailCRM client, against
+//! the in-process retailCRM stand-in with its rate limit off. The workload is shaped like
+//! real traffic: per call a ringing pop-up, its closing and the history record, and for
+//! every fifth call a new client (customer, order naming it, task naming the order, a
+//! manager change), committed in batches as the call processor commits them.
+//!
+//! `cargo bench --bench outbox` runs it at full size; a test runs a small one.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::{
+    CallEvent, CallEventType, CallRecord, CallResult, CrmAction, Entity, EntityRef, HangupStatus,
+    ManagerChange, NewCustomer, NewOrder, NewTask,
+};
+use crate::call::{CallHeader, Direction};
+use crate::config::{CrmConfig, CrmKind, Secret};
+use crate::crm::RetailCrm;
+use crate::outbox::{DeliveryOptions, Outbox};
+use crate::sim::retailcrm::{RetailCrmSim, SimOptions};
+use crate::store::{Commit, Store};
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone)]
+pub struct OutboxLoad {
+    pub calls: usize,
+    /// Calls per store transaction, as the call processor batches them.
+    pub batch: usize,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLoadReport {
+    pub actions: usize,
+    pub elapsed: Duration,
+}
+
+impl OutboxLoadReport {
+    pub fn per_sec(&self) -> f64 {
+        self.actions as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The actions of call `n` (`cb-load-{n}`).
+pub fn call_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
+    let phone = format!("+7916{n:07}");
+    let header = CallHeader {
+        pbx: "load".into(),
+        call_id: n.to_string(),
+        direction: Direction::Inbound,
+        customer_number: Some(phone.clone()),
+        did: Some("74951234567".into()),
+        started_at: Timestamp::now(),
+    };
+    let id = header.external_id();
+    let event = |event, hangup_status| {
+        CrmAction::CallEvent(CallEvent {
+            event,
+            phone: phone.clone(),
+            codes: vec!["101".into()],
+            hangup_status,
+            call_external_id: id.clone(),
+            external_phone: None,
+        })
+    };
+    let mut actions = vec![
+        event(CallEventType::In, None),
+        event(CallEventType::Hangup, Some(HangupStatus::Answered)),
+        CrmAction::CallHistory(CallRecord {
+            date: header.started_at,
+            direction: Direction::Inbound,
+            phone: phone.clone(),
+            code: Some("101".into()),
+            result: CallResult::Answered,
+            duration: 30,
+            duration_waiting: 5,
+            external_id: id.clone(),
+            external_phone: None,
+            record_url: None,
+        }),
+    ];
+    if n.is_multiple_of(5) {
+        let order = format!("{id}-order");
+        actions.extend([
+            CrmAction::CreateCustomer(NewCustomer {
+                external_id: id.clone(),
+                phone: phone.clone(),
+                first_name: None,
+                manager_id: Some(3),
+                source: None,
+            }),
+            CrmAction::CreateOrder(NewOrder {
+                external_id: order.clone(),
+                customer: EntityRef::Step(id.clone()),
+                phone: phone.clone(),
+                manager_id: Some(3),
+                order_method: None,
+                status: None,
+                source: None,
+                comment: None,
+            }),
+            CrmAction::CreateTask(NewTask {
+                marker: format!("{id}#1"),
+                text: "Call the client back".into(),
+                commentary: None,
+                performer_id: 3,
+                customer: None,
+                order: Some(EntityRef::Step(order)),
+                phone: None,
+                complete: true,
+            }),
+            CrmAction::SetManager(ManagerChange {
+                entity: Entity::Customer,
+                target: EntityRef::Step(id),
+                manager_id: 4,
+            }),
+        ]);
+    }
+    (header, actions)
+}
+
+/// Runs the workload once on a fresh store at `store_url` (which must be empty).
+pub async fn run(store_url: &str, load: &OutboxLoad) -> anyhow::Result<OutboxLoadReport> {
+    let crm_sim = RetailCrmSim::start(SimOptions {
+        rate_limit: None,
+        ..SimOptions::default()
+    })
+    .await
+    .context("starting the retailCRM stand-in")?;
+    let crm = RetailCrm::new(&CrmConfig {
+        kind: CrmKind::RetailCrm,
+        url: crm_sim.base_url(),
+        api_key: Secret::new(SimOptions::default().api_key),
+        site: None,
+        timeout: Duration::from_secs(10),
+        rate_limit_per_sec: 1_000_000.0,
+        telephony_rate_limit_per_sec: 1_000_000.0,
+        give_up_after: Duration::from_secs(3600),
+        concurrency: load.concurrency,
+    })?;
+    let store = Store::open(store_url).await?;
+    let outbox = Outbox::new(store.clone());
+    let stop = CancellationToken::new();
+    let options = DeliveryOptions {
+        concurrency: load.concurrency,
+        ..DeliveryOptions::default()
+    };
+    let worker = tokio::spawn(outbox.clone().run(crm, options, stop.clone()));
+
+    let started = Instant::now();
+    let mut total = 0;
+    let mut n = 0;
+    while n < load.calls {
+        let mut items = Vec::with_capacity(load.batch);
+        for _ in 0..load.batch.min(load.calls - n) {
+            let (header, actions) = call_actions(n);
+            total += actions.len();
+            items.push(Commit::Actions { header, actions });
+            n += 1;
+        }
+        outbox.commit(&items).await?;
+    }
+    loop {
+        let m = store.outbox_metrics(Timestamp::now()).await?;
+        if m.done as usize >= total {
+            break;
+        }
+        anyhow::ensure!(m.dead == 0, "actions went dead during the load run: {m:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let _ = worker.await;
+    store.close().await;
+    crm_sim.shutdown();
+    Ok(OutboxLoadReport {
+        actions: total,
+        elapsed,
+    })
+}
