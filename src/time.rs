@@ -41,13 +41,15 @@ impl Timestamp {
             None => (text, ""),
         };
         let secs: i64 = secs.parse().ok()?;
-        if !frac.chars().all(|c| c.is_ascii_digit()) {
+        let frac = frac.as_bytes();
+        if !frac.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        // Keep the first six digits (microseconds), padding shorter fractions.
+        // Keep the first six digits (microseconds), padding shorter fractions. (Bytes, not
+        // chars: every event the tracker keeps passes here.)
         let mut micros: i64 = 0;
-        for c in frac.chars().chain(std::iter::repeat('0')).take(6) {
-            micros = micros * 10 + i64::from(c as u8 - b'0');
+        for i in 0..6 {
+            micros = micros * 10 + frac.get(i).map_or(0, |d| i64::from(d - b'0'));
         }
         Some(Timestamp(secs.checked_mul(1_000_000)?.checked_add(micros)?))
     }

@@ -3,7 +3,7 @@
 //! formats, `<unknown>` caller ids, DialStatus words) stays in this file.
 
 use crate::pbx::ami::AmiFrame;
-use crate::pbx::event::{ChannelId, DialOutcome, LiveChannel, PbxEvent, PbxEventKind};
+use crate::pbx::event::{ChannelId, DialOutcome, Id, LiveChannel, PbxEvent, PbxEventKind};
 use crate::time::Timestamp;
 
 /// Why a frame gave no event. Only `Malformed` is worth a warning; the rest is the normal
@@ -44,7 +44,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                     TIMESTAMP,
                 ]);
             let kind = PbxEventKind::ChannelCreated {
-                name: channel.unwrap_or_default().to_string(),
+                name: channel.unwrap_or_default().into(),
                 endpoint: channel.and_then(endpoint_of_channel),
                 caller_number: known(number),
                 caller_name: known(caller_name),
@@ -85,7 +85,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
             let kind = PbxEventKind::DialBegin {
                 caller_number: known(number),
                 dest: ChannelId(dest.ok_or(Skip::Malformed("DestUniqueid"))?.into()),
-                dest_name: dest_name.to_string(),
+                dest_name: dest_name.into(),
                 dest_endpoint: endpoint_of_channel(dest_name),
                 dial_string: known(dial_string),
             };
@@ -122,7 +122,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
         "BridgeEnter" | "BridgeLeave" => {
             let [bridge, uniqueid, linkedid, timestamp] =
                 f.get_many(["BridgeUniqueid", UNIQUEID, LINKEDID, TIMESTAMP]);
-            let bridge = bridge.ok_or(Skip::Malformed("BridgeUniqueid"))?.to_string();
+            let bridge = Id::from(bridge.ok_or(Skip::Malformed("BridgeUniqueid"))?);
             let kind = if name == "BridgeEnter" {
                 PbxEventKind::Bridged { bridge }
             } else {
@@ -140,7 +140,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                 LINKEDID,
                 TIMESTAMP,
             ]);
-            let queue = queue.unwrap_or_default().to_string();
+            let queue = Id::from(queue.unwrap_or_default());
             let dest = dest.map(|u| ChannelId(u.into()));
             let endpoint = interface
                 .and_then(endpoint_of_interface)
@@ -164,7 +164,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
             let [queue, uniqueid, linkedid, timestamp] =
                 f.get_many(["Queue", UNIQUEID, LINKEDID, TIMESTAMP]);
             let kind = PbxEventKind::QueueAbandoned {
-                queue: queue.unwrap_or_default().to_string(),
+                queue: queue.unwrap_or_default().into(),
             };
             (kind, [uniqueid, linkedid, timestamp])
         }
@@ -185,9 +185,9 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                 return Err(Skip::Malformed("AppData"));
             }
             let mailbox = if first.contains('@') {
-                first.to_string()
+                Id::from(first)
             } else {
-                format!("{first}@default")
+                compact_str::format_compact!("{first}@default")
             };
             (
                 PbxEventKind::VoicemailStarted { mailbox },
@@ -206,8 +206,8 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                 }
             } else {
                 PbxEventKind::Variable {
-                    name: variable.to_string(),
-                    value: value.to_string(),
+                    name: variable.into(),
+                    value: value.into(),
                 }
             };
             (kind, f.get_many(COMMON))
@@ -256,24 +256,24 @@ pub const VARIABLES: &[&str] = &[
 /// The extension of a queue member interface: `PJSIP/101`, `SIP/101`, `IAX2/101`,
 /// `Local/101@from-queue/n` → `101`. Unlike channel names, interfaces carry no
 /// `-<sequence>` suffix.
-pub fn endpoint_of_interface(interface: &str) -> Option<String> {
+pub fn endpoint_of_interface(interface: &str) -> Option<Id> {
     let (tech, rest) = interface.split_once('/')?;
     let resource = if tech.eq_ignore_ascii_case("Local") {
         rest.split(['@', '/']).next().unwrap_or(rest)
     } else {
         rest.split('/').next().unwrap_or(rest)
     };
-    (!resource.is_empty()).then(|| resource.to_string())
+    (!resource.is_empty()).then(|| resource.into())
 }
 
 /// AMI writes `<unknown>` for an absent caller id, and a dialed leg's CallerIDNum is
 /// often just `s` (the start extension).
-fn known(value: Option<&str>) -> Option<String> {
+fn known(value: Option<&str>) -> Option<Id> {
     let v = value?.trim();
     if v.is_empty() || v == "<unknown>" || v == "s" {
         None
     } else {
-        Some(v.to_string())
+        Some(v.into())
     }
 }
 
@@ -282,7 +282,7 @@ fn known(value: Option<&str>) -> Option<String> {
 /// `Local/101@phones-00000001;1` → `101`. Channel names end in `-<sequence>` (and `;1`/`;2`
 /// for Local halves); what stands between the technology and that suffix is the
 /// endpoint, and for Local channels the part before `@context` is the dialed extension.
-pub fn endpoint_of_channel(channel: &str) -> Option<String> {
+pub fn endpoint_of_channel(channel: &str) -> Option<Id> {
     let (tech, rest) = channel.split_once('/')?;
     let rest = match rest.rsplit_once(';') {
         Some((head, half)) if half.chars().all(|c| c.is_ascii_digit()) => head,
@@ -300,7 +300,7 @@ pub fn endpoint_of_channel(channel: &str) -> Option<String> {
     if resource.is_empty() {
         None
     } else {
-        Some(resource.to_string())
+        Some(resource.into())
     }
 }
 
@@ -521,8 +521,8 @@ pub fn live_channel(frame: &AmiFrame) -> Option<LiveChannel> {
             .get("Linkedid")
             .filter(|l| !l.is_empty())
             .unwrap_or(uniqueid)
-            .to_string(),
-        name: name.to_string(),
+            .into(),
+        name: name.into(),
         endpoint: endpoint_of_channel(name),
         up: state == "6",
         ringing: state == "5",
@@ -532,10 +532,10 @@ pub fn live_channel(frame: &AmiFrame) -> Option<LiveChannel> {
         bridge: frame
             .get("BridgeId")
             .filter(|b| !b.trim().is_empty())
-            .map(str::to_string),
+            .map(Id::from),
         duration_secs: frame.get("Duration").map(parse_hms).unwrap_or(0),
-        application: known(frame.get("Application")),
-        application_data: known(frame.get("ApplicationData")),
+        application: known(frame.get("Application")).map(String::from),
+        application_data: known(frame.get("ApplicationData")).map(String::from),
     })
 }
 
