@@ -33,21 +33,22 @@ impl Timestamp {
         Timestamp(secs.saturating_mul(1_000_000))
     }
 
-    /// Parses the AMI / ESL form `1795627488.472224` (seconds with a fraction).
+    /// Parses the AMI / ESL form `1795627488.472224` (seconds with a fraction). Runs for
+    /// every event the tracker keeps, so it works on bytes.
     pub fn parse_epoch(text: &str) -> Option<Self> {
-        let text = text.trim();
-        let (secs, frac) = match text.split_once('.') {
-            Some((s, f)) => (s, f),
-            None => (text, ""),
+        let text = text.trim().as_bytes();
+        let (secs, frac) = match text.iter().position(|&b| b == b'.') {
+            Some(dot) => (&text[..dot], &text[dot + 1..]),
+            None => (text, &[][..]),
         };
-        let secs: i64 = secs.parse().ok()?;
-        if !frac.chars().all(|c| c.is_ascii_digit()) {
+        let secs = parse_i64(secs)?;
+        if !frac.iter().all(u8::is_ascii_digit) {
             return None;
         }
         // Keep the first six digits (microseconds), padding shorter fractions.
         let mut micros: i64 = 0;
-        for c in frac.chars().chain(std::iter::repeat('0')).take(6) {
-            micros = micros * 10 + i64::from(c as u8 - b'0');
+        for i in 0..6 {
+            micros = micros * 10 + frac.get(i).map_or(0, |d| i64::from(d - b'0'));
         }
         Some(Timestamp(secs.checked_mul(1_000_000)?.checked_add(micros)?))
     }
@@ -81,6 +82,33 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// `str::parse::<i64>` on bytes: an optional sign, then ASCII digits; `None` when empty,
+/// on any other byte, or on overflow.
+fn parse_i64(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(d - b'0');
+        value = value.checked_mul(10)?;
+        value = if negative {
+            value.checked_sub(d)?
+        } else {
+            value.checked_add(d)?
+        };
+    }
+    Some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +128,34 @@ mod tests {
         assert_eq!(Timestamp::parse_epoch("abc"), None);
         assert_eq!(Timestamp::parse_epoch("1.2x"), None);
         assert_eq!(Timestamp::parse_epoch(""), None);
+    }
+
+    #[test]
+    fn seconds_parse_like_str_parse() {
+        for text in [
+            "",
+            "+",
+            "-",
+            "0",
+            "-0",
+            "+7",
+            "0012",
+            "12a",
+            " 1",
+            "1 ",
+            "+-1",
+            "-12",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+        ] {
+            assert_eq!(
+                parse_i64(text.as_bytes()),
+                text.parse::<i64>().ok(),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

@@ -238,6 +238,24 @@ async fn crash_run(store_url: &str) {
         .await
         .expect("dead");
     assert!(dead.is_empty(), "nothing dead: {dead:#?}");
+    // How many outcomes a crash changed (the recordings: answered, missed, answered).
+    let changed = state
+        .calls
+        .iter()
+        .filter(|c| {
+            let id = c.external_id.as_deref().unwrap_or("");
+            let want = if id.contains("1795627501.4") {
+                "no answer"
+            } else {
+                "answered"
+            };
+            c.result.as_deref() != Some(want)
+        })
+        .count();
+    eprintln!(
+        "crash run: {changed} of {} history records with another result than the recording's",
+        state.calls.len()
+    );
     let reconstructed = tool
         .calls()
         .await

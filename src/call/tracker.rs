@@ -25,7 +25,7 @@ use crate::call::{
     CallHeader, CallStage, CallSummary, CallUpdate, Direction, InternalExtensions, Outcome, Talker,
     Voicemail,
 };
-use crate::pbx::event::{ChannelId, DialOutcome, LiveChannel, PbxEvent, PbxEventKind};
+use crate::pbx::event::{ChannelId, DialOutcome, Id, LiveChannel, PbxEvent, PbxEventKind};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Default)]
@@ -52,60 +52,64 @@ const MAX_REMEMBERED_CHANNELS: usize = 32;
 #[derive(Debug, Default)]
 pub struct CallTracker {
     config: TrackerConfig,
-    calls: HashMap<String, LiveCall>,
+    // Call ids, bridge ids and channel names are `Id`s: inline up to 24 bytes, so most
+    // events are tracked without allocating.
+    calls: HashMap<Id, LiveCall>,
     channels: HashMap<ChannelId, Chan>,
-    bridges: HashMap<String, Vec<ChannelId>>,
+    bridges: HashMap<Id, Vec<ChannelId>>,
     /// Local channel base name (`Local/101@phones-00000001`) → its `;1` and `;2`.
-    locals: HashMap<String, [Option<ChannelId>; 2]>,
-    ended: VecDeque<String>,
-    ended_set: HashSet<String>,
-    dirty: HashSet<String>,
+    locals: HashMap<Id, [Option<ChannelId>; 2]>,
+    ended: VecDeque<Id>,
+    ended_set: HashSet<Id>,
+    dirty: HashSet<Id>,
     /// Events applied so far; each call remembers the count at its last event, so a
     /// resync can tell calls older than the PBX's channel list from newer ones without
     /// comparing two machines' clocks.
     seq: u64,
     resync_mark: u64,
+    /// Scratch list of `apply`, kept so that applying an event does not allocate for it.
+    recompute_buf: Vec<Id>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Chan {
     id: ChannelId,
-    call: String,
-    name: String,
-    endpoint: Option<String>,
+    call: Id,
+    name: Id,
+    endpoint: Option<Id>,
     /// Local half: (base name, 0 for `;1`, 1 for `;2`).
-    local: Option<(String, usize)>,
-    bridge: Option<String>,
+    local: Option<(Id, usize)>,
+    bridge: Option<Id>,
     bridged_ever: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LiveCall {
-    id: String,
+    id: Id,
     started_at: Timestamp,
     last_event_at: Timestamp,
     #[serde(default)]
     last_seq: u64,
     origin: ChannelId,
-    origin_endpoint: Option<String>,
-    origin_exten: Option<String>,
+    origin_endpoint: Option<Id>,
+    origin_exten: Option<Id>,
     origin_from_trunk: bool,
-    caller_number: Option<String>,
+    caller_number: Option<Id>,
     direction: Option<Direction>,
-    dialed_number: Option<String>,
+    dialed_number: Option<Id>,
     members: Vec<ChannelId>,
-    seen: Vec<String>,
+    seen: Vec<Id>,
     legs: Vec<Leg>,
     /// Answered dial attempts (dialer, destination): they connect the two until both
     /// sides have been in bridges, which then tell the truth.
     links: Vec<(ChannelId, ChannelId)>,
     announced: Vec<String>,
-    answer: Option<(String, Timestamp)>,
+    answer: Option<(Id, Timestamp)>,
     segments: Vec<Segment>,
     voicemail: Option<Voicemail>,
     recording: Option<String>,
     dial_status: Option<DialOutcome>,
-    queue: Option<String>,
+    queue: Option<Id>,
     abandoned: bool,
     reconstructed: bool,
 }
@@ -113,14 +117,14 @@ struct LiveCall {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Leg {
     channel: ChannelId,
-    endpoint: Option<String>,
+    endpoint: Option<Id>,
     internal: bool,
     result: Option<DialOutcome>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Segment {
-    extension: String,
+    extension: Id,
     from: Timestamp,
     to: Option<Timestamp>,
 }
@@ -142,7 +146,7 @@ impl CallSnapshot {
 impl LiveCall {
     fn new(id: &str, origin: &ChannelId, at: Timestamp) -> Self {
         LiveCall {
-            id: id.to_string(),
+            id: id.into(),
             started_at: at,
             last_event_at: at,
             last_seq: 0,
@@ -176,7 +180,7 @@ impl LiveCall {
         if self.seen.len() < MAX_REMEMBERED_CHANNELS
             && !self.seen.iter().any(|s| s == channel.0.as_str())
         {
-            self.seen.push(channel.0.to_string());
+            self.seen.push(channel.0.clone());
         }
     }
 }
@@ -213,6 +217,7 @@ impl CallTracker {
             .dirty
             .drain()
             .filter(|id| self.calls.contains_key(id))
+            .map(String::from)
             .collect();
         ids.sort();
         ids
@@ -268,7 +273,8 @@ impl CallTracker {
             }
         };
         let mut stages: Vec<CallStage> = Vec::new();
-        let mut recompute: Vec<String> = Vec::new();
+        // Calls whose talkers to recompute; the buffer is kept between events.
+        let mut recompute = std::mem::take(&mut self.recompute_buf);
         match &ev.kind {
             PbxEventKind::ChannelCreated {
                 name,
@@ -357,7 +363,7 @@ impl CallTracker {
                         leg.result = Some(*outcome);
                         if *outcome == DialOutcome::Answered {
                             call.links.push((ev.channel.clone(), dest.clone()));
-                            recompute.push(call_id.to_string());
+                            recompute.push(call_id.into());
                         }
                     }
                 }
@@ -372,7 +378,7 @@ impl CallTracker {
                             && !call.links.iter().any(|(_, d)| d == dest)
                         {
                             call.links.push((ev.channel.clone(), dest.clone()));
-                            recompute.push(call_id.to_string());
+                            recompute.push(call_id.into());
                         }
                     }
                 }
@@ -387,7 +393,7 @@ impl CallTracker {
                 if let Some(call) = self.calls.get_mut(call_id) {
                     if call.voicemail.is_none() {
                         call.voicemail = Some(Voicemail {
-                            mailbox: mailbox.clone(),
+                            mailbox: mailbox.to_string(),
                             message: None,
                         });
                     }
@@ -418,8 +424,8 @@ impl CallTracker {
                 if !members.contains(&ev.channel) {
                     members.push(ev.channel.clone());
                 }
-                recompute.extend(self.calls_in_bridge(bridge));
-                recompute.push(call_id.to_string());
+                self.calls_in_bridge(bridge, &mut recompute);
+                recompute.push(call_id.into());
             }
             PbxEventKind::Unbridged { bridge } => {
                 if let Some(chan) = self.channels.get_mut(&ev.channel) {
@@ -427,19 +433,19 @@ impl CallTracker {
                         chan.bridge = None;
                     }
                 }
-                recompute.extend(self.calls_in_bridge(bridge));
+                self.calls_in_bridge(bridge, &mut recompute);
                 remove_from(&mut self.bridges, bridge, &ev.channel);
-                recompute.push(call_id.to_string());
+                recompute.push(call_id.into());
             }
             PbxEventKind::HungUp { .. } => {
                 let bridge = self.drop_channel(&ev.channel);
                 if let Some(bridge) = bridge {
-                    recompute.extend(self.calls_in_bridge(&bridge));
+                    self.calls_in_bridge(&bridge, &mut recompute);
                 }
                 if let Some(call) = self.calls.get_mut(call_id) {
                     call.members.retain(|m| m != &ev.channel);
                 }
-                recompute.push(call_id.to_string());
+                recompute.push(call_id.into());
             }
         }
         self.seq += 1;
@@ -448,15 +454,16 @@ impl CallTracker {
             call.last_seq = self.seq;
         }
         if !matches!(ev.kind, PbxEventKind::CallerKnown { .. }) && !self.dirty.contains(call_id) {
-            self.dirty.insert(call_id.to_string());
+            self.dirty.insert(call_id.into());
         }
         out.extend(self.updates(call_id, ev.at, stages));
         recompute.sort();
         recompute.dedup();
-        for id in recompute {
+        for id in recompute.drain(..) {
             let stages = self.recompute(&id, ev.at);
             out.extend(self.updates(&id, ev.at, stages));
         }
+        self.recompute_buf = recompute;
         if self
             .calls
             .get(call_id)
@@ -483,7 +490,7 @@ impl CallTracker {
         let mark = self.resync_mark;
 
         // Channels that vanished while we did not hear of it.
-        let vanished: Vec<(String, ChannelId)> = self
+        let vanished: Vec<(Id, ChannelId)> = self
             .calls
             .values()
             .filter(|c| c.last_seq <= mark)
@@ -495,7 +502,7 @@ impl CallTracker {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let mut touched: Vec<String> = Vec::new();
+        let mut touched: Vec<Id> = Vec::new();
         for (call_id, channel) in vanished {
             self.drop_channel(&channel);
             if let Some(call) = self.calls.get_mut(&call_id) {
@@ -528,7 +535,7 @@ impl CallTracker {
                     .is_some_and(|c| c.name.is_empty() && c.call == l.call)
             })
             .collect();
-        let mut learned: Vec<String> = Vec::new();
+        let mut learned: Vec<Id> = Vec::new();
         for l in half_known {
             self.describe(&l.channel, &l.name, l.endpoint.clone());
             let is_origin = self
@@ -562,7 +569,7 @@ impl CallTracker {
 
         // Channels we know: take what changed while we were away (answered, moved
         // between bridges).
-        let mut changed: Vec<String> = learned;
+        let mut changed: Vec<Id> = learned;
         for l in live {
             let Some(chan) = self.channels.get(&l.channel) else {
                 continue;
@@ -619,7 +626,7 @@ impl CallTracker {
                 .cmp(&a.duration_secs)
                 .then(a.channel.cmp(&b.channel))
         });
-        let mut resumed: Vec<String> = Vec::new();
+        let mut resumed: Vec<Id> = Vec::new();
         for l in unknown {
             let started = Timestamp(at.0 - i64::from(l.duration_secs) * 1_000_000);
             if !self.calls.contains_key(&l.call) {
@@ -705,7 +712,7 @@ impl CallTracker {
     /// Ends calls that saw no event for `timeout` (a lost hang-up), as reconstructed.
     pub fn sweep(&mut self, now: Timestamp, timeout: std::time::Duration) -> Vec<CallUpdate> {
         let limit = now.0 - i64::try_from(timeout.as_micros()).unwrap_or(i64::MAX);
-        let stale: Vec<String> = self
+        let stale: Vec<Id> = self
             .calls
             .values()
             .filter(|c| c.last_event_at.0 < limit)
@@ -730,7 +737,7 @@ impl CallTracker {
     /// nothing: there is nothing to report about a call seen only ending.
     /// Returns `None` to skip the event, `Some(None)` when the event's own call id is the
     /// channel's call (nearly always; no copy made), `Some(Some(id))` otherwise.
-    fn adopt(&mut self, ev: &PbxEvent, out: &mut Vec<CallUpdate>) -> Option<Option<String>> {
+    fn adopt(&mut self, ev: &PbxEvent, out: &mut Vec<CallUpdate>) -> Option<Option<Id>> {
         if let Some(chan) = self.channels.get(&ev.channel) {
             if chan.call == ev.call {
                 return Some(None);
@@ -742,14 +749,12 @@ impl CallTracker {
             // whose Linkedid changes has joined that call.
             let old = chan.call.clone();
             if let Some(chan) = self.channels.get_mut(&ev.channel) {
-                chan.call = ev.call.to_string();
+                chan.call = ev.call.clone();
             }
             let origin_for_new = !self.calls.contains_key(ev.call.as_str());
             if origin_for_new {
-                self.calls.insert(
-                    ev.call.to_string(),
-                    LiveCall::new(&ev.call, &ev.channel, ev.at),
-                );
+                self.calls
+                    .insert(ev.call.clone(), LiveCall::new(&ev.call, &ev.channel, ev.at));
             }
             if let Some(call) = self.calls.get_mut(ev.call.as_str()) {
                 call.join(&ev.channel);
@@ -777,25 +782,25 @@ impl CallTracker {
         }
         let call = self
             .calls
-            .entry(ev.call.to_string())
+            .entry(ev.call.clone())
             .or_insert_with(|| LiveCall::new(&ev.call, &ev.channel, ev.at));
         call.join(&ev.channel);
         let name = match &ev.kind {
             PbxEventKind::ChannelCreated { name, .. } => name.clone(),
-            _ => String::new(),
+            _ => Id::default(),
         };
         self.ensure_channel(&ev.channel, &ev.call, &name, None);
         Some(None)
     }
 
-    fn ensure_channel(&mut self, id: &ChannelId, call: &str, name: &str, endpoint: Option<String>) {
+    fn ensure_channel(&mut self, id: &ChannelId, call: &str, name: &str, endpoint: Option<Id>) {
         if !self.channels.contains_key(id) {
             self.channels.insert(
                 id.clone(),
                 Chan {
                     id: id.clone(),
-                    call: call.to_string(),
-                    name: String::new(),
+                    call: call.into(),
+                    name: Id::default(),
                     endpoint: None,
                     local: None,
                     bridge: None,
@@ -809,12 +814,12 @@ impl CallTracker {
     }
 
     /// Records a channel's name and endpoint, and pairs Local halves by name.
-    fn describe(&mut self, id: &ChannelId, name: &str, endpoint: Option<String>) {
+    fn describe(&mut self, id: &ChannelId, name: &str, endpoint: Option<Id>) {
         let Some(chan) = self.channels.get_mut(id) else {
             return;
         };
         if chan.name.is_empty() {
-            chan.name = name.to_string();
+            chan.name = name.into();
         }
         if chan.endpoint.is_none() {
             chan.endpoint = endpoint;
@@ -830,7 +835,7 @@ impl CallTracker {
     }
 
     /// Forgets a channel that hung up; returns the bridge it was in.
-    fn drop_channel(&mut self, id: &ChannelId) -> Option<String> {
+    fn drop_channel(&mut self, id: &ChannelId) -> Option<Id> {
         let chan = self.channels.remove(id)?;
         if let Some((base, half)) = &chan.local {
             if let Some(pair) = self.locals.get_mut(base) {
@@ -846,16 +851,15 @@ impl CallTracker {
         chan.bridge
     }
 
-    fn calls_in_bridge(&self, bridge: &str) -> Vec<String> {
-        self.bridges
-            .get(bridge)
-            .map(|members| {
+    /// Appends the calls of the channels in `bridge` to `out`.
+    fn calls_in_bridge(&self, bridge: &str, out: &mut Vec<Id>) {
+        if let Some(members) = self.bridges.get(bridge) {
+            out.extend(
                 members
                     .iter()
-                    .filter_map(|m| self.channels.get(m).map(|c| c.call.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+                    .filter_map(|m| self.channels.get(m).map(|c| c.call.clone())),
+            );
+        }
     }
 
     /// Who talks with the customer now; opens and closes talk segments accordingly.
@@ -871,17 +875,22 @@ impl CallTracker {
             } else {
                 Direction::Inbound
             });
-        let customers: Vec<&ChannelId> = match direction {
-            Direction::Inbound => vec![&call.origin],
-            Direction::Outbound => call
-                .legs
-                .iter()
-                .filter(|l| !l.internal && l.result == Some(DialOutcome::Answered))
-                .map(|l| &l.channel)
-                .collect(),
-            Direction::Internal => Vec::new(),
+        let origin = [&call.origin];
+        let answered_legs: Vec<&ChannelId>;
+        let customers: &[&ChannelId] = match direction {
+            Direction::Inbound => &origin,
+            Direction::Outbound => {
+                answered_legs = call
+                    .legs
+                    .iter()
+                    .filter(|l| !l.internal && l.result == Some(DialOutcome::Answered))
+                    .map(|l| &l.channel)
+                    .collect();
+                &answered_legs
+            }
+            Direction::Internal => &[],
         };
-        let talking = self.reachable_employees(call, &customers);
+        let talking = self.reachable_employees(call, customers);
         let mut stages = Vec::new();
         let Some(call) = self.calls.get_mut(call_id) else {
             return stages;
@@ -895,17 +904,17 @@ impl CallTracker {
             if call
                 .segments
                 .iter()
-                .any(|s| &s.extension == ext && s.to.is_none())
+                .any(|s| s.extension == *ext && s.to.is_none())
             {
                 continue;
             }
             // A gap of microseconds (Local optimisation, bridge swaps) is no new turn.
-            if let Some(seg) = call.segments.iter_mut().rev().find(|s| &s.extension == ext) {
+            if let Some(seg) = call.segments.iter_mut().rev().find(|s| s.extension == *ext) {
                 if seg.to.is_some_and(|to| at.0 - to.0 < SEGMENT_GAP_US)
                     && call
                         .segments
                         .last()
-                        .is_some_and(|last| &last.extension == ext)
+                        .is_some_and(|last| last.extension == *ext)
                 {
                     if let Some(last) = call.segments.last_mut() {
                         last.to = None;
@@ -923,7 +932,7 @@ impl CallTracker {
             if let Some(ext) = talking.first() {
                 call.answer = Some((ext.clone(), at));
                 stages.push(CallStage::Answered {
-                    extension: ext.clone(),
+                    extension: ext.to_string(),
                 });
             }
         }
@@ -933,15 +942,17 @@ impl CallTracker {
     /// Employee extensions connected to any of `customers` through bridges, Local
     /// halves and answered dials. Real devices win over Local channels that merely
     /// name an extension.
-    fn reachable_employees(&self, call: &LiveCall, customers: &[&ChannelId]) -> Vec<String> {
+    fn reachable_employees(&self, call: &LiveCall, customers: &[&ChannelId]) -> Vec<Id> {
         let mut seen: Vec<&ChannelId> = customers
             .iter()
             .copied()
             .filter(|c| self.channels.contains_key(*c))
             .collect();
         let mut queue: Vec<&ChannelId> = seen.clone();
-        let mut devices: Vec<String> = Vec::new();
-        let mut locals: Vec<String> = Vec::new();
+        let mut devices: Vec<Id> = Vec::new();
+        let mut locals: Vec<Id> = Vec::new();
+        // Neighbours of the current channel; one buffer for the whole walk.
+        let mut next: Vec<&ChannelId> = Vec::new();
         while let Some(current) = queue.pop() {
             let Some(chan) = self.channels.get(current) else {
                 continue;
@@ -962,7 +973,6 @@ impl CallTracker {
                     }
                 }
             }
-            let mut next: Vec<&ChannelId> = Vec::new();
             if let Some(members) = chan.bridge.as_ref().and_then(|b| self.bridges.get(b)) {
                 next.extend(members.iter());
             }
@@ -984,7 +994,7 @@ impl CallTracker {
                     next.push(a);
                 }
             }
-            for n in next {
+            for n in next.drain(..) {
                 if self.channels.contains_key(n) && !seen.contains(&n) {
                     seen.push(n);
                     queue.push(n);
@@ -1029,13 +1039,19 @@ impl CallTracker {
             pbx: self.config.pbx.clone(),
             call_id: call_id.to_string(),
             direction,
-            customer_number: call.and_then(|c| match direction {
-                Direction::Outbound => c.dialed_number.clone(),
-                _ => c.caller_number.clone(),
-            }),
+            customer_number: call
+                .and_then(|c| match direction {
+                    Direction::Outbound => c
+                        .dialed_number
+                        .as_deref()
+                        .or_else(|| reconstructed_outside_number(c, &self.config.internal)),
+                    _ => c.caller_number.as_deref(),
+                })
+                .map(String::from),
             did: call
                 .filter(|_| direction == Direction::Inbound)
-                .and_then(|c| c.origin_exten.clone()),
+                .and_then(|c| c.origin_exten.as_deref())
+                .map(String::from),
             started_at: call.map(|c| c.started_at).unwrap_or_default(),
         }
     }
@@ -1047,8 +1063,8 @@ impl CallTracker {
             self.drop_channel(&member);
         }
         self.dirty.remove(call_id);
-        self.ended.push_back(call_id.to_string());
-        self.ended_set.insert(call_id.to_string());
+        self.ended.push_back(call_id.into());
+        self.ended_set.insert(call_id.into());
         while self.ended.len() > ENDED_MEMORY {
             if let Some(old) = self.ended.pop_front() {
                 self.ended_set.remove(&old);
@@ -1064,7 +1080,7 @@ impl CallTracker {
             match talkers.iter_mut().find(|t| t.extension == seg.extension) {
                 Some(t) => t.talk_secs = t.talk_secs.saturating_add(round_secs(secs)),
                 None => talkers.push(Talker {
-                    extension: seg.extension.clone(),
+                    extension: seg.extension.to_string(),
                     talk_secs: round_secs(secs),
                 }),
             }
@@ -1073,10 +1089,14 @@ impl CallTracker {
             .segments
             .iter()
             .max_by_key(|s| s.from)
-            .map(|s| s.extension.clone());
+            .map(|s| s.extension.to_string());
         let employee = match header.direction {
-            Direction::Outbound | Direction::Internal => call.origin_endpoint.clone(),
-            Direction::Inbound => last_talker.or_else(|| call.answer.as_ref().map(|a| a.0.clone())),
+            Direction::Outbound | Direction::Internal => {
+                call.origin_endpoint.as_ref().map(|e| e.to_string())
+            }
+            Direction::Inbound => {
+                last_talker.or_else(|| call.answer.as_ref().map(|a| a.0.to_string()))
+            }
         };
         let answered_at = call.answer.as_ref().map(|a| a.1);
         // Time the customer spent talking with anyone (overlaps counted once; hold
@@ -1122,8 +1142,8 @@ impl CallTracker {
                 talkers,
                 recording: call.recording.clone(),
                 voicemail,
-                queue: call.queue.clone(),
-                channels: call.seen.clone(),
+                queue: call.queue.as_ref().map(|q| q.to_string()),
+                channels: call.seen.iter().map(|c| c.to_string()).collect(),
                 reconstructed: call.reconstructed,
                 header: header.clone(),
             })),
@@ -1136,7 +1156,7 @@ fn round_secs(micros: i64) -> u32 {
     ((micros.max(0) + 500_000) / 1_000_000).min(i64::from(u32::MAX)) as u32
 }
 
-fn remove_from(bridges: &mut HashMap<String, Vec<ChannelId>>, bridge: &str, id: &ChannelId) {
+fn remove_from(bridges: &mut HashMap<Id, Vec<ChannelId>>, bridge: &str, id: &ChannelId) {
     if let Some(members) = bridges.get_mut(bridge) {
         members.retain(|m| m != id);
         if members.is_empty() {
@@ -1146,14 +1166,14 @@ fn remove_from(bridges: &mut HashMap<String, Vec<ChannelId>>, bridge: &str, id: 
 }
 
 /// `Local/101@phones-00000001;2` → (`Local/101@phones-00000001`, 1).
-fn local_half(name: &str) -> Option<(String, usize)> {
+fn local_half(name: &str) -> Option<(Id, usize)> {
     if !name.starts_with("Local/") {
         return None;
     }
     let (base, half) = name.rsplit_once(';')?;
     match half {
-        "1" => Some((base.to_string(), 0)),
-        "2" => Some((base.to_string(), 1)),
+        "1" => Some((base.into(), 0)),
+        "2" => Some((base.into(), 1)),
         _ => None,
     }
 }
@@ -1169,11 +1189,29 @@ fn origin_is_internal(call: &LiveCall, internal: &InternalExtensions) -> bool {
 /// A call that never dialed anyone is inbound when it came from outside.
 fn direction_of(call: &LiveCall, internal: &InternalExtensions) -> Direction {
     call.direction
-        .unwrap_or(if origin_is_internal(call, internal) {
-            Direction::Internal
-        } else {
+        .unwrap_or(if !origin_is_internal(call, internal) {
             Direction::Inbound
+        } else if reconstructed_outside_number(call, internal).is_some() {
+            Direction::Outbound
+        } else {
+            Direction::Internal
         })
+}
+
+/// The outside number an extension dialed, for a call we know only in part (a gap hid
+/// its dial and its far end hung up meanwhile): the number the extension's channel sits
+/// on in the dialplan, when it is a phone number (7+ digits) and no extension of ours.
+fn reconstructed_outside_number<'c>(
+    call: &'c LiveCall,
+    internal: &InternalExtensions,
+) -> Option<&'c str> {
+    if !call.reconstructed || call.direction.is_some() {
+        return None;
+    }
+    let exten = call.origin_exten.as_deref()?;
+    let digits = exten.strip_prefix('+').unwrap_or(exten);
+    (digits.len() >= 7 && digits.bytes().all(|b| b.is_ascii_digit()) && !internal.contains(exten))
+        .then_some(exten)
 }
 
 /// The first dial decides: from outside → inbound; from an extension to an extension →
@@ -1280,10 +1318,10 @@ fn outcome(call: &LiveCall, direction: Direction) -> Outcome {
 }
 
 /// `trunk/89031112233` → `89031112233`; `PJSIP/89031112233@provider` → `89031112233`.
-fn number_of_dial_string(dial: &str) -> Option<String> {
+fn number_of_dial_string(dial: &str) -> Option<Id> {
     let tail = dial.rsplit('/').next()?;
     let number = tail.split('@').next()?;
-    (!number.is_empty()).then(|| number.to_string())
+    (!number.is_empty()).then(|| number.into())
 }
 
 #[cfg(test)]
@@ -1719,5 +1757,45 @@ mod restore_tests {
             Some("89031112233")
         );
         assert_eq!(ended[0].outcome, Outcome::Answered);
+    }
+
+    /// After a gap, the list shows an extension still on a call to an outside number
+    /// whose far end already hung up: the call is outbound to that number, not internal.
+    #[test]
+    fn a_call_known_only_from_the_list_keeps_its_dialed_number() {
+        let mut t = CallTracker::new(TrackerConfig::default());
+        t.begin_resync();
+        let extension = LiveChannel {
+            channel: ChannelId("1795627579.16".into()),
+            call: "1795627579.16".into(),
+            name: "IAX2/101-10246".into(),
+            endpoint: Some("101".into()),
+            up: true,
+            ringing: false,
+            caller_number: Some("101".into()),
+            exten: Some("89031112233".into()),
+            context: Some("from-internal".into()),
+            bridge: None,
+            duration_secs: 9,
+            application: Some("Dial".into()),
+            application_data: None,
+        };
+        let mut updates = t.resync(Timestamp(10_000_000), &[extension]);
+        t.begin_resync();
+        updates.extend(t.resync(Timestamp(20_000_000), &[]));
+        let ended: Vec<_> = updates
+            .iter()
+            .filter_map(|u| match &u.stage {
+                CallStage::Ended(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1);
+        assert!(ended[0].reconstructed);
+        assert_eq!(ended[0].header.direction, Direction::Outbound);
+        assert_eq!(
+            ended[0].header.customer_number.as_deref(),
+            Some("89031112233")
+        );
     }
 }

@@ -4,8 +4,10 @@
 
 use crate::time::Timestamp;
 
-/// Ids of channels and calls: up to 24 bytes live inline (Asterisk uniqueids are about
-/// 12-20), so reading an event does not allocate for them.
+/// Ids of channels and calls, and the other short texts of an event (channel names,
+/// numbers, extensions, bridge ids): up to 24 bytes live inline (Asterisk uniqueids are
+/// about 12-20 bytes, extensions and numbers shorter), so reading an event and keeping its
+/// fields in the call tracker rarely allocates.
 pub type Id = compact_str::CompactString;
 
 /// One channel (call leg) on the PBX: Asterisk's `Uniqueid`.
@@ -53,57 +55,57 @@ pub enum PbxEventKind {
     /// from the channel name (`IAX2/101-13051` → `101`, `Local/101@phones-…;1` → `101`);
     /// `exten` is the number it was called on (the DID on an inbound trunk leg).
     ChannelCreated {
-        name: String,
-        endpoint: Option<String>,
-        caller_number: Option<String>,
-        caller_name: Option<String>,
-        exten: Option<String>,
-        context: Option<String>,
+        name: Id,
+        endpoint: Option<Id>,
+        caller_number: Option<Id>,
+        caller_name: Option<Id>,
+        exten: Option<Id>,
+        context: Option<Id>,
     },
     /// Something new is known about the channel's caller id (Newstate, NewCallerid …).
-    CallerKnown { caller_number: String },
+    CallerKnown { caller_number: Id },
     /// The channel (when known) started dialing `dest`.
     DialBegin {
-        caller_number: Option<String>,
+        caller_number: Option<Id>,
         dest: ChannelId,
-        dest_name: String,
-        dest_endpoint: Option<String>,
-        dial_string: Option<String>,
+        dest_name: Id,
+        dest_endpoint: Option<Id>,
+        dial_string: Option<Id>,
     },
     /// A dial attempt from the channel to `dest` ended.
     DialEnd {
         dest: ChannelId,
-        dest_endpoint: Option<String>,
+        dest_endpoint: Option<Id>,
         outcome: DialOutcome,
     },
     /// The channel hung up; `cause` is the Q.850 cause code when given.
     HungUp { cause: Option<u16> },
     /// The channel joined a bridge (it can talk with the bridge's other members).
-    Bridged { bridge: String },
+    Bridged { bridge: Id },
     /// The channel left a bridge.
-    Unbridged { bridge: String },
+    Unbridged { bridge: Id },
     /// A queue offered the call to an agent: `dest` is the agent's channel, `endpoint`
     /// the member's extension (from `Interface`).
     QueueAgentRinging {
-        queue: String,
+        queue: Id,
         dest: Option<ChannelId>,
-        endpoint: Option<String>,
+        endpoint: Option<Id>,
     },
     /// A queue agent picked up.
     QueueAgentConnected {
-        queue: String,
+        queue: Id,
         dest: Option<ChannelId>,
-        endpoint: Option<String>,
+        endpoint: Option<Id>,
     },
     /// The caller gave up waiting in a queue.
-    QueueAbandoned { queue: String },
+    QueueAbandoned { queue: Id },
     /// The channel entered voicemail for `mailbox` (`102@default`).
-    VoicemailStarted { mailbox: String },
+    VoicemailStarted { mailbox: Id },
     /// The channel's dial attempt as a whole ended (Asterisk `DIALSTATUS`): the only
     /// trace of a dial that could not even create a channel (unavailable, congestion).
     DialResult { outcome: DialOutcome },
     /// A channel variable the tracker cares about was set (see `normalize::VARIABLES`).
-    Variable { name: String, value: String },
+    Variable { name: Id, value: Id },
 }
 
 /// A channel the PBX reports as existing right now (Asterisk `CoreShowChannel`), used
@@ -111,17 +113,17 @@ pub enum PbxEventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveChannel {
     pub channel: ChannelId,
-    pub call: String,
-    pub name: String,
-    pub endpoint: Option<String>,
+    pub call: Id,
+    pub name: Id,
+    pub endpoint: Option<Id>,
     /// Answered (Asterisk state Up).
     pub up: bool,
     /// Its device is ringing (state Ringing).
     pub ringing: bool,
-    pub caller_number: Option<String>,
-    pub exten: Option<String>,
-    pub context: Option<String>,
-    pub bridge: Option<String>,
+    pub caller_number: Option<Id>,
+    pub exten: Option<Id>,
+    pub context: Option<Id>,
+    pub bridge: Option<Id>,
     /// How long the channel has existed, seconds.
     pub duration_secs: u32,
     pub application: Option<String>,

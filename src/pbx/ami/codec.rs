@@ -14,6 +14,15 @@
 //! a table of header spans (`u32` offsets). The frame is checked for UTF-8 once, so
 //! [`AmiFrame::get`] hands out `&str` borrowed from it; only a frame with invalid UTF-8 is
 //! copied (lossily). Per frame: one allocation (the span table), none per header.
+//!
+//! Scanning: in the common case (ordinary `Key: Value` lines) each line end is found by a
+//! vector search over the rest of the buffer (long haystack, so the search runs its vector
+//! code even though lines are ~20 bytes), and the colon by a word-at-a-time search of the
+//! line's first bytes; the header span is recorded in the same step. Unusual lines (no
+//! `": "`, `Response: Follows` bodies, oversized messages, unfinished lines) go through the
+//! general line-by-line path, which remembers how far it searched between reads.
+//! Header look-ups compare key lengths and first bytes before the keys themselves;
+//! [`AmiFrame::get_many`] reads several keys in one pass.
 
 use std::fmt;
 use std::ops::Range;
@@ -218,6 +227,42 @@ impl AmiFrame {
             .map(|field| text.get(field.value.range()).unwrap_or_default())
     }
 
+    /// Values of the first headers named `keys[0]`, `keys[1]`, … (each as [`AmiFrame::get`]
+    /// would find it), read in one pass over the headers instead of one pass per key: for
+    /// an event whose fields are all needed. At most 32 keys, each named once. A table of
+    /// the wanted keys by length passes over most headers with one look-up (few keys share
+    /// a length); the pass stops as soon as every key was found.
+    pub fn get_many<const N: usize>(&self, keys: [&str; N]) -> [Option<&str>; N] {
+        const { assert!(N <= 32) };
+        // Lengths from `LONG` on share the last slot; the comparison sorts them out.
+        const LONG: usize = 31;
+        let mut by_len = [0u32; LONG + 1];
+        for (i, key) in keys.iter().enumerate() {
+            by_len[key.len().min(LONG)] |= 1 << i;
+        }
+        let all = u32::MAX >> (32 - N.max(1));
+        let mut found = 0u32;
+        let mut values = [None; N];
+        let text = self.text.as_str();
+        let bytes = text.as_bytes();
+        for field in &self.headers {
+            let mut candidates = by_len[field.key.len().min(LONG)] & !found;
+            while candidates != 0 {
+                let i = candidates.trailing_zeros() as usize;
+                candidates &= candidates - 1;
+                if KeyMatcher::new(keys[i]).matches(bytes, field.key) {
+                    values[i] = Some(text.get(field.value.range()).unwrap_or_default());
+                    found |= 1 << i;
+                    break;
+                }
+            }
+            if found == all {
+                break;
+            }
+        }
+        values
+    }
+
     /// Values of every header named `key`, in wire order.
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         let key = KeyMatcher::new(key);
@@ -322,9 +367,37 @@ impl<'k> KeyMatcher<'k> {
         span.len() == self.key.len()
             && text.get(span.range()).is_some_and(|k| {
                 k.first().map_or(0, |b| b | 0x20) == self.folded_first
-                    && k.eq_ignore_ascii_case(self.key)
+                    && (same_bytes(k, self.key) || k.eq_ignore_ascii_case(self.key))
             })
     }
+}
+
+/// `a == b` for two slices of the same length, a word at a time: AMI keys nearly always
+/// come in the case they are asked for, and comparing ~10 bytes this way is much cheaper
+/// than a call to `memcmp` or the general `eq_ignore_ascii_case`.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < WORD {
+        // Two 4-byte halves (overlapping for 5 to 7 bytes), or byte by byte below 4.
+        let half = |s: &[u8], at: usize| s.get(at..).and_then(<[u8]>::first_chunk::<4>).copied();
+        return match n.checked_sub(4) {
+            Some(last) => half(a, 0) == half(b, 0) && half(a, last) == half(b, last),
+            None => a.iter().zip(b).all(|(x, y)| x == y),
+        };
+    }
+    let mut at = 0;
+    while at + WORD < n {
+        if word_at(a, at) != word_at(b, at) {
+            return false;
+        }
+        at += WORD;
+    }
+    // The last word, overlapping the previous one when `n` is not a multiple of 8.
+    word_at(a, n - WORD) == word_at(b, n - WORD)
 }
 
 impl PartialEq for AmiFrame {
@@ -405,6 +478,34 @@ enum Step {
     Marker,
 }
 
+/// Finds line ends with `memchr`'s vector search. On x86-64 the AVX2 searcher is picked
+/// once, when the codec is made, rather than by `memchr::memchr` on every call: lines are
+/// ~20 bytes, so that per-call dispatch would cost as much as the search itself.
+#[derive(Debug, Clone, Copy)]
+struct LineEnds {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
+}
+
+impl LineEnds {
+    fn new() -> Self {
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
+        }
+    }
+
+    /// Index of the first `\n` in `hay`.
+    #[inline]
+    fn find(&self, hay: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = &self.avx2 {
+            return avx2.find(hay);
+        }
+        memchr::memchr(b'\n', hay)
+    }
+}
+
 /// State kept while skipping an oversized message.
 #[derive(Debug)]
 struct Discard {
@@ -425,6 +526,7 @@ struct Discard {
 #[derive(Debug)]
 pub struct AmiCodec {
     max_frame_bytes: usize,
+    line_ends: LineEnds,
     awaiting_greeting: bool,
     /// `src[frame_bytes..scanned]` is known to contain no `\n` (0: nothing known).
     scanned: usize,
@@ -454,6 +556,7 @@ impl AmiCodec {
     pub fn new() -> Self {
         Self {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            line_ends: LineEnds::new(),
             awaiting_greeting: true,
             scanned: 0,
             fields: Vec::new(),
@@ -567,49 +670,24 @@ impl AmiCodec {
     }
 
     /// Fast path for the common case, with the same result as [`AmiCodec::on_line`]: takes
-    /// the ordinary `Key: Value` lines that follow in the header section of a message,
-    /// scanning each once, 8 bytes at a time, for both its `:` and its `\n`. Returns the
-    /// length of the empty line ending the message if it got there. Otherwise stops, leaving
-    /// it to `on_line`, at the first line that needs more thought: unfinished or long, empty
-    /// outside a message, without `": "` right after its key, a `Response` header (may start
-    /// a `Follows`), or past the size limit.
+    /// the ordinary `Key: Value` lines that follow in the header section of a message.
+    /// Each line end is found by a vector search over the rest of the buffer (see
+    /// [`LineEnds`]; one vector covers a typical line), then the colon within the line's
+    /// first words. Returns the length of the empty line ending the message if it got there.
+    /// Otherwise stops, leaving it to `on_line`, at the first line that needs more thought:
+    /// unfinished, empty outside a message, without `": "` right after its key, a `Response`
+    /// header (may start a `Follows`), or past the size limit. When it stops at an unfinished
+    /// line it records that line as searched (`scanned`), so it is not searched again.
     fn fast_header_lines(&mut self, buf: &[u8]) -> Option<usize> {
-        let colons = LOW_BITS * u64::from(b':');
-        let newlines = LOW_BITS * u64::from(b'\n');
         // A line ending past the size limit is left to `on_line`; so all offsets fit a u32.
         let buf = &buf[..buf.len().min(self.max_frame_bytes)];
         let mut start = self.frame_bytes;
-        'lines: while let Some(rest) = buf.get(start..) {
-            let window = &rest[..rest.len().min(FAST_LINE_MAX)];
-            // Offsets from `start`; usize::MAX while not found.
-            let mut colon = usize::MAX;
-            let mut newline = usize::MAX;
-            let mut first_word = 0;
-            for (i, chunk) in window.chunks_exact(WORD).enumerate() {
-                let Some(word) = load_word(chunk) else {
-                    break 'lines;
-                };
-                if i == 0 {
-                    first_word = word;
-                }
-                let newline_here = zero_bytes(word ^ newlines);
-                if colon == usize::MAX {
-                    let colon_here = zero_bytes(word ^ colons);
-                    // A colon after this line's end belongs to the next line (an empty
-                    // mask has 64 trailing zeros).
-                    if colon_here.trailing_zeros() < newline_here.trailing_zeros() {
-                        colon = i * WORD + first_byte(colon_here);
-                    }
-                }
-                if newline_here != 0 {
-                    newline = i * WORD + first_byte(newline_here);
-                    break;
-                }
-            }
-            let Some(line) = window.get(..newline) else {
-                // Unfinished, or longer than the window.
+        while let Some(rest) = buf.get(start..) {
+            let Some(newline) = self.line_ends.find(rest) else {
+                self.scanned = buf.len();
                 break;
             };
+            let line = &rest[..newline];
             let content = line.strip_suffix(b"\r").unwrap_or(line);
             if content.is_empty() {
                 if start == 0 {
@@ -618,12 +696,14 @@ impl AmiCodec {
                 self.frame_bytes = start;
                 return Some(newline + 1);
             }
-            // The key must be non-empty and followed by ": ". A key of 8 bytes is all of
-            // `first_word`; setting bit 0x20 of each byte makes ASCII letters lowercase (and
-            // only `R` or `r` become `r`, and so on).
+            // The key must be non-empty and followed by ": ". Setting bit 0x20 of each
+            // byte of an 8-byte key makes ASCII letters lowercase (and only `R` or `r`
+            // become `r`, and so on).
+            let colon = find_byte(content, b':').unwrap_or(0);
             if colon == 0
-                || content.get(colon..colon.saturating_add(2)) != Some(b": ")
-                || (colon == WORD && first_word | LOWERCASE_BITS == RESPONSE_LOWERCASE)
+                || content.get(colon + 1) != Some(&b' ')
+                || (colon == WORD
+                    && word_at(content, 0).unwrap_or(0) | LOWERCASE_BITS == RESPONSE_LOWERCASE)
             {
                 break;
             }
@@ -942,14 +1022,12 @@ const SHORT_SEARCH: usize = 4 * WORD;
 /// `b"Response"` as a little-endian word, lowercase, and bit 0x20 of every byte of a word.
 const RESPONSE_LOWERCASE: u64 = u64::from_le_bytes(*b"response");
 const LOWERCASE_BITS: u64 = LOW_BITS * 0x20;
-/// [`AmiCodec::fast_header_lines`] leaves longer lines to the general path (which remembers
-/// how far it searched, so a long line streaming in is never rescanned from its start).
-const FAST_LINE_MAX: usize = 32 * WORD;
 
-/// The 8 bytes of `bytes` as a little-endian word (`None` unless exactly 8 bytes).
+/// The 8 bytes of `bytes` from `at` as a little-endian word (`None` if fewer are left).
 #[inline]
-fn load_word(bytes: &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let word = bytes.get(at..)?.first_chunk::<WORD>()?;
+    Some(u64::from_le_bytes(*word))
 }
 
 /// Sets the high bit of each zero byte of `x` (and maybe of bytes after one; never before
@@ -971,13 +1049,17 @@ fn first_byte(mask: u64) -> usize {
 #[inline]
 fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
     let pattern = LOW_BITS * u64::from(needle);
-    for (i, word) in hay.chunks_exact(WORD).take(SHORT_SEARCH / WORD).enumerate() {
-        let zero = zero_bytes(load_word(word)? ^ pattern);
+    let mut searched = 0;
+    while searched < SHORT_SEARCH {
+        let Some(word) = word_at(hay, searched) else {
+            break;
+        };
+        let zero = zero_bytes(word ^ pattern);
         if zero != 0 {
-            return Some(i * WORD + first_byte(zero));
+            return Some(searched + first_byte(zero));
         }
+        searched += WORD;
     }
-    let searched = hay.len().min(SHORT_SEARCH) / WORD * WORD;
     let rest = hay.get(searched..)?;
     let found = if rest.len() < WORD {
         rest.iter().position(|&b| b == needle)

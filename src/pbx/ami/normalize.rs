@@ -3,7 +3,7 @@
 //! formats, `<unknown>` caller ids, DialStatus words) stays in this file.
 
 use crate::pbx::ami::AmiFrame;
-use crate::pbx::event::{ChannelId, DialOutcome, LiveChannel, PbxEvent, PbxEventKind};
+use crate::pbx::event::{ChannelId, DialOutcome, Id, LiveChannel, PbxEvent, PbxEventKind};
 use crate::time::Timestamp;
 
 /// Why a frame gave no event. Only `Malformed` is worth a warning; the rest is the normal
@@ -20,82 +20,132 @@ pub enum Skip {
 
 /// Translates one AMI event. `received_at` is used when the frame has no `Timestamp`
 /// header (`timestampevents = no` in manager.conf).
+///
+/// Hot path (every AMI event passes here): the event name is read first (`Event` is
+/// normally the first header) and events the tracker does not need are dropped before
+/// anything else is read. A kept event's fields, together with the ids and time every
+/// event carries ([`COMMON`]), are then read in one pass over its headers
+/// ([`AmiFrame::get_many`]). VarSet and Newexten, the most frequent events, are mostly
+/// dropped by fields at their end (`Variable`, `Application`), read from the end.
 pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, Skip> {
     let name = frame.event().ok_or(Skip::NotAnEvent)?;
     let f = frame;
-    let kind = match name {
-        "Newchannel" => PbxEventKind::ChannelCreated {
-            name: f.get("Channel").unwrap_or_default().to_string(),
-            endpoint: f.get("Channel").and_then(endpoint_of_channel),
-            caller_number: known(f.get("CallerIDNum")),
-            caller_name: known(f.get("CallerIDName")),
-            exten: known(f.get("Exten")),
-            context: known(f.get("Context")),
-        },
-        "Newstate" | "NewCallerid" => match known(f.get("CallerIDNum")) {
-            Some(caller_number) => PbxEventKind::CallerKnown { caller_number },
-            None => return Err(Skip::Ignored),
-        },
+    let (kind, common) = match name {
+        "Newchannel" => {
+            let [channel, number, caller_name, exten, context, uniqueid, linkedid, timestamp] = f
+                .get_many([
+                    "Channel",
+                    "CallerIDNum",
+                    "CallerIDName",
+                    "Exten",
+                    "Context",
+                    UNIQUEID,
+                    LINKEDID,
+                    TIMESTAMP,
+                ]);
+            let kind = PbxEventKind::ChannelCreated {
+                name: channel.unwrap_or_default().into(),
+                endpoint: channel.and_then(endpoint_of_channel),
+                caller_number: known(number),
+                caller_name: known(caller_name),
+                exten: known(exten),
+                context: known(context),
+            };
+            (kind, [uniqueid, linkedid, timestamp])
+        }
+        "Newstate" | "NewCallerid" => {
+            let [number, uniqueid, linkedid, timestamp] =
+                f.get_many(["CallerIDNum", UNIQUEID, LINKEDID, TIMESTAMP]);
+            match known(number) {
+                Some(caller_number) => (
+                    PbxEventKind::CallerKnown { caller_number },
+                    [uniqueid, linkedid, timestamp],
+                ),
+                None => return Err(Skip::Ignored),
+            }
+        }
         "DialBegin" => {
+            let [channel, dest_name, number, dest, dial_string, uniqueid, linkedid, timestamp] = f
+                .get_many([
+                    "Channel",
+                    "DestChannel",
+                    "CallerIDNum",
+                    "DestUniqueid",
+                    "DialString",
+                    UNIQUEID,
+                    LINKEDID,
+                    TIMESTAMP,
+                ]);
             // A DialBegin without a caller block comes from Originate: the PBX itself is
             // calling out, and the destination channel will show up on its own.
-            if f.get("Channel").is_none() {
+            if channel.is_none() {
                 return Err(Skip::Ignored);
             }
-            let dest_name = frame
-                .get("DestChannel")
-                .ok_or(Skip::Malformed("DestChannel"))?;
-            PbxEventKind::DialBegin {
-                caller_number: known(f.get("CallerIDNum")),
-                dest: ChannelId(
-                    frame
-                        .get("DestUniqueid")
-                        .ok_or(Skip::Malformed("DestUniqueid"))?
-                        .into(),
-                ),
-                dest_name: dest_name.to_string(),
+            let dest_name = dest_name.ok_or(Skip::Malformed("DestChannel"))?;
+            let kind = PbxEventKind::DialBegin {
+                caller_number: known(number),
+                dest: ChannelId(dest.ok_or(Skip::Malformed("DestUniqueid"))?.into()),
+                dest_name: dest_name.into(),
                 dest_endpoint: endpoint_of_channel(dest_name),
-                dial_string: known(f.get("DialString")),
-            }
+                dial_string: known(dial_string),
+            };
+            (kind, [uniqueid, linkedid, timestamp])
         }
         "DialEnd" => {
-            if f.get("Channel").is_none() {
+            let [channel, dest, dest_name, status, uniqueid, linkedid, timestamp] = f.get_many([
+                "Channel",
+                "DestUniqueid",
+                "DestChannel",
+                "DialStatus",
+                UNIQUEID,
+                LINKEDID,
+                TIMESTAMP,
+            ]);
+            if channel.is_none() {
                 return Err(Skip::Ignored);
             }
-            PbxEventKind::DialEnd {
-                dest: ChannelId(
-                    frame
-                        .get("DestUniqueid")
-                        .ok_or(Skip::Malformed("DestUniqueid"))?
-                        .into(),
-                ),
-                dest_endpoint: f.get("DestChannel").and_then(endpoint_of_channel),
-                outcome: dial_outcome(f.get("DialStatus").unwrap_or_default()),
-            }
+            let kind = PbxEventKind::DialEnd {
+                dest: ChannelId(dest.ok_or(Skip::Malformed("DestUniqueid"))?.into()),
+                dest_endpoint: dest_name.and_then(endpoint_of_channel),
+                outcome: dial_outcome(status.unwrap_or_default()),
+            };
+            (kind, [uniqueid, linkedid, timestamp])
         }
-        "Hangup" => PbxEventKind::HungUp {
-            cause: f.get("Cause").and_then(|c| c.trim().parse().ok()),
-        },
-        "BridgeEnter" => PbxEventKind::Bridged {
-            bridge: frame
-                .get("BridgeUniqueid")
-                .ok_or(Skip::Malformed("BridgeUniqueid"))?
-                .to_string(),
-        },
-        "BridgeLeave" => PbxEventKind::Unbridged {
-            bridge: frame
-                .get("BridgeUniqueid")
-                .ok_or(Skip::Malformed("BridgeUniqueid"))?
-                .to_string(),
-        },
+        "Hangup" => {
+            let [cause, uniqueid, linkedid, timestamp] =
+                f.get_many(["Cause", UNIQUEID, LINKEDID, TIMESTAMP]);
+            let kind = PbxEventKind::HungUp {
+                cause: cause.and_then(|c| c.trim().parse().ok()),
+            };
+            (kind, [uniqueid, linkedid, timestamp])
+        }
+        "BridgeEnter" | "BridgeLeave" => {
+            let [bridge, uniqueid, linkedid, timestamp] =
+                f.get_many(["BridgeUniqueid", UNIQUEID, LINKEDID, TIMESTAMP]);
+            let bridge = Id::from(bridge.ok_or(Skip::Malformed("BridgeUniqueid"))?);
+            let kind = if name == "BridgeEnter" {
+                PbxEventKind::Bridged { bridge }
+            } else {
+                PbxEventKind::Unbridged { bridge }
+            };
+            (kind, [uniqueid, linkedid, timestamp])
+        }
         "AgentCalled" | "AgentConnect" => {
-            let queue = f.get("Queue").unwrap_or_default().to_string();
-            let dest = f.get("DestUniqueid").map(|u| ChannelId(u.into()));
-            let endpoint = frame
-                .get("Interface")
+            let [queue, dest, interface, dest_name, uniqueid, linkedid, timestamp] = f.get_many([
+                "Queue",
+                "DestUniqueid",
+                "Interface",
+                "DestChannel",
+                UNIQUEID,
+                LINKEDID,
+                TIMESTAMP,
+            ]);
+            let queue = Id::from(queue.unwrap_or_default());
+            let dest = dest.map(|u| ChannelId(u.into()));
+            let endpoint = interface
                 .and_then(endpoint_of_interface)
-                .or_else(|| f.get("DestChannel").and_then(endpoint_of_channel));
-            if name == "AgentCalled" {
+                .or_else(|| dest_name.and_then(endpoint_of_channel));
+            let kind = if name == "AgentCalled" {
                 PbxEventKind::QueueAgentRinging {
                     queue,
                     dest,
@@ -107,15 +157,23 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                     dest,
                     endpoint,
                 }
-            }
+            };
+            (kind, [uniqueid, linkedid, timestamp])
         }
-        "QueueCallerAbandon" => PbxEventKind::QueueAbandoned {
-            queue: f.get("Queue").unwrap_or_default().to_string(),
-        },
+        "QueueCallerAbandon" => {
+            let [queue, uniqueid, linkedid, timestamp] =
+                f.get_many(["Queue", UNIQUEID, LINKEDID, TIMESTAMP]);
+            let kind = PbxEventKind::QueueAbandoned {
+                queue: queue.unwrap_or_default().into(),
+            };
+            (kind, [uniqueid, linkedid, timestamp])
+        }
         "Newexten" => {
             // Newexten is one of the most frequent events; only VoiceMail() matters.
-            if !frame
-                .get("Application")
+            // `Application` comes after the channel snapshot: read from the end (an event
+            // has it once).
+            if !f
+                .get_last("Application")
                 .is_some_and(|a| a.eq_ignore_ascii_case("VoiceMail"))
             {
                 return Err(Skip::Ignored);
@@ -127,49 +185,57 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
                 return Err(Skip::Malformed("AppData"));
             }
             let mailbox = if first.contains('@') {
-                first.to_string()
+                Id::from(first)
             } else {
-                format!("{first}@default")
+                compact_str::format_compact!("{first}@default")
             };
-            PbxEventKind::VoicemailStarted { mailbox }
+            (
+                PbxEventKind::VoicemailStarted { mailbox },
+                f.get_many(COMMON),
+            )
         }
         "VarSet" => {
             let variable = f.get_last("Variable").unwrap_or_default();
             if !VARIABLES.contains(&variable) {
                 return Err(Skip::Ignored);
             }
-            if variable == "DIALSTATUS" {
-                return finish(
-                    f,
-                    received_at,
-                    PbxEventKind::DialResult {
-                        outcome: dial_outcome(f.get_last("Value").unwrap_or_default()),
-                    },
-                );
-            }
-            PbxEventKind::Variable {
-                name: variable.to_string(),
-                value: f.get_last("Value").unwrap_or_default().to_string(),
-            }
+            let value = f.get_last("Value").unwrap_or_default();
+            let kind = if variable == "DIALSTATUS" {
+                PbxEventKind::DialResult {
+                    outcome: dial_outcome(value),
+                }
+            } else {
+                PbxEventKind::Variable {
+                    name: variable.into(),
+                    value: value.into(),
+                }
+            };
+            (kind, f.get_many(COMMON))
         }
         _ => return Err(Skip::Ignored),
     };
-    finish(f, received_at, kind)
+    finish(common, received_at, kind)
 }
 
-/// The parts every event has: channel, call and time.
-fn finish(f: &AmiFrame, received_at: Timestamp, kind: PbxEventKind) -> Result<PbxEvent, Skip> {
-    let channel = f.get("Uniqueid").ok_or(Skip::Malformed("Uniqueid"))?;
+/// The headers every event has: channel, call and time (read with the event's own fields).
+const UNIQUEID: &str = "Uniqueid";
+const LINKEDID: &str = "Linkedid";
+const TIMESTAMP: &str = "Timestamp";
+const COMMON: [&str; 3] = [UNIQUEID, LINKEDID, TIMESTAMP];
+
+/// The event from its kind and its [`COMMON`] headers (`Uniqueid`, `Linkedid`, `Timestamp`).
+fn finish(
+    [uniqueid, linkedid, timestamp]: [Option<&str>; 3],
+    received_at: Timestamp,
+    kind: PbxEventKind,
+) -> Result<PbxEvent, Skip> {
+    let channel = uniqueid.ok_or(Skip::Malformed("Uniqueid"))?;
     // Only events we keep pay for reading the time.
-    let at = f
-        .get("Timestamp")
+    let at = timestamp
         .and_then(Timestamp::parse_epoch)
         .unwrap_or(received_at);
     // Linkedid exists since Asterisk 1.8; without it the channel is its own call.
-    let call = f
-        .get("Linkedid")
-        .filter(|l| !l.is_empty())
-        .unwrap_or(channel);
+    let call = linkedid.filter(|l| !l.is_empty()).unwrap_or(channel);
     Ok(PbxEvent {
         at,
         call: call.into(),
@@ -190,24 +256,24 @@ pub const VARIABLES: &[&str] = &[
 /// The extension of a queue member interface: `PJSIP/101`, `SIP/101`, `IAX2/101`,
 /// `Local/101@from-queue/n` → `101`. Unlike channel names, interfaces carry no
 /// `-<sequence>` suffix.
-pub fn endpoint_of_interface(interface: &str) -> Option<String> {
+pub fn endpoint_of_interface(interface: &str) -> Option<Id> {
     let (tech, rest) = interface.split_once('/')?;
     let resource = if tech.eq_ignore_ascii_case("Local") {
         rest.split(['@', '/']).next().unwrap_or(rest)
     } else {
         rest.split('/').next().unwrap_or(rest)
     };
-    (!resource.is_empty()).then(|| resource.to_string())
+    (!resource.is_empty()).then(|| resource.into())
 }
 
 /// AMI writes `<unknown>` for an absent caller id, and a dialed leg's CallerIDNum is
 /// often just `s` (the start extension).
-fn known(value: Option<&str>) -> Option<String> {
+fn known(value: Option<&str>) -> Option<Id> {
     let v = value?.trim();
     if v.is_empty() || v == "<unknown>" || v == "s" {
         None
     } else {
-        Some(v.to_string())
+        Some(v.into())
     }
 }
 
@@ -216,7 +282,7 @@ fn known(value: Option<&str>) -> Option<String> {
 /// `Local/101@phones-00000001;1` → `101`. Channel names end in `-<sequence>` (and `;1`/`;2`
 /// for Local halves); what stands between the technology and that suffix is the
 /// endpoint, and for Local channels the part before `@context` is the dialed extension.
-pub fn endpoint_of_channel(channel: &str) -> Option<String> {
+pub fn endpoint_of_channel(channel: &str) -> Option<Id> {
     let (tech, rest) = channel.split_once('/')?;
     let rest = match rest.rsplit_once(';') {
         Some((head, half)) if half.chars().all(|c| c.is_ascii_digit()) => head,
@@ -234,7 +300,7 @@ pub fn endpoint_of_channel(channel: &str) -> Option<String> {
     if resource.is_empty() {
         None
     } else {
-        Some(resource.to_string())
+        Some(resource.into())
     }
 }
 
@@ -455,8 +521,8 @@ pub fn live_channel(frame: &AmiFrame) -> Option<LiveChannel> {
             .get("Linkedid")
             .filter(|l| !l.is_empty())
             .unwrap_or(uniqueid)
-            .to_string(),
-        name: name.to_string(),
+            .into(),
+        name: name.into(),
         endpoint: endpoint_of_channel(name),
         up: state == "6",
         ringing: state == "5",
@@ -466,10 +532,10 @@ pub fn live_channel(frame: &AmiFrame) -> Option<LiveChannel> {
         bridge: frame
             .get("BridgeId")
             .filter(|b| !b.trim().is_empty())
-            .map(str::to_string),
+            .map(Id::from),
         duration_secs: frame.get("Duration").map(parse_hms).unwrap_or(0),
-        application: known(frame.get("Application")),
-        application_data: known(frame.get("ApplicationData")),
+        application: known(frame.get("Application")).map(String::from),
+        application_data: known(frame.get("ApplicationData")).map(String::from),
     })
 }
 
