@@ -1,14 +1,16 @@
 //! Outbox throughput on SQLite and PostgreSQL: actions enqueued + delivered per second
-//! against the local retailCRM stand-in with no rate limit (see `callbridge::load::outbox`).
+//! against a local fake CRM with no rate limit (see `callbridge::load::outbox`): a bare
+//! responder by default, the retailCRM stand-in with OUTBOX_CRM=standin.
 //!
 //!     cargo bench --bench outbox
 //!
 //! Target (issue 5): ≥ 2,000 actions/s on SQLite on this machine. PostgreSQL runs when the
 //! machine's server answers at 127.0.0.1:5432 (user postgres, database test); each run
 //! gets a schema of its own. Sizes: OUTBOX_CALLS (default 3000 calls, ~10,800 actions),
-//! OUTBOX_RUNS (default 5); the median is reported.
+//! OUTBOX_PG_CALLS (default 1000: PostgreSQL is slower here), OUTBOX_RUNS (default 5); the
+//! median is reported.
 
-use callbridge::load::outbox::{run, OutboxLoad};
+use callbridge::load::outbox::{run, FakeCrm, OutboxLoad};
 use sqlx::Connection;
 
 #[global_allocator]
@@ -47,10 +49,16 @@ async fn drop_schema(name: &str) {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` does not: run small then.
     let full = std::env::args().any(|a| a == "--bench");
+    // OUTBOX_CRM=standin: the retailCRM stand-in instead of the bare responder.
+    let crm = match std::env::var("OUTBOX_CRM").as_deref() {
+        Ok("standin") => FakeCrm::Standin,
+        _ => FakeCrm::Bare,
+    };
     let load = OutboxLoad {
+        crm,
         calls: if full { env("OUTBOX_CALLS", 3000) } else { 50 },
         batch: 32,
-        concurrency: 16,
+        concurrency: env("OUTBOX_CONCURRENCY", 16),
     };
     let runs = if full { env("OUTBOX_RUNS", 5) } else { 1 };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -76,6 +84,10 @@ fn main() {
                         }
                     }
                 };
+                let mut load = load.clone();
+                if backend == "postgres" && full {
+                    load.calls = env("OUTBOX_PG_CALLS", 1000);
+                }
                 let report = run(&url, &load).await.expect("load run");
                 rates.push(report.per_sec());
                 println!(

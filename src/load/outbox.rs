@@ -1,6 +1,9 @@
 //! Outbox throughput: actions enqueued and delivered per second, through the real store
 //! (SQLite or PostgreSQL), the real delivery worker and the real retailCRM client, against
-//! the in-process retailCRM stand-in with its rate limit off. The workload is shaped like
+//! a local fake CRM with no rate limit: either the retailCRM stand-in (which keeps and
+//! checks every record) or a bare HTTP responder that answers every request the way API
+//! v5 answers a success (`{"success":true,"id":N}`), so that on a 2-core machine the
+//! figure measures callbridge rather than the stand-in's bookkeeping. The workload is shaped like
 //! real traffic: per call a ringing pop-up, its closing and the history record, and for
 //! every fifth call a new client (customer, order naming it, task naming the order, a
 //! manager change), committed in batches as the call processor commits them.
@@ -24,8 +27,18 @@ use crate::sim::retailcrm::{RetailCrmSim, SimOptions};
 use crate::store::{Commit, Store};
 use crate::time::Timestamp;
 
+/// Which fake CRM answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeCrm {
+    /// The retailCRM stand-in (`sim::retailcrm`), rate limit off.
+    Standin,
+    /// A responder that answers success with a fresh id to everything.
+    Bare,
+}
+
 #[derive(Debug, Clone)]
 pub struct OutboxLoad {
+    pub crm: FakeCrm,
     pub calls: usize,
     /// Calls per store transaction, as the call processor batches them.
     pub batch: usize,
@@ -124,15 +137,25 @@ pub fn call_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
 
 /// Runs the workload once on a fresh store at `store_url` (which must be empty).
 pub async fn run(store_url: &str, load: &OutboxLoad) -> anyhow::Result<OutboxLoadReport> {
-    let crm_sim = RetailCrmSim::start(SimOptions {
-        rate_limit: None,
-        ..SimOptions::default()
-    })
-    .await
-    .context("starting the retailCRM stand-in")?;
+    let (crm_url, crm_stop) = match load.crm {
+        FakeCrm::Standin => {
+            let sim = RetailCrmSim::start(SimOptions {
+                rate_limit: None,
+                ..SimOptions::default()
+            })
+            .await
+            .context("starting the retailCRM stand-in")?;
+            let url = sim.base_url();
+            (url, Stop::Standin(sim))
+        }
+        FakeCrm::Bare => {
+            let (url, stop) = bare_crm().await?;
+            (url, Stop::Bare(stop))
+        }
+    };
     let crm = RetailCrm::new(&CrmConfig {
         kind: CrmKind::RetailCrm,
-        url: crm_sim.base_url(),
+        url: crm_url,
         api_key: Secret::new(SimOptions::default().api_key),
         site: None,
         timeout: Duration::from_secs(10),
@@ -163,21 +186,52 @@ pub async fn run(store_url: &str, load: &OutboxLoad) -> anyhow::Result<OutboxLoa
         }
         outbox.commit(&items).await?;
     }
-    loop {
-        let m = store.outbox_metrics(Timestamp::now()).await?;
-        if m.done as usize >= total {
-            break;
-        }
-        anyhow::ensure!(m.dead == 0, "actions went dead during the load run: {m:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    while store.pending_count().await? > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
+    let m = store.outbox_metrics(Timestamp::now()).await?;
+    anyhow::ensure!(
+        m.done as usize == total,
+        "not every action was delivered in the load run: {m:?}"
+    );
     stop.cancel();
     let _ = worker.await;
     store.close().await;
-    crm_sim.shutdown();
+    match crm_stop {
+        Stop::Standin(sim) => sim.shutdown(),
+        Stop::Bare(stop) => stop.cancel(),
+    }
     Ok(OutboxLoadReport {
         actions: total,
         elapsed,
     })
+}
+
+enum Stop {
+    Standin(RetailCrmSim),
+    Bare(CancellationToken),
+}
+
+/// An HTTP server on 127.0.0.1 answering every request with API v5's success shape and a
+/// new id (creates, edits, call events, uploads alike).
+async fn bare_crm() -> anyhow::Result<(String, CancellationToken)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let next = Arc::new(AtomicU64::new(1));
+    let app = axum::Router::new().fallback(move || {
+        let id = next.fetch_add(1, Ordering::Relaxed);
+        async move { axum::Json(serde_json::json!({ "success": true, "id": id })) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let until = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { until.cancelled().await })
+            .await;
+    });
+    Ok((format!("http://{addr}"), stop))
 }

@@ -252,6 +252,14 @@ impl Store {
         Ok(tx)
     }
 
+    /// Actions not yet delivered (cheap: the pending index), for load runs and waits.
+    pub async fn pending_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM actions WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
     pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         let m = self.outbox_metrics(Timestamp::now()).await?;
         Ok(OutboxCounts {
