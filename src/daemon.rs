@@ -199,6 +199,7 @@ async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker,
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshots = SnapshotSchedule::default();
+    let mut clock = PbxClock::default();
     loop {
         let mut updates = Vec::new();
         let snapshot_due = snapshots.due_in();
@@ -213,11 +214,13 @@ async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker,
                     }
                 }
                 for input in batch {
-                    updates.extend(apply(&mut tracker, input));
+                    let pbx_now = clock.now(&tracker);
+                    updates.extend(apply(&mut tracker, pbx_now, input));
+                    clock.observe(&tracker);
                 }
             }
             _ = sweep.tick() => {
-                let stale = tracker.sweep(Timestamp::now(), p.pbx.stale_call_timeout);
+                let stale = tracker.sweep(clock.now(&tracker), p.pbx.stale_call_timeout);
                 if !stale.is_empty() {
                     warn!(pbx = %p.pbx.name, calls = stale.len(), timeout = ?p.pbx.stale_call_timeout,
                           "ending calls that saw no event for too long");
@@ -271,7 +274,33 @@ impl SnapshotSchedule {
     }
 }
 
-fn apply(tracker: &mut CallTracker, input: PbxInput) -> Vec<CallUpdate> {
+/// The PBX's clock as best known here: its latest event time, moved on by the time that
+/// passed on ours since. Calls are judged stale and lists of channels are dated on it,
+/// so a PBX whose clock differs from this host's (or recorded calls replayed) is judged
+/// by its own time.
+#[derive(Default)]
+struct PbxClock {
+    seen: Option<(Timestamp, tokio::time::Instant)>,
+}
+
+impl PbxClock {
+    fn observe(&mut self, tracker: &CallTracker) {
+        let latest = tracker.pbx_clock();
+        if latest.0 > 0 && self.seen.is_none_or(|(t, _)| latest > t) {
+            self.seen = Some((latest, tokio::time::Instant::now()));
+        }
+    }
+
+    fn now(&mut self, tracker: &CallTracker) -> Timestamp {
+        self.observe(tracker);
+        match self.seen {
+            Some((t, when)) => Timestamp(t.0 + when.elapsed().as_micros() as i64),
+            None => Timestamp::now(),
+        }
+    }
+}
+
+fn apply(tracker: &mut CallTracker, pbx_now: Timestamp, input: PbxInput) -> Vec<CallUpdate> {
     tracing::trace!(?input, "PBX input");
     match input {
         PbxInput::Event(event) => tracker.apply(&event),
@@ -279,7 +308,9 @@ fn apply(tracker: &mut CallTracker, input: PbxInput) -> Vec<CallUpdate> {
             tracker.begin_resync();
             Vec::new()
         }
-        PbxInput::Resync { at, channels } => {
+        PbxInput::Resync { at: _, channels } => {
+            // The list was read now; its moment on the PBX's clock.
+            let at = pbx_now;
             debug!(
                 channels = channels.len(),
                 live_calls = tracker.live_calls(),
@@ -408,5 +439,61 @@ async fn complete_from_disk(pbx: &PbxConfig, summary: &mut CallSummary) {
                 .ok()
                 .flatten();
         summary.recording = found.map(|p| p.to_string_lossy().into_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::TrackerConfig;
+    use crate::pbx::ami::normalize::normalize;
+    use crate::pbx::ami::{AmiCodec, AmiItem};
+    use tokio_util::codec::Decoder;
+
+    /// A call restored after a restart is judged by the PBX's clock: a PBX whose clock is
+    /// hours behind ours (or a replayed recording) does not make every call look stale.
+    #[tokio::test]
+    async fn staleness_is_judged_on_the_pbx_clock() {
+        // Half a call, recorded hours ago by the PBX's clock.
+        let bytes = include_bytes!("../tests/fixtures/asterisk/iax2/inbound_answered.ami");
+        let mut codec = AmiCodec::new();
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        let mut events = Vec::new();
+        while let Ok(Some(item)) = codec.decode(&mut buf) {
+            if let AmiItem::Frame(f) = item {
+                if let Ok(ev) = normalize(&f, Timestamp(0)) {
+                    events.push(ev);
+                }
+            }
+        }
+        let mut before = CallTracker::new(TrackerConfig::default());
+        for e in &events[..events.len() / 2] {
+            before.apply(e);
+        }
+        let snapshots: Vec<_> = before
+            .take_dirty()
+            .iter()
+            .filter_map(|id| before.snapshot(id))
+            .collect();
+        assert_eq!(snapshots.len(), 1);
+        let mut after = CallTracker::new(TrackerConfig::default());
+        for s in snapshots {
+            after.restore(s);
+        }
+        let mut clock = PbxClock::default();
+        let now = clock.now(&after);
+        assert!(
+            Timestamp::now().0 - now.0 > 3_600_000_000,
+            "the recording's clock is hours behind this one"
+        );
+        assert!(after.sweep(now, Duration::from_secs(6 * 3600)).is_empty());
+        assert_eq!(after.live_calls(), 1, "the call goes on");
+        // By our own clock it would have been ended as stale.
+        assert_eq!(
+            after
+                .sweep(Timestamp::now(), Duration::from_secs(3600))
+                .len(),
+            1
+        );
     }
 }

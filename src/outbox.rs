@@ -11,15 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::actions::{CallEventType, CrmAction, EntityRef};
 use crate::call::CallUpdate;
 use crate::crm::{CrmError, Delivered, RetailCrm};
-use crate::store::{Attempt, PendingAction, Store, StoreError};
+use crate::store::{Attempt, AttemptResult, PendingAction, Settled, Store, StoreError};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone)]
@@ -105,6 +105,8 @@ impl Outbox {
         info!(%worker, concurrency = options.concurrency, "outbox: delivering");
         self.expire_dead_workers_claims().await;
         let mut in_flight: JoinSet<()> = JoinSet::new();
+        let (results, results_rx) = mpsc::channel::<AttemptResult>(options.concurrency.max(1) * 4);
+        let writer = tokio::spawn(write_results(self.store.clone(), results_rx));
         let mut next_report = Instant::now() + options.report_every;
         loop {
             if shutdown.is_cancelled() {
@@ -127,7 +129,10 @@ impl Outbox {
                                 (self.store.clone(), crm.clone(), options.clone());
                             let span =
                                 info_span!("call", call_id = %pending.call_id, action = pending.id);
-                            in_flight.spawn(deliver(store, crm, opts, pending).instrument(span));
+                            in_flight.spawn(
+                                deliver(store, crm, opts, pending, results.clone())
+                                    .instrument(span),
+                            );
                         }
                     }
                     Err(e) => {
@@ -174,8 +179,12 @@ impl Outbox {
                     "outbox: requests still in flight after the grace period; they stay pending and are retried (in doubt) at the next start"
                 );
                 in_flight.abort_all();
+                while in_flight.join_next().await.is_some() {}
             }
         }
+        // The last results are written before the store closes.
+        drop(results);
+        let _ = writer.await;
         self.report().await;
     }
 
@@ -319,6 +328,7 @@ async fn deliver(
     crm: RetailCrm,
     options: DeliveryOptions,
     mut pending: PendingAction,
+    results: mpsc::Sender<AttemptResult>,
 ) {
     let kind = pending.action.kind();
     let started_at = Timestamp::now();
@@ -347,7 +357,7 @@ async fn deliver(
         error,
     };
     let age = Duration::from_micros((started_at.0 - pending.round_started_at.0).max(0) as u64);
-    let written = match result {
+    let (attempt, settled) = match result {
         Ok(delivered) => {
             if let Some(note) = &delivered.note {
                 info!(kind, note = %note, "CRM accepted with a remark");
@@ -358,31 +368,27 @@ async fn deliver(
                 ms = elapsed.as_millis() as u64,
                 "delivered"
             );
-            let done = attempt((delivered.status != 0).then_some(delivered.status), None);
-            store
-                .mark_done(
-                    &pending,
-                    &done,
-                    delivered.note.as_deref(),
-                    delivered.result.as_ref(),
-                )
-                .await
+            (
+                attempt((delivered.status != 0).then_some(delivered.status), None),
+                Settled::Done {
+                    note: delivered.note,
+                    result: delivered.result,
+                },
+            )
         }
         Err(DeliveryError::Dead(why)) => {
             warn!(kind, why = %why, "action cannot be sent; parked as dead (see `callbridge outbox`)");
-            store.mark_dead(&pending, &attempt(None, Some(why))).await
+            (attempt(None, Some(why)), Settled::Dead)
         }
         Err(error) if error.is_transient() && age < options.give_up_after => {
             let wait = retry_delay(&options, pending.attempts, error.retry_after());
             warn!(kind, error = %error, attempt = pending.attempts + 1, retry_in = ?wait, "CRM delivery failed; will retry");
-            let next = Timestamp(started_at.0 + wait.as_micros() as i64);
-            store
-                .mark_retry(
-                    &pending,
-                    &attempt(error.status(), Some(error.to_string())),
-                    next,
-                )
-                .await
+            (
+                attempt(error.status(), Some(error.to_string())),
+                Settled::Retry {
+                    next_attempt_at: Timestamp(started_at.0 + wait.as_micros() as i64),
+                },
+            )
         }
         Err(error) if error.is_transient() => {
             let why = format!(
@@ -390,23 +396,70 @@ async fn deliver(
                 humantime::format_duration(Duration::from_secs(age.as_secs()))
             );
             warn!(kind, error = %error, "CRM delivery still failing after give_up_after; parked as dead (see `callbridge outbox`)");
-            store
-                .mark_dead(&pending, &attempt(error.status(), Some(why)))
-                .await
+            (attempt(error.status(), Some(why)), Settled::Dead)
         }
         Err(error) => {
             warn!(kind, error = %error, "CRM refused the action; parked as dead (see `callbridge outbox`)");
-            store
-                .mark_dead(&pending, &attempt(error.status(), Some(error.to_string())))
-                .await
+            (
+                attempt(error.status(), Some(error.to_string())),
+                Settled::Dead,
+            )
         }
     };
-    if let Err(e) = written {
-        // The action stays claimed in the store: when the lease runs out it is delivered
-        // again, in doubt, and the CRM adapter looks before it creates.
-        warn!(kind, error = %e, "could not record the delivery result");
+    // The writer records it (with others, in one transaction). Until then the action stays
+    // claimed, so nobody sends it again; if the writer is gone, the lease runs out and the
+    // action is delivered again, in doubt: the CRM adapter looks before it creates.
+    if results
+        .send(AttemptResult {
+            action: pending,
+            attempt,
+            settled,
+        })
+        .await
+        .is_err()
+    {
+        warn!(
+            kind,
+            "could not record the delivery result: the result writer stopped"
+        );
     }
 }
+
+/// Writes delivery results as they come, in batches: one transaction for all that
+/// arrived while the previous one was written. Ends when every sender is gone and the
+/// last results are written.
+async fn write_results(store: Store, mut results: mpsc::Receiver<AttemptResult>) {
+    let mut batch = Vec::new();
+    while let Some(first) = results.recv().await {
+        batch.push(first);
+        while batch.len() < RESULT_BATCH {
+            match results.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match store.record_attempts(&batch).await {
+                Ok(()) => break,
+                Err(e) if delay < Duration::from_secs(5) => {
+                    warn!(error = %e, results = batch.len(), retry_in = ?delay, "could not record delivery results; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    // Left claimed: redelivered in doubt when the leases run out.
+                    error!(error = %e, results = batch.len(), "could not record delivery results; the actions will be delivered again, in doubt");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Most results written in one transaction.
+const RESULT_BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 enum DeliveryError {

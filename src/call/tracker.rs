@@ -69,6 +69,8 @@ pub struct CallTracker {
     resync_mark: u64,
     /// Scratch list of `apply`, kept so that applying an event does not allocate for it.
     recompute_buf: Vec<Id>,
+    /// The latest event time seen (the PBX's clock), from events and restored calls.
+    pbx_clock: Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,6 +195,13 @@ impl CallTracker {
         }
     }
 
+    /// The latest moment the PBX's own clock has shown (its events' times, and the last
+    /// events of restored calls). Staleness is judged on this clock, not the daemon's:
+    /// the two machines' clocks need not agree.
+    pub fn pbx_clock(&self) -> Timestamp {
+        self.pbx_clock
+    }
+
     /// Calls in progress.
     pub fn live_calls(&self) -> usize {
         self.calls.len()
@@ -257,11 +266,13 @@ impl CallTracker {
         // Event counts of the process that saved it mean nothing here: the first resync
         // judges it.
         call.last_seq = 0;
+        self.pbx_clock = self.pbx_clock.max(call.last_event_at);
         self.calls.insert(id, call);
     }
 
     /// Feeds one event; returns what changed for the calls it touches.
     pub fn apply(&mut self, ev: &PbxEvent) -> Vec<CallUpdate> {
+        self.pbx_clock = self.pbx_clock.max(ev.at);
         let mut out = Vec::new();
         let owned;
         let call_id: &str = match self.adopt(ev, &mut out) {
@@ -575,6 +586,11 @@ impl CallTracker {
                 continue;
             };
             let call_id = chan.call.clone();
+            // A call with events since the list was asked for knows better than the list
+            // (it may have been built before those events).
+            if self.calls.get(&call_id).is_some_and(|c| c.last_seq > mark) {
+                continue;
+            }
             if chan.bridge != l.bridge {
                 if let Some(old) = chan.bridge.clone() {
                     remove_from(&mut self.bridges, &old, &l.channel);

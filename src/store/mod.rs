@@ -21,7 +21,7 @@ use crate::actions::CrmAction;
 use crate::call::{CallHeader, CallUpdate};
 use crate::time::Timestamp;
 
-pub use outbox::{ActionFilter, ActionRow, OutboxMetrics};
+pub use outbox::{ActionFilter, ActionRow, AttemptResult, OutboxMetrics, Settled, StepState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -198,6 +198,12 @@ impl Store {
                              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
+                    } else {
+                        // The outbox table grows from empty and its rows change state all
+                        // the time: a plan cached for the first, tiny table (a generic plan)
+                        // turns the claim query into a scan of everything. Plan each time.
+                        conn.execute("SET plan_cache_mode = force_custom_plan")
+                            .await?;
                     }
                     Ok(())
                 })

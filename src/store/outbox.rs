@@ -170,6 +170,64 @@ impl Store {
         Ok(row.try_get::<Option<i64>, _>(0)?.map(Timestamp))
     }
 
+    /// Records how attempts ended, several in one transaction (group commit: the
+    /// delivery workers' results are written together, not one commit per request).
+    pub async fn record_attempts(&self, results: &[AttemptResult]) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.result_tx().await?;
+        let now = Timestamp::now().0;
+        for r in results {
+            let (action, attempt) = (&r.action, &r.attempt);
+            match &r.settled {
+                Settled::Done { note, result } => {
+                    sqlx::query(
+                        "UPDATE actions SET state = 'done', attempts = started, last_status = $1, last_error = NULL,
+                             note = $2, result = $3, done_at = $4, claimed_by = NULL, claimed_until = NULL
+                         WHERE id = $5",
+                    )
+                    .bind(attempt.http_status.map(i64::from))
+                    .bind(note.clone())
+                    .bind(result.as_ref().map(|v| v.to_string()))
+                    .bind(now)
+                    .bind(action.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Settled::Retry { next_attempt_at } => {
+                    sqlx::query(
+                        "UPDATE actions SET attempts = started, last_status = $1, last_error = $2, next_attempt_at = $3,
+                             claimed_by = NULL, claimed_until = NULL
+                         WHERE id = $4",
+                    )
+                    .bind(attempt.http_status.map(i64::from))
+                    .bind(attempt.error.clone())
+                    .bind(next_attempt_at.0)
+                    .bind(action.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Settled::Dead => {
+                    sqlx::query(
+                        "UPDATE actions SET state = 'dead', attempts = started, last_status = $1, last_error = $2,
+                             claimed_by = NULL, claimed_until = NULL
+                         WHERE id = $3",
+                    )
+                    .bind(attempt.http_status.map(i64::from))
+                    .bind(attempt.error.clone())
+                    .bind(action.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            let ok = matches!(r.settled, Settled::Done { .. });
+            log_request(&mut tx, action, attempt, ok).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The CRM confirmed the action; `result` is what later steps may need from it.
     pub async fn mark_done(
         &self,
@@ -178,22 +236,15 @@ impl Store {
         note: Option<&str>,
         result: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.result_tx().await?;
-        sqlx::query(
-            "UPDATE actions SET state = 'done', attempts = started, last_status = $1, last_error = NULL,
-                 note = $2, result = $3, done_at = $4, claimed_by = NULL, claimed_until = NULL
-             WHERE id = $5",
-        )
-        .bind(attempt.http_status.map(i64::from))
-        .bind(note.map(str::to_string))
-        .bind(result.map(|v| v.to_string()))
-        .bind(Timestamp::now().0)
-        .bind(action.id)
-        .execute(&mut *tx)
-        .await?;
-        log_request(&mut tx, action, attempt, true).await?;
-        tx.commit().await?;
-        Ok(())
+        self.record_attempts(&[AttemptResult {
+            action: action.clone(),
+            attempt: attempt.clone(),
+            settled: Settled::Done {
+                note: note.map(str::to_string),
+                result: result.cloned(),
+            },
+        }])
+        .await
     }
 
     /// Records a failed attempt; the action stays pending until `next_attempt_at`.
@@ -203,21 +254,12 @@ impl Store {
         attempt: &Attempt,
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.result_tx().await?;
-        sqlx::query(
-            "UPDATE actions SET attempts = started, last_status = $1, last_error = $2, next_attempt_at = $3,
-                 claimed_by = NULL, claimed_until = NULL
-             WHERE id = $4",
-        )
-        .bind(attempt.http_status.map(i64::from))
-        .bind(attempt.error.clone())
-        .bind(next_attempt_at.0)
-        .bind(action.id)
-        .execute(&mut *tx)
-        .await?;
-        log_request(&mut tx, action, attempt, false).await?;
-        tx.commit().await?;
-        Ok(())
+        self.record_attempts(&[AttemptResult {
+            action: action.clone(),
+            attempt: attempt.clone(),
+            settled: Settled::Retry { next_attempt_at },
+        }])
+        .await
     }
 
     /// Parks an action the CRM refused for good (or that ran out of time), with the
@@ -227,20 +269,12 @@ impl Store {
         action: &PendingAction,
         attempt: &Attempt,
     ) -> Result<(), StoreError> {
-        let mut tx = self.result_tx().await?;
-        sqlx::query(
-            "UPDATE actions SET state = 'dead', attempts = started, last_status = $1, last_error = $2,
-                 claimed_by = NULL, claimed_until = NULL
-             WHERE id = $3",
-        )
-        .bind(attempt.http_status.map(i64::from))
-        .bind(attempt.error.clone())
-        .bind(action.id)
-        .execute(&mut *tx)
-        .await?;
-        log_request(&mut tx, action, attempt, false).await?;
-        tx.commit().await?;
-        Ok(())
+        self.record_attempts(&[AttemptResult {
+            action: action.clone(),
+            attempt: attempt.clone(),
+            settled: Settled::Dead,
+        }])
+        .await
     }
 
     /// A transaction for recording how an attempt ended (see `Backend::relaxed_commit`).
@@ -427,6 +461,27 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// How one attempt ended, to record.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub action: PendingAction,
+    pub attempt: Attempt,
+    pub settled: Settled,
+}
+
+#[derive(Debug, Clone)]
+pub enum Settled {
+    /// The CRM confirmed it; `result` is what later steps of the call may need.
+    Done {
+        note: Option<String>,
+        result: Option<serde_json::Value>,
+    },
+    /// Failed for now; due again at `next_attempt_at`.
+    Retry { next_attempt_at: Timestamp },
+    /// Refused for good, or out of time: the reason is the attempt's error.
+    Dead,
 }
 
 /// What a later step of a call needs to know of an earlier one.
