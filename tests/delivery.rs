@@ -375,3 +375,25 @@ async fn two_daemons_on_one_postgres_deliver_each_action_once() {
     crm.shutdown();
     schema.drop().await;
 }
+
+/// The short variant of `cargo bench --bench outbox`: the same workload, small, against
+/// the retailCRM stand-in (which checks every request), on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_load_run_delivers_every_action() {
+    use callbridge::load::outbox::{run, FakeCrm, OutboxLoad};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("cb.db").display());
+    let report = run(
+        &url,
+        &OutboxLoad {
+            crm: FakeCrm::Standin,
+            calls: 40,
+            batch: 8,
+            concurrency: 8,
+        },
+    )
+    .await
+    .expect("every action delivered, none dead");
+    // 40 calls × 3 telephony actions, and 8 new clients × 4 records.
+    assert_eq!(report.actions, 40 * 3 + 8 * 4);
+}

@@ -187,7 +187,7 @@ pub async fn run(store_url: &str, load: &OutboxLoad) -> anyhow::Result<OutboxLoa
         outbox.commit(&items).await?;
     }
     while store.pending_count().await? > 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let elapsed = started.elapsed();
     let m = store.outbox_metrics(Timestamp::now()).await?;
