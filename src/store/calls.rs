@@ -31,6 +31,7 @@ impl Store {
     /// action: the store is what remembers what was sent. Returns the new action ids.
     pub async fn commit(&self, items: &[Commit]) -> Result<Vec<i64>, StoreError> {
         let now = Timestamp::now().0;
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let mut ids = Vec::new();
         for item in items {

@@ -102,6 +102,10 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite takes one writer at a time and makes the others sleep and retry (its busy
+    /// handler naps whole milliseconds); queueing this process's writers here instead
+    /// keeps them off that path. Readers are not queued (WAL lets them read meanwhile).
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// An action a worker claimed for delivery.
@@ -214,7 +218,20 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            writes: Default::default(),
+        })
+    }
+
+    /// Held around a write on SQLite (see `Store::writes`); nothing on PostgreSQL, whose
+    /// row locks let writers work side by side.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.writes.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -87,6 +87,7 @@ impl Store {
              RETURNING id, call_id, attempts, started, created_at, round_started_at, payload",
             self.backend.skip_locked()
         );
+        let _turn = self.write_turn().await;
         let rows = sqlx::query(&sql)
             .bind(worker)
             .bind(lease_until.0)
@@ -119,6 +120,7 @@ impl Store {
     /// Ends the leases of a worker known to be gone; its actions become claimable at once
     /// (in doubt). Returns how many.
     pub async fn expire_claims(&self, worker: &str, now: Timestamp) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE actions SET claimed_until = $1
              WHERE claimed_by = $2 AND state = 'pending' AND claimed_until > $1",
@@ -176,6 +178,7 @@ impl Store {
         if results.is_empty() {
             return Ok(());
         }
+        let _turn = self.write_turn().await;
         let mut tx = self.result_tx().await?;
         let now = Timestamp::now().0;
         for r in results {
@@ -395,6 +398,7 @@ impl Store {
             });
         }
         let now = Timestamp::now().0;
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE actions SET state = 'pending', next_attempt_at = $1, round_started_at = $1
              WHERE id = $2 AND state IN ('dead', 'dropped')",
@@ -409,6 +413,7 @@ impl Store {
     /// Puts every dead action back in the queue; returns how many.
     pub async fn retry_all_dead(&self) -> Result<u64, StoreError> {
         let now = Timestamp::now().0;
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE actions SET state = 'pending', next_attempt_at = $1, round_started_at = $1
              WHERE state = 'dead'",
@@ -431,6 +436,7 @@ impl Store {
                 verb: "dropped",
             });
         }
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE actions SET state = 'dropped', note = 'dropped by hand' WHERE id = $1 AND state IN ('pending', 'dead')",
         )
