@@ -180,3 +180,106 @@ async fn rejected_login_and_crm_key_errors_are_logged_without_secrets() {
     pbx.stop();
     crm.shutdown();
 }
+
+/// `callbridge outbox …` on a store (found through the configuration's `[store] url`):
+/// list by state as a table, retry a dead action, refuse to drop without `--yes`, drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_commands_list_retry_and_drop() {
+    use callbridge::actions::{CallEvent, CallEventType, CrmAction};
+    use callbridge::call::{CallHeader, Direction};
+    use callbridge::store::{Attempt, Commit, Store};
+    use callbridge::time::Timestamp;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("cb.db").display());
+    let config = dir.path().join("callbridge.toml");
+    // Only [store] is read: the PBX secret may live in the daemon's environment alone.
+    std::fs::write(&config, format!("[store]\nurl = \"{url}\"\n")).expect("config");
+    let store = Store::open(&url).await.expect("store");
+    let header = CallHeader {
+        pbx: "office".into(),
+        call_id: "1795627488.2".into(),
+        direction: Direction::Inbound,
+        customer_number: Some("+79161234567".into()),
+        did: None,
+        started_at: Timestamp::now(),
+    };
+    let popup = CrmAction::CallEvent(CallEvent {
+        event: CallEventType::In,
+        phone: "+79161234567".into(),
+        codes: vec!["101".into()],
+        hangup_status: None,
+        call_external_id: header.external_id(),
+        external_phone: None,
+    });
+    let ids = store
+        .commit(&[Commit::Actions {
+            header,
+            actions: vec![popup.clone(), popup],
+        }])
+        .await
+        .expect("enqueue");
+    let now = Timestamp::now();
+    let claimed = store
+        .claim("test", now, Timestamp(now.0 + 60_000_000), 1)
+        .await
+        .expect("claim");
+    let refused = Attempt {
+        started_at: now,
+        elapsed: Duration::from_millis(5),
+        http_status: Some(400),
+        error: Some("CRM answered HTTP 400: Errors in the entity format (phone: bad)".into()),
+    };
+    store.mark_dead(&claimed[0], &refused).await.expect("dead");
+    store.close().await;
+
+    let outbox = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("outbox")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run outbox");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, _) = outbox(&["list", "--state", "dead"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().next().unwrap_or("").contains("STATE"),
+        "a table: {out}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(&ids[0].to_string()))
+        .expect("the dead action is listed");
+    assert!(
+        row.contains("popup_in") && row.contains("dead") && row.contains("400"),
+        "{row}"
+    );
+    assert!(row.contains("phone: bad"), "the CRM's message: {row}");
+    assert!(
+        !out.contains(&format!("\n{:>7}", ids[1])),
+        "pending ones are not dead: {out}"
+    );
+
+    let (code, out, _) = outbox(&["retry", &ids[0].to_string()]);
+    assert_eq!(code, 0, "{out}");
+    let (_, out, _) = outbox(&["list", "--state", "dead"]);
+    assert!(out.contains("0 shown"), "{out}");
+
+    let (code, _, err) = outbox(&["drop", &ids[1].to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--yes"), "{err}");
+    let (code, out, _) = outbox(&["drop", &ids[1].to_string(), "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    let store = Store::open(&url).await.expect("store");
+    assert_eq!(store.action(ids[1]).await.expect("row").state, "dropped");
+    // Back in the queue; listed as `failed` (pending, last attempt failed) until it goes out.
+    assert_eq!(store.action(ids[0]).await.expect("row").state, "failed");
+    store.close().await;
+}
