@@ -19,10 +19,6 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use callbridge::actions::{
-    CrmAction, Entity, EntityRef, ManagerChange, NewCustomer, NewOrder, NewTask,
-};
-use callbridge::call::{CallHeader, Direction};
 use callbridge::sim::ami::{AmiSim, Transcript};
 use callbridge::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
 use callbridge::store::{ActionFilter, ActionRow, CallRow, Commit, Store};
@@ -66,56 +62,6 @@ async fn play_held(pbx: AmiSim, t: Transcript, speed: f64) {
         }
         pbx.send_raw(chunk);
     }
-}
-
-/// A new client's records straight into the outbox: customer, order for it, task on the
-/// order, and the customer handed to another manager.
-fn client_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
-    let customer = format!("cbt-{n}");
-    let order = format!("cbt-{n}-order");
-    let header = CallHeader {
-        pbx: "tool".into(),
-        call_id: n.to_string(),
-        direction: Direction::Inbound,
-        customer_number: Some(format!("+7916{n:07}")),
-        did: None,
-        started_at: Timestamp::now(),
-    };
-    let actions = vec![
-        CrmAction::CreateCustomer(NewCustomer {
-            external_id: customer.clone(),
-            phone: format!("+7916{n:07}"),
-            first_name: None,
-            manager_id: Some(3),
-            source: None,
-        }),
-        CrmAction::CreateOrder(NewOrder {
-            external_id: order.clone(),
-            customer: EntityRef::Step(customer.clone()),
-            phone: format!("+7916{n:07}"),
-            manager_id: Some(3),
-            order_method: None,
-            status: None,
-            source: None,
-            comment: None,
-        }),
-        CrmAction::CreateTask(NewTask {
-            marker: format!("{customer}#1"),
-            text: "Call the client back".into(),
-            commentary: Some("test task".into()),
-            performer_id: 7,
-            customer: None,
-            order: Some(EntityRef::Step(order)),
-            phone: None,
-            complete: false,
-        }),
-        CrmAction::SetManager(ManagerChange {
-            entity: Entity::Customer,
-            target: EntityRef::Step(customer),
-            manager_id: 4,
-        }),
-    ];
-    (header, actions)
 }
 
 async fn crash_run(store_url: &str) {
@@ -165,7 +111,9 @@ async fn crash_run(store_url: &str) {
         })
     };
 
-    // The calls: a new one every 20 ms, each about a second long.
+    // The calls: a new one every 20 ms, each one to three seconds long (real calls last
+    // minutes: what a crash can swallow whole is only what the daemon had read and not
+    // yet stored).
     let mut expected_calls = HashSet::new();
     let mut inbound = HashSet::new();
     let mut feeders = Vec::new();
@@ -178,9 +126,9 @@ async fn crash_run(store_url: &str) {
             }
             expected_calls.insert(format!("cb-office-{id}"));
         }
-        feeders.push(tokio::spawn(play_held(pbx.clone(), t, 10.0)));
+        feeders.push(tokio::spawn(play_held(pbx.clone(), t, 5.0)));
         if n.is_multiple_of(10) {
-            let (header, actions) = client_actions(n);
+            let (header, actions) = common::client_actions(n);
             tool.commit(&[Commit::Actions { header, actions }])
                 .await
                 .expect("enqueue client actions");

@@ -9,10 +9,6 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use callbridge::actions::{
-    CrmAction, Entity, EntityRef, ManagerChange, NewCustomer, NewOrder, NewTask,
-};
-use callbridge::call::{CallHeader, Direction};
 use callbridge::sim::ami::AmiSim;
 use callbridge::sim::retailcrm::{Fault, RetailCrmSim, SimOptions, SimState};
 use callbridge::store::{ActionFilter, Commit, Store};
@@ -21,55 +17,10 @@ use common::{
     ami_options, config_toml_store, crm_options, fixture, DaemonProcess, Harness, PgSchema, CRM_KEY,
 };
 
-/// A new client's customer, order (naming the customer), task (naming the order) and a
-/// manager change, as the matrix makes them.
+/// A new client's records (see `common::client_actions`) as one commit.
 fn client(n: usize) -> Commit {
-    let customer = format!("cbt-{n}");
-    let order = format!("cbt-{n}-order");
-    Commit::Actions {
-        header: CallHeader {
-            pbx: "tool".into(),
-            call_id: n.to_string(),
-            direction: Direction::Inbound,
-            customer_number: Some(format!("+7916{n:07}")),
-            did: None,
-            started_at: Timestamp::now(),
-        },
-        actions: vec![
-            CrmAction::CreateCustomer(NewCustomer {
-                external_id: customer.clone(),
-                phone: format!("+7916{n:07}"),
-                first_name: None,
-                manager_id: Some(3),
-                source: None,
-            }),
-            CrmAction::CreateOrder(NewOrder {
-                external_id: order.clone(),
-                customer: EntityRef::Step(customer.clone()),
-                phone: format!("+7916{n:07}"),
-                manager_id: Some(3),
-                order_method: None,
-                status: None,
-                source: None,
-                comment: None,
-            }),
-            CrmAction::CreateTask(NewTask {
-                marker: format!("{customer}#1"),
-                text: "Call the client back".into(),
-                commentary: None,
-                performer_id: 7,
-                customer: None,
-                order: Some(EntityRef::Step(order)),
-                phone: None,
-                complete: false,
-            }),
-            CrmAction::SetManager(ManagerChange {
-                entity: Entity::Customer,
-                target: EntityRef::Step(customer),
-                manager_id: 4,
-            }),
-        ],
-    }
+    let (header, actions) = common::client_actions(n);
+    Commit::Actions { header, actions }
 }
 
 /// Requests to `prefix` in any one-second window, at most.

@@ -6,9 +6,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use callbridge::actions::{
+    CrmAction, Entity, EntityRef, ManagerChange, NewCustomer, NewOrder, NewTask,
+};
+use callbridge::call::{CallHeader, Direction};
 use callbridge::daemon::{self, Running};
 use callbridge::sim::ami::{AmiSim, AmiSimOptions, Transcript};
 use callbridge::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
+use callbridge::time::Timestamp;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -295,4 +300,54 @@ impl Drop for DaemonProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A new client's records straight into the outbox: customer, order for it, task on the
+/// order, and the customer handed to another manager.
+pub fn client_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
+    let customer = format!("cbt-{n}");
+    let order = format!("cbt-{n}-order");
+    let header = CallHeader {
+        pbx: "tool".into(),
+        call_id: n.to_string(),
+        direction: Direction::Inbound,
+        customer_number: Some(format!("+7916{n:07}")),
+        did: None,
+        started_at: Timestamp::now(),
+    };
+    let actions = vec![
+        CrmAction::CreateCustomer(NewCustomer {
+            external_id: customer.clone(),
+            phone: format!("+7916{n:07}"),
+            first_name: None,
+            manager_id: Some(3),
+            source: None,
+        }),
+        CrmAction::CreateOrder(NewOrder {
+            external_id: order.clone(),
+            customer: EntityRef::Step(customer.clone()),
+            phone: format!("+7916{n:07}"),
+            manager_id: Some(3),
+            order_method: None,
+            status: None,
+            source: None,
+            comment: None,
+        }),
+        CrmAction::CreateTask(NewTask {
+            marker: format!("{customer}#1"),
+            text: "Call the client back".into(),
+            commentary: Some("test task".into()),
+            performer_id: 7,
+            customer: None,
+            order: Some(EntityRef::Step(order)),
+            phone: None,
+            complete: false,
+        }),
+        CrmAction::SetManager(ManagerChange {
+            entity: Entity::Customer,
+            target: EntityRef::Step(customer),
+            manager_id: 4,
+        }),
+    ];
+    (header, actions)
 }
