@@ -22,7 +22,6 @@ use std::time::Duration;
 use callbridge::sim::ami::{AmiSim, Transcript};
 use callbridge::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
 use callbridge::store::{ActionFilter, ActionRow, CallRow, Commit, Store};
-use callbridge::time::Timestamp;
 use common::{ami_options, config_toml_store, fixture, DaemonProcess, PgSchema, CRM_KEY};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -142,34 +141,7 @@ async fn crash_run(store_url: &str) {
     }
 
     // Let the last daemon finish: every call ended, nothing pending.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let stored = tool.calls().await.expect("calls");
-        let m = tool
-            .outbox_metrics(Timestamp::now())
-            .await
-            .expect("metrics");
-        let office: Vec<_> = stored
-            .iter()
-            .filter(|c| c.id.starts_with("cb-office-"))
-            .collect();
-        let all_ended =
-            office.len() >= expected_calls.len() && office.iter().all(|c| c.stage == "ended");
-        if all_ended && m.pending == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "did not settle: {} of {} calls stored, not ended: {:#?}; outbox {m:?}",
-            office.len(),
-            expected_calls.len(),
-            office
-                .iter()
-                .filter(|c| c.stage != "ended")
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_settled(&tool, expected_calls.len(), Duration::from_secs(90)).await;
     let state = crm.state();
     let actions = tool.actions().await.expect("actions");
     let stored = tool.calls().await.expect("calls");

@@ -12,7 +12,6 @@ use std::time::Duration;
 use callbridge::sim::ami::AmiSim;
 use callbridge::sim::retailcrm::{Fault, RetailCrmSim, SimOptions, SimState};
 use callbridge::store::{ActionFilter, Commit, Store};
-use callbridge::time::Timestamp;
 use common::{
     ami_options, config_toml_store, crm_options, fixture, DaemonProcess, Harness, PgSchema, CRM_KEY,
 };
@@ -258,26 +257,7 @@ async fn two_daemons_on_one_postgres_deliver_each_action_once() {
     for p in players {
         p.await.expect("player");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stored = store.calls().await.expect("calls");
-        let m = store
-            .outbox_metrics(Timestamp::now())
-            .await
-            .expect("metrics");
-        let office: Vec<_> = stored
-            .iter()
-            .filter(|c| c.id.starts_with("cb-office-"))
-            .collect();
-        if office.len() == calls && office.iter().all(|c| c.stage == "ended") && m.pending == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "did not settle: {m:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_settled(&store, calls, Duration::from_secs(30)).await;
     let state = crm.state();
     // Not only no duplicate records: no request was made twice.
     let posts = |path: &str| {

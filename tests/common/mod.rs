@@ -351,3 +351,30 @@ pub fn client_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
     ];
     (header, actions)
 }
+
+/// Waits until the store holds at least `calls` PBX calls (`cb-office-…`), all ended, and
+/// the outbox has nothing pending; panics after `within` with what is still open.
+pub async fn wait_settled(store: &callbridge::store::Store, calls: usize, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let stored = store.calls().await.expect("calls");
+        let m = store
+            .outbox_metrics(Timestamp::now())
+            .await
+            .expect("metrics");
+        let office: Vec<_> = stored
+            .iter()
+            .filter(|c| c.id.starts_with("cb-office-"))
+            .collect();
+        let open: Vec<_> = office.iter().filter(|c| c.stage != "ended").collect();
+        if office.len() >= calls && open.is_empty() && m.pending == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "did not settle: {} of {calls} calls stored, not ended: {open:#?}; outbox {m:?}",
+            office.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
