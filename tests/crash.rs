@@ -110,9 +110,7 @@ async fn crash_run(store_url: &str) {
         })
     };
 
-    // The calls: a new one every 20 ms, each one to three seconds long (real calls last
-    // minutes: what a crash can swallow whole is only what the daemon had read and not
-    // yet stored).
+    // The calls: a new one every 20 ms, each about a second long.
     let mut expected_calls = HashSet::new();
     let mut inbound = HashSet::new();
     let mut feeders = Vec::new();
@@ -125,7 +123,7 @@ async fn crash_run(store_url: &str) {
             }
             expected_calls.insert(format!("cb-office-{id}"));
         }
-        feeders.push(tokio::spawn(play_held(pbx.clone(), t, 5.0)));
+        feeders.push(tokio::spawn(play_held(pbx.clone(), t, 10.0)));
         if n.is_multiple_of(10) {
             let (header, actions) = common::client_actions(n);
             tool.commit(&[Commit::Actions { header, actions }])
