@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::actions::{actions_for, ActionContext};
 use crate::call::tracker::CallSnapshot;
@@ -135,20 +135,65 @@ pub async fn run(
     }
     info!(pbx = config.pbx.len(), crm = %config.crm.url, "callbridge running");
 
-    shutdown.cancelled().await;
-    info!("shutting down: closing PBX connections");
+    // Every task runs until shutdown. One that ends before (a panic, a bug) would leave
+    // calls unread or undelivered while /health still answered: stop everything and exit
+    // with an error instead, so the service manager restarts callbridge, which resumes
+    // from the store.
+    let mut delivery = Some(delivery);
+    let failed = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        Some(ended) = readers.join_next() => Some(("a PBX connection", ended)),
+        Some(ended) = processors.join_next() => Some(("a PBX call processor", ended)),
+        ended = async { match delivery.as_mut() { Some(d) => d.await, None => std::future::pending().await } } => {
+            delivery = None;
+            Some(("the CRM delivery", ended))
+        }
+    };
+    let failure = failed.map(|(what, ended)| {
+        let why = match ended {
+            Ok(()) => "ended".to_string(),
+            Err(e) => task_failure(e),
+        };
+        error!(task = what, %why, "a task stopped before shutdown; stopping callbridge");
+        format!("{what} stopped unexpectedly ({why})")
+    });
+    if failure.is_none() {
+        info!("shutting down: closing PBX connections");
+    }
     readers_stop.cancel();
     while readers.join_next().await.is_some() {}
     // The readers dropped their senders: processors drain what was read, then end.
     while processors.join_next().await.is_some() {}
     info!("PBX events drained; finishing CRM requests in flight");
     delivery_stop.cancel();
-    let _ = delivery.await;
+    if let Some(delivery) = delivery {
+        let _ = delivery.await;
+    }
     http_stop.cancel();
     let _ = http_task.await;
     store.close().await;
-    info!("callbridge stopped");
-    Ok(())
+    match failure {
+        Some(failure) => Err(anyhow::anyhow!(failure)),
+        None => {
+            info!("callbridge stopped");
+            Ok(())
+        }
+    }
+}
+
+/// What made a task end: its panic message, or that it was cancelled.
+fn task_failure(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            format!("panicked: {message}")
+        }
+        Err(_) => "cancelled".into(),
+    }
 }
 
 /// What a PBX's call processor needs besides its events.
@@ -343,18 +388,23 @@ async fn write(
             call_id = %update.header.call_id,
             direction = update.header.direction.as_str()
         );
-        let _entered = span.enter();
+        // Never hold an entered span across an await: the task may move to another
+        // thread, and tracing's span stack would be left wrong (it panics on it).
         if let CallStage::Ended(summary) = &mut update.stage {
-            complete_from_disk(&p.pbx, summary).await;
+            complete_from_disk(&p.pbx, summary)
+                .instrument(span.clone())
+                .await;
         }
-        log_update(&update);
-        let actions = match actions_for(&update, &p.actions) {
-            Ok(actions) => actions,
-            Err(reason) => {
-                debug!(?reason, "no CRM action for this step");
-                Vec::new()
+        let actions = span.in_scope(|| {
+            log_update(&update);
+            match actions_for(&update, &p.actions) {
+                Ok(actions) => actions,
+                Err(reason) => {
+                    debug!(?reason, "no CRM action for this step");
+                    Vec::new()
+                }
             }
-        };
+        });
         items.push(Commit::Update { update, actions });
     }
     for call_id in snapshots.take(tracker, &staged) {

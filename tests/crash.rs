@@ -63,7 +63,12 @@ async fn play_held(pbx: AmiSim, t: Transcript, speed: f64) {
     }
 }
 
+/// The two crash runs take turns: each drives a daemon, a PBX and a CRM at full tilt, and
+/// two at once on a 2-core machine measure the machine's starvation, not the daemon.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn crash_run(store_url: &str) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let calls = env_usize("CRASH_CALLS", 500);
     let kills = env_usize("CRASH_KILLS", 20);
     let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
@@ -139,7 +144,10 @@ async fn crash_run(store_url: &str) {
     }
 
     // Let the last daemon finish: every call ended, nothing pending.
-    common::wait_settled(&tool, expected_calls.len(), Duration::from_secs(90)).await;
+    if let Err(open) = common::settled(&tool, expected_calls.len(), Duration::from_secs(60)).await {
+        // Go on: check_records names what is missing.
+        eprintln!("crash run: {open}");
+    }
     let state = crm.state();
     let actions = tool.actions().await.expect("actions");
     let stored = tool.calls().await.expect("calls");

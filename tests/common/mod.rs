@@ -355,6 +355,18 @@ pub fn client_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
 /// Waits until the store holds at least `calls` PBX calls (`cb-office-…`), all ended, and
 /// the outbox has nothing pending; panics after `within` with what is still open.
 pub async fn wait_settled(store: &callbridge::store::Store, calls: usize, within: Duration) {
+    if let Err(e) = settled(store, calls, within).await {
+        panic!("{e}");
+    }
+}
+
+/// [`wait_settled`] that says what is still open instead of panicking, for a test that
+/// goes on to report exactly which records are missing.
+pub async fn settled(
+    store: &callbridge::store::Store,
+    calls: usize,
+    within: Duration,
+) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let stored = store.calls().await.expect("calls");
@@ -368,13 +380,14 @@ pub async fn wait_settled(store: &callbridge::store::Store, calls: usize, within
             .collect();
         let open: Vec<_> = office.iter().filter(|c| c.stage != "ended").collect();
         if office.len() >= calls && open.is_empty() && m.pending == 0 {
-            return;
+            return Ok(());
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "did not settle: {} of {calls} calls stored, not ended: {open:#?}; outbox {m:?}",
-            office.len()
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "did not settle: {} of {calls} calls stored, not ended: {open:#?}; outbox {m:?}",
+                office.len()
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
