@@ -231,17 +231,8 @@ fn check_records(
         .keys()
         .filter(|id| !expected_calls.contains(**id))
         .collect();
-    // Known gap (issue note): an outbound call whose first channel's creation fell into a
-    // crash's gap can be taken for an inbound call without a number, which has no history.
-    // Allowed for at most 1% of the calls, and reported.
-    if !missing.is_empty() {
-        eprintln!(
-            "crash run: {} calls missing from the history: {missing:?}",
-            missing.len()
-        );
-    }
     assert!(
-        missing.len() * 100 <= expected_calls.len(),
+        missing.is_empty(),
         "calls missing from the history: {missing:?}\nin the store: {:#?}\ntheir actions: {:#?}\nhistory records not expected: {unexpected:?}",
         calls.iter().filter(|c| missing.contains(&&c.id)).collect::<Vec<_>>(),
         actions.iter().filter(|a| missing.contains(&&a.call_id)).collect::<Vec<_>>()

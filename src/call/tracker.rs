@@ -535,6 +535,17 @@ impl CallTracker {
             }
         }
 
+        // Calls first heard of by a later channel's event (the first channel's creation
+        // fell into a gap, so that later channel was taken for the origin): Asterisk
+        // names a call after its first channel (Linkedid = that channel's Uniqueid), so
+        // the list tells which channel really started it.
+        let mut learned: Vec<Id> = Vec::new();
+        for l in live.iter().filter(|l| l.channel.0 == l.call) {
+            if self.reorigin(l, at) {
+                learned.push(l.call.clone());
+            }
+        }
+
         // Channels we heard of only by a mid-call event (their creation fell into a gap):
         // the list says what they are; a call that looked internal for want of its far
         // end learns its direction here.
@@ -546,7 +557,6 @@ impl CallTracker {
                     .is_some_and(|c| c.name.is_empty() && c.call == l.call)
             })
             .collect();
-        let mut learned: Vec<Id> = Vec::new();
         for l in half_known {
             self.describe(&l.channel, &l.name, l.endpoint.clone());
             let is_origin = self
@@ -636,10 +646,12 @@ impl CallTracker {
                 !self.channels.contains_key(&l.channel) && !self.ended_set.contains(&l.call)
             })
             .collect();
-        // The oldest channel of a call is its origin.
+        // A call's origin is the channel it is named after (Asterisk's Linkedid is its
+        // first channel's Uniqueid), else its oldest channel.
         unknown.sort_by(|a, b| {
-            b.duration_secs
-                .cmp(&a.duration_secs)
+            (b.channel.0 == b.call)
+                .cmp(&(a.channel.0 == a.call))
+                .then(b.duration_secs.cmp(&a.duration_secs))
                 .then(a.channel.cmp(&b.channel))
         });
         let mut resumed: Vec<Id> = Vec::new();
@@ -677,6 +689,62 @@ impl CallTracker {
             out.extend(self.updates(&id, at, stages));
         }
         out
+    }
+
+    /// Makes `l`, the channel that started its call by the PBX's list, the call's origin
+    /// when a gap made the tracker take a later channel (whose creation it did not see)
+    /// for it. The direction is decided again: the former origin becomes a leg when the
+    /// list's half-known channels are attached. Returns whether the call changed.
+    fn reorigin(&mut self, l: &LiveChannel, at: Timestamp) -> bool {
+        let Some(call) = self.calls.get(&l.call) else {
+            return false;
+        };
+        let origin_unseen = self
+            .channels
+            .get(&call.origin)
+            .is_some_and(|c| c.name.is_empty());
+        if call.origin == l.channel || !origin_unseen {
+            return false;
+        }
+        let from_trunk = l
+            .context
+            .as_deref()
+            .is_some_and(|c| self.config.trunk_contexts.iter().any(|t| t == c));
+        if let Some(call) = self.calls.get_mut(&l.call) {
+            call.origin = l.channel.clone();
+            call.origin_endpoint = l.endpoint.clone();
+            call.origin_exten = l.exten.clone();
+            call.caller_number = l.caller_number.clone();
+            call.origin_from_trunk = from_trunk;
+            call.direction = None;
+            call.dialed_number = None;
+            call.legs.retain(|g| g.channel != l.channel);
+            call.started_at = call
+                .started_at
+                .min(Timestamp(at.0 - i64::from(l.duration_secs) * 1_000_000));
+            call.join(&l.channel);
+            call.reconstructed = true;
+            // The legs known so far decide anew, as if dialed from the true origin.
+            let internal = &self.config.internal;
+            for leg in call.legs.clone() {
+                decide_direction(call, internal, leg.internal, None);
+            }
+        }
+        self.ensure_channel(&l.channel, &l.call, &l.name, l.endpoint.clone());
+        if let Some(bridge) = &l.bridge {
+            if let Some(chan) = self.channels.get_mut(&l.channel) {
+                if chan.bridge.is_none() {
+                    chan.bridge = Some(bridge.clone());
+                    chan.bridged_ever = true;
+                    self.bridges
+                        .entry(bridge.clone())
+                        .or_default()
+                        .push(l.channel.clone());
+                }
+            }
+        }
+        self.dirty.insert(l.call.clone());
+        true
     }
 
     /// Makes a channel from the PBX's list a member of its call: a leg of it unless it
@@ -1773,6 +1841,80 @@ mod restore_tests {
             Some("89031112233")
         );
         assert_eq!(ended[0].outcome, Outcome::Answered);
+    }
+
+    /// A crash swallowed the extension's channel creation and its dial: the restarted
+    /// daemon hears of the call first by the trunk channel's events, after asking for the
+    /// list. The list names the channel the call is named after (Linkedid = its
+    /// Uniqueid): the extension started it, so the call is outbound to the dialed
+    /// number, not an inbound call from the trunk.
+    #[test]
+    fn resync_finds_the_origin_of_a_call_first_heard_of_by_its_far_end() {
+        let evs = events(include_bytes!(
+            "../../tests/fixtures/asterisk/iax2/outbound_answered.ami"
+        ));
+        let trunk = ChannelId("1795627579.17".into());
+        let extension = ChannelId("1795627579.16".into());
+        let dialed = evs
+            .iter()
+            .position(|e| matches!(e.kind, PbxEventKind::DialBegin { .. }))
+            .expect("dial");
+        // The first event of the trunk channel after the dial: the daemon's first word of
+        // this call.
+        let first_heard = dialed
+            + 1
+            + evs[dialed + 1..]
+                .iter()
+                .position(|e| e.channel == trunk)
+                .expect("trunk event after the dial");
+        let mut t = CallTracker::new(TrackerConfig::default());
+        t.begin_resync();
+        let mut stages = Vec::new();
+        for e in &evs[first_heard..first_heard + 1] {
+            stages.extend(t.apply(e));
+        }
+        let live = |channel: &ChannelId, name: &str, endpoint: &str, caller: &str, exten: &str| {
+            LiveChannel {
+                channel: channel.clone(),
+                call: "1795627579.16".into(),
+                name: name.into(),
+                endpoint: Some(endpoint.into()),
+                up: true,
+                ringing: false,
+                caller_number: Some(caller.into()),
+                exten: Some(exten.into()),
+                context: Some("from-internal".into()),
+                bridge: None,
+                duration_secs: 4,
+                application: Some("Dial".into()),
+                application_data: None,
+            }
+        };
+        stages.extend(t.resync(
+            Timestamp(1),
+            &[
+                live(&trunk, "IAX2/trunk-1008", "trunk", "89031112233", "s"),
+                live(&extension, "IAX2/101-10246", "101", "101", "89031112233"),
+            ],
+        ));
+        for e in &evs[first_heard + 1..] {
+            stages.extend(t.apply(e));
+        }
+        let ended: Vec<_> = stages
+            .iter()
+            .filter_map(|u| match &u.stage {
+                CallStage::Ended(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].header.direction, Direction::Outbound);
+        assert_eq!(
+            ended[0].header.customer_number.as_deref(),
+            Some("89031112233")
+        );
+        assert_eq!(ended[0].outcome, Outcome::Answered);
+        assert_eq!(ended[0].employee.as_deref(), Some("101"));
     }
 
     /// After a gap, the list shows an extension still on a call to an outside number
