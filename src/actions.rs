@@ -194,6 +194,10 @@ pub struct CallEvent {
     pub phone: String,
     /// Extension codes the pop-up goes to.
     pub codes: Vec<String>,
+    /// CRM users the pop-up goes to besides the codes' owners (senior managers when an
+    /// unknown extension answered; all managers for a missed call).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_ids: Vec<u64>,
     #[serde(default)]
     pub hangup_status: Option<HangupStatus>,
     /// Links the events of one call in the CRM.
@@ -264,6 +268,7 @@ pub fn actions_for(update: &CallUpdate, ctx: &ActionContext) -> Result<Vec<CrmAc
                 event: CallEventType::In,
                 phone,
                 codes: new.clone(),
+                user_ids: Vec::new(),
                 hangup_status: None,
                 call_external_id: header.external_id(),
                 external_phone: header.did.clone(),
@@ -288,6 +293,7 @@ fn ended(summary: &CallSummary, phone: String, ctx: &ActionContext) -> Vec<CrmAc
             event: CallEventType::Hangup,
             phone: phone.clone(),
             codes: summary.rang.clone(),
+            user_ids: Vec::new(),
             hangup_status: Some(match summary.outcome {
                 Outcome::Answered => HangupStatus::Answered,
                 Outcome::Busy => HangupStatus::Busy,
@@ -380,6 +386,7 @@ mod tests {
                 event: CallEventType::In,
                 phone: "+79161234567".into(),
                 codes: vec!["102".into()],
+                user_ids: Vec::new(),
                 hangup_status: None,
                 call_external_id: "cb-office-1795627488.2".into(),
                 external_phone: Some("74951234567".into()),

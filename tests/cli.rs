@@ -208,6 +208,7 @@ async fn outbox_commands_list_retry_and_drop() {
         event: CallEventType::In,
         phone: "+79161234567".into(),
         codes: vec!["101".into()],
+        user_ids: Vec::new(),
         hangup_status: None,
         call_external_id: header.external_id(),
         external_phone: None,

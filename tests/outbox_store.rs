@@ -33,6 +33,7 @@ fn popup(call: &str) -> CrmAction {
         event: CallEventType::In,
         phone: "+79161234567".into(),
         codes: vec!["101".into()],
+        user_ids: Vec::new(),
         hangup_status: None,
         call_external_id: format!("cb-office-{call}"),
         external_phone: None,

@@ -333,6 +333,9 @@ impl RetailCrm {
             }),
         );
         m.insert("codes".into(), json!(e.codes));
+        if !e.user_ids.is_empty() {
+            m.insert("userIds".into(), json!(e.user_ids));
+        }
         if let Some(status) = e.hangup_status {
             m.insert(
                 "hangupStatus".into(),

@@ -74,6 +74,7 @@ pub fn call_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
             event,
             phone: phone.clone(),
             codes: vec!["101".into()],
+            user_ids: Vec::new(),
             hangup_status,
             call_external_id: id.clone(),
             external_phone: None,

@@ -1,0 +1,761 @@
+//! The matrix's rows, one test each (named after DESIGN.md's rows), and a walk over every
+//! combination of direction × outcome × client × answerer × `create_on` checking the
+//! invariants that must hold whatever the row.
+
+use super::*;
+use crate::call::{Talker, Voicemail};
+use crate::phone::PhoneNormalizer;
+use crate::time::Timestamp;
+
+// The office: extensions 101-103 belong to users 3-5, 109 to nobody; user 7 is the
+// senior manager; users 3, 4, 5 and 8 are the CRM's managers.
+const ANNA: UserId = 3;
+const BORIS: UserId = 4;
+const SENIOR: UserId = 7;
+const CUSTOMER_STEP: &str = "cb-tel-79161234567";
+const ORDER_STEP: &str = "cb-office-1795627488.2-order";
+
+fn config(create_on: CreateOn) -> MatrixConfig {
+    let mut directory = Directory::new(
+        [
+            ("101".to_string(), ANNA),
+            ("102".to_string(), BORIS),
+            ("103".to_string(), 5),
+        ]
+        .into(),
+        vec![SENIOR],
+    );
+    directory.sync_managers([3, 4, 5, 8]);
+    MatrixConfig {
+        create_on,
+        order_method: "phone".into(),
+        public_url: "https://cb.example.com".into(),
+        directory,
+    }
+}
+
+fn phone() -> PhoneNumber {
+    PhoneNormalizer::default()
+        .normalize("89161234567")
+        .expect("number")
+}
+
+fn summary(direction: Direction, outcome: Outcome, talkers: &[&str]) -> CallSummary {
+    CallSummary {
+        header: CallHeader {
+            pbx: "office".into(),
+            call_id: "1795627488.2".into(),
+            direction,
+            customer_number: Some("89161234567".into()),
+            did: Some("74951234567".into()),
+            started_at: Timestamp(1_000_000),
+        },
+        outcome,
+        rang: if direction == Direction::Inbound {
+            vec!["101".into(), "102".into()]
+        } else {
+            Vec::new()
+        },
+        employee: talkers.last().map(|t| t.to_string()),
+        answered_at: None,
+        ended_at: Timestamp(30_000_000),
+        duration_secs: 29,
+        talk_secs: if talkers.is_empty() { 0 } else { 20 },
+        wait_secs: 9,
+        talkers: talkers
+            .iter()
+            .map(|t| Talker {
+                extension: t.to_string(),
+                talk_secs: 10,
+            })
+            .collect(),
+        recording: (!talkers.is_empty()).then(|| "/var/spool/asterisk/monitor/x.wav".into()),
+        voicemail: (outcome == Outcome::Voicemail).then(|| Voicemail {
+            mailbox: "101@default".into(),
+            message: Some("/var/spool/asterisk/voicemail/default/101/INBOX/msg0000".into()),
+        }),
+        queue: None,
+        channels: Vec::new(),
+        reconstructed: false,
+    }
+}
+
+fn order(id: u64, open: bool, manager: UserId) -> Order {
+    Order {
+        id,
+        number: format!("{id}A"),
+        manager_id: Some(manager),
+        open,
+        created_at: "2026-11-01 10:00:00".into(),
+    }
+}
+
+/// A customer of `manager` with an open order (21).
+fn existing(manager: UserId) -> Customer {
+    Customer {
+        id: 11,
+        name: "Ivan Petrov".into(),
+        manager_id: Some(manager),
+        last_activity: Some("2026-11-20 12:00:00".into()),
+        orders: vec![order(20, false, manager), order(21, true, manager)],
+    }
+}
+
+/// A customer of `manager` whose only order is closed.
+fn returning(manager: UserId) -> Customer {
+    Customer {
+        id: 12,
+        name: "Olga Sidorova".into(),
+        manager_id: Some(manager),
+        last_activity: Some("2026-10-01 09:00:00".into()),
+        orders: vec![order(22, false, manager)],
+    }
+}
+
+fn snapshot(customers: Vec<Customer>) -> CrmSnapshot {
+    CrmSnapshot {
+        customers,
+        earlier: Earlier::default(),
+    }
+}
+
+fn entity(r: &EntityRef) -> String {
+    match r {
+        EntityRef::Id(id) => format!("#{id}"),
+        EntityRef::ExternalId(x) => format!("ext:{x}"),
+        EntityRef::Step(s) => format!("step:{s}"),
+    }
+}
+
+/// One line per action, with everything a user would check.
+fn describe(actions: &[CrmAction]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            CrmAction::CreateCustomer(c) => format!(
+                "customer {} phone={} manager={:?}",
+                c.external_id, c.phone, c.manager_id
+            ),
+            CrmAction::CreateOrder(o) => format!(
+                "order {} customer={} manager={:?} method={}",
+                o.external_id,
+                entity(&o.customer),
+                o.manager_id,
+                o.order_method.as_deref().unwrap_or("-")
+            ),
+            CrmAction::CreateTask(t) => format!(
+                "task for {} on {} {}: {}",
+                t.performer_id,
+                t.order
+                    .as_ref()
+                    .map(|o| format!("order {}", entity(o)))
+                    .or_else(|| t
+                        .customer
+                        .as_ref()
+                        .map(|c| format!("customer {}", entity(c))))
+                    .unwrap_or_else(|| "NOTHING".into()),
+                if t.complete { "done" } else { "open" },
+                t.text
+            ),
+            CrmAction::SetManager(m) => {
+                format!(
+                    "manager of {:?} {} -> {}",
+                    m.entity,
+                    entity(&m.target),
+                    m.manager_id
+                )
+            }
+            CrmAction::CallEvent(e) => format!(
+                "popup {:?} codes={:?} users={:?} status={:?}",
+                e.event, e.codes, e.user_ids, e.hangup_status
+            ),
+            CrmAction::CallHistory(h) => format!(
+                "history {:?} {:?} phone={} code={:?} record={}",
+                h.direction,
+                h.result,
+                h.phone,
+                h.code,
+                h.record_url.as_deref().unwrap_or("-")
+            ),
+        })
+        .collect()
+}
+
+fn ended(s: &CallSummary, snap: &CrmSnapshot, create_on: CreateOn) -> Vec<String> {
+    describe(&decide(s, Some(&phone()), None, snap, &config(create_on)))
+}
+
+const RECORDING: &str = "https://cb.example.com/recordings/cb-office-1795627488.2";
+const CLOSED_ANSWERED: &str =
+    "popup Hangup codes=[\"101\", \"102\"] users=[] status=Some(Answered)";
+const CLOSED_MISSED: &str =
+    "popup Hangup codes=[\"101\", \"102\"] users=[3, 4, 5, 7, 8] status=Some(NoAnswered)";
+
+fn history_in(result: &str, code: &str) -> String {
+    format!("history Inbound {result} phone=79161234567 code=Some(\"{code}\") record={RECORDING}")
+}
+
+#[test]
+fn row_1_inbound_answered_new_client() {
+    let s = summary(Direction::Inbound, Outcome::Answered, &["101"]);
+    let c = config(CreateOn::Answer);
+    // While it rings: the pop-up only.
+    let ring = decide_ringing(
+        &s.header,
+        &phone(),
+        &["101".into()],
+        None,
+        &snapshot(vec![]),
+        &c,
+    );
+    assert_eq!(
+        describe(&ring),
+        vec!["popup In codes=[\"101\"] users=[] status=None"]
+    );
+    // At answer: customer and order, both for the manager who answered.
+    let source = Source {
+        source: Some("google".into()),
+        medium: Some("cpc".into()),
+        campaign: Some("winter".into()),
+        keyword: None,
+        content: None,
+    };
+    let answer = decide_answered(
+        &s.header,
+        &phone(),
+        "101",
+        Some(source.clone()),
+        &snapshot(vec![]),
+        &c,
+    );
+    assert_eq!(
+        describe(&answer),
+        vec![
+            format!("customer {CUSTOMER_STEP} phone=+79161234567 manager=Some(3)"),
+            format!(
+                "order {ORDER_STEP} customer=step:{CUSTOMER_STEP} manager=Some(3) method=phone"
+            ),
+        ]
+    );
+    let CrmAction::CreateCustomer(customer) = &answer[0] else {
+        panic!("customer first")
+    };
+    assert_eq!(
+        customer.source.as_ref(),
+        Some(&source),
+        "UTM data on the customer"
+    );
+    // At hang-up: nothing is created again; the recording goes with the history record.
+    let mut snap = snapshot(vec![]);
+    snap.earlier = Earlier::from_actions(&answer);
+    assert_eq!(
+        ended(&s, &snap, CreateOn::Answer),
+        vec![CLOSED_ANSWERED.to_string(), history_in("Answered", "101")]
+    );
+}
+
+#[test]
+fn row_1_answer_not_seen_creates_at_hang_up() {
+    // A call reconstructed after a gap: the answer moment never came.
+    let s = summary(Direction::Inbound, Outcome::Answered, &["102"]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![]), CreateOn::Answer),
+        vec![
+            CLOSED_ANSWERED.to_string(),
+            format!("customer {CUSTOMER_STEP} phone=+79161234567 manager=Some(4)"),
+            format!(
+                "order {ORDER_STEP} customer=step:{CUSTOMER_STEP} manager=Some(4) method=phone"
+            ),
+            history_in("Answered", "102"),
+        ]
+    );
+}
+
+#[test]
+fn row_2a_answered_by_responsible_manager() {
+    let s = summary(Direction::Inbound, Outcome::Answered, &["101"]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer),
+        vec![
+            CLOSED_ANSWERED.to_string(),
+            "task for 3 on customer #11 done: Call with the client: inbound call +79161234567, talked: 101.".into(),
+            history_in("Answered", "101"),
+        ]
+    );
+}
+
+#[test]
+fn row_2b_answered_by_other_manager() {
+    let s = summary(Direction::Inbound, Outcome::Answered, &["102"]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer),
+        vec![
+            CLOSED_ANSWERED.to_string(),
+            "task for 4 on customer #11 done: Call with the client: inbound call +79161234567, talked: 102.".into(),
+            "task for 3 on customer #11 open: Your client's call was answered by another manager (user 4): review the call: inbound call +79161234567, talked: 102.".into(),
+            history_in("Answered", "102"),
+        ]
+    );
+}
+
+#[test]
+fn row_2c_answered_on_unmapped_extension() {
+    let s = summary(Direction::Inbound, Outcome::Answered, &["109"]);
+    // At answer: the pop-up goes to the senior manager (P2).
+    let answer = decide_answered(
+        &s.header,
+        &phone(),
+        "109",
+        None,
+        &snapshot(vec![existing(ANNA)]),
+        &config(CreateOn::Answer),
+    );
+    assert_eq!(
+        describe(&answer),
+        vec!["popup In codes=[] users=[7] status=None"]
+    );
+    assert_eq!(
+        ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer),
+        vec![
+            CLOSED_ANSWERED.to_string(),
+            "task for 7 on order #21 open: Answered on extension 109, which is mapped to no CRM user: check the integration settings and pass this call to the right manager: inbound call +79161234567, talked: 109.".into(),
+            history_in("Answered", "109"),
+        ]
+    );
+}
+
+#[test]
+fn row_3a_returning_client_answered_by_responsible_manager() {
+    let s = summary(Direction::Inbound, Outcome::Answered, &["101"]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![returning(ANNA)]), CreateOn::Answer),
+        vec![
+            CLOSED_ANSWERED.to_string(),
+            "task for 3 on customer #12 done: Call with a returning client: inbound call +79161234567, talked: 101.".into(),
+            format!("order {ORDER_STEP} customer=#12 manager=Some(3) method=phone"),
+            history_in("Answered", "101"),
+        ]
+    );
+}
+
+#[test]
+fn row_3b_returning_client_answered_by_other_manager() {
+    let s = summary(Direction::Inbound, Outcome::Answered, &["102"]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![returning(ANNA)]), CreateOn::Answer),
+        vec![
+            CLOSED_ANSWERED.to_string(),
+            "task for 4 on customer #12 done: Call with a returning client: inbound call +79161234567, talked: 102.".into(),
+            "manager of Customer #12 -> 4".into(),
+            "task for 3 on customer #12 open: Your former client called again and was answered by user 4, who is now responsible for them: inbound call +79161234567, talked: 102.".into(),
+            format!("order {ORDER_STEP} customer=#12 manager=Some(4) method=phone"),
+            history_in("Answered", "102"),
+        ]
+    );
+}
+
+#[test]
+fn row_4a_missed_existing_client_with_order() {
+    let s = summary(Direction::Inbound, Outcome::Missed, &[]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer),
+        vec![
+            CLOSED_MISSED.to_string(),
+            "task for 7 on order #21 open: Missed call from a client with an open order: pass it to a manager: inbound call +79161234567.".into(),
+            "history Inbound NoAnswer phone=79161234567 code=Some(\"101\") record=-".into(),
+        ]
+    );
+}
+
+#[test]
+fn row_4b_missed_new_client() {
+    let s = summary(Direction::Inbound, Outcome::Missed, &[]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![]), CreateOn::Answer),
+        vec![
+            CLOSED_MISSED.to_string(),
+            format!("customer {CUSTOMER_STEP} phone=+79161234567 manager=Some(7)"),
+            format!("order {ORDER_STEP} customer=step:{CUSTOMER_STEP} manager=Some(7) method=phone"),
+            format!("task for 7 on order step:{ORDER_STEP} open: Missed call: call the client back or pass the call to a manager: inbound call +79161234567."),
+            "history Inbound NoAnswer phone=79161234567 code=Some(\"101\") record=-".into(),
+        ]
+    );
+}
+
+#[test]
+fn row_5a_outbound_answered_by_responsible_manager() {
+    let s = summary(Direction::Outbound, Outcome::Answered, &["101"]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer),
+        vec![
+            "task for 3 on customer #11 done: Outbound call, answered: outbound call +79161234567, talked: 101.".to_string(),
+            format!("history Outbound Answered phone=79161234567 code=Some(\"101\") record={RECORDING}"),
+        ]
+    );
+}
+
+#[test]
+fn row_5b_outbound_answered_by_other_manager() {
+    let s = summary(Direction::Outbound, Outcome::Answered, &["102"]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer),
+        vec![
+            "task for 4 on customer #11 done: Outbound call, answered: outbound call +79161234567, talked: 102.".to_string(),
+            "task for 3 on customer #11 open: Another manager (user 4) called your client: review the call: outbound call +79161234567, talked: 102.".into(),
+            format!("history Outbound Answered phone=79161234567 code=Some(\"102\") record={RECORDING}"),
+        ]
+    );
+}
+
+#[test]
+fn row_5c_outbound_to_unknown_number() {
+    let s = summary(Direction::Outbound, Outcome::Answered, &["101"]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![]), CreateOn::Answer),
+        vec![format!(
+            "history Outbound Answered phone=79161234567 code=Some(\"101\") record={RECORDING}"
+        )]
+    );
+}
+
+#[test]
+fn row_6a_voicemail_new_number() {
+    let s = summary(Direction::Inbound, Outcome::Voicemail, &[]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![]), CreateOn::Answer),
+        vec![
+            CLOSED_MISSED.to_string(),
+            format!("customer {CUSTOMER_STEP} phone=+79161234567 manager=Some(7)"),
+            format!("order {ORDER_STEP} customer=step:{CUSTOMER_STEP} manager=Some(7) method=phone"),
+            format!("task for 7 on order step:{ORDER_STEP} open: Call the client back: they left a voicemail: inbound call +79161234567."),
+            format!("history Inbound NoAnswer phone=79161234567 code=Some(\"101\") record={RECORDING}"),
+        ]
+    );
+    let d = decide(
+        &s,
+        Some(&phone()),
+        None,
+        &snapshot(vec![]),
+        &config(CreateOn::Answer),
+    );
+    let task = d.iter().find_map(|a| match a {
+        CrmAction::CreateTask(t) => Some(t),
+        _ => None,
+    });
+    assert_eq!(
+        task.and_then(|t| t.commentary.clone()),
+        Some(format!("Recording: {RECORDING}")),
+        "the voicemail's link is in the task"
+    );
+}
+
+#[test]
+fn row_6b_voicemail_existing_client_with_order() {
+    let s = summary(Direction::Inbound, Outcome::Voicemail, &[]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![existing(BORIS)]), CreateOn::Answer),
+        vec![
+            CLOSED_MISSED.to_string(),
+            "task for 4 on order #21 open: Call the client back: they left a voicemail: inbound call +79161234567.".into(),
+            format!("history Inbound NoAnswer phone=79161234567 code=Some(\"101\") record={RECORDING}"),
+        ]
+    );
+}
+
+#[test]
+fn row_7_create_on_ring_assigns_the_senior_manager() {
+    let s = summary(Direction::Inbound, Outcome::Answered, &["101"]);
+    let c = config(CreateOn::Ring);
+    let ring = decide_ringing(
+        &s.header,
+        &phone(),
+        &["101".into(), "102".into()],
+        None,
+        &snapshot(vec![]),
+        &c,
+    );
+    assert_eq!(
+        describe(&ring),
+        vec![
+            "popup In codes=[\"101\", \"102\"] users=[] status=None".to_string(),
+            format!("customer {CUSTOMER_STEP} phone=+79161234567 manager=Some(7)"),
+            format!(
+                "order {ORDER_STEP} customer=step:{CUSTOMER_STEP} manager=Some(7) method=phone"
+            ),
+        ]
+    );
+    let mut snap = snapshot(vec![]);
+    snap.earlier = Earlier::from_actions(&ring);
+    // Nothing more at answer, nor at hang-up: the senior manager stays responsible.
+    assert!(decide_answered(&s.header, &phone(), "101", None, &snap, &c).is_empty());
+    assert_eq!(
+        ended(&s, &snap, CreateOn::Ring),
+        vec![CLOSED_ANSWERED.to_string(), history_in("Answered", "101")]
+    );
+}
+
+#[test]
+fn decided_missed_returning_client_gets_an_order_with_a_task_for_the_senior() {
+    let s = summary(Direction::Inbound, Outcome::Missed, &[]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![returning(ANNA)]), CreateOn::Answer),
+        vec![
+            CLOSED_MISSED.to_string(),
+            format!("order {ORDER_STEP} customer=#12 manager=Some(7) method=phone"),
+            format!("task for 7 on order step:{ORDER_STEP} open: Missed call: call the client back or pass the call to a manager: inbound call +79161234567."),
+            "history Inbound NoAnswer phone=79161234567 code=Some(\"101\") record=-".into(),
+        ]
+    );
+}
+
+#[test]
+fn decided_voicemail_returning_client_is_6a_without_a_new_customer() {
+    let s = summary(Direction::Inbound, Outcome::Voicemail, &[]);
+    let lines = ended(&s, &snapshot(vec![returning(ANNA)]), CreateOn::Answer);
+    assert_eq!(
+        lines[1..3],
+        [
+            format!("order {ORDER_STEP} customer=#12 manager=Some(7) method=phone"),
+            format!("task for 7 on order step:{ORDER_STEP} open: Call the client back: they left a voicemail: inbound call +79161234567."),
+        ]
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("customer ")));
+}
+
+#[test]
+fn decided_outbound_not_answered_is_history_only() {
+    for outcome in [Outcome::Missed, Outcome::Busy, Outcome::Failed] {
+        let mut s = summary(Direction::Outbound, outcome, &[]);
+        s.employee = Some("101".into());
+        let lines = ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer);
+        assert_eq!(lines.len(), 1, "{outcome:?}: {lines:?}");
+        assert!(lines[0].starts_with("history Outbound"), "{lines:?}");
+    }
+}
+
+#[test]
+fn decided_several_customers_share_the_number() {
+    // Ivan (open order, Anna's) was active later than Olga: he is the caller, and every
+    // task says the number matched both.
+    let s = summary(Direction::Inbound, Outcome::Answered, &["101"]);
+    let lines = ended(
+        &s,
+        &snapshot(vec![returning(BORIS), existing(ANNA)]),
+        CreateOn::Answer,
+    );
+    assert_eq!(
+        lines[1],
+        "task for 3 on customer #11 done: Call with the client: inbound call +79161234567, talked: 101. The number matched several customers (#12 Olga Sidorova, #11 Ivan Petrov); this is #11, the most recently active."
+    );
+    assert_eq!(lines.len(), 3);
+}
+
+#[test]
+fn decided_transfer_the_last_talker_answered() {
+    // Anna answered and passed the call to Boris: Boris is "the manager who answered",
+    // both are named.
+    let s = summary(Direction::Inbound, Outcome::Answered, &["101", "102"]);
+    assert_eq!(
+        ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer)[1..3],
+        [
+            "task for 4 on customer #11 done: Call with the client: inbound call +79161234567, talked: 101, 102.".to_string(),
+            "task for 3 on customer #11 open: Your client's call was answered by another manager (user 4): review the call: inbound call +79161234567, talked: 101, 102.".into(),
+        ]
+    );
+}
+
+#[test]
+fn internal_and_hidden_number_calls_make_nothing() {
+    let s = summary(Direction::Internal, Outcome::Answered, &["101"]);
+    assert!(decide(
+        &s,
+        Some(&phone()),
+        None,
+        &snapshot(vec![]),
+        &config(CreateOn::Answer)
+    )
+    .is_empty());
+    let s = summary(Direction::Inbound, Outcome::Missed, &[]);
+    assert!(decide(&s, None, None, &snapshot(vec![]), &config(CreateOn::Answer)).is_empty());
+}
+
+/// Every combination, through all three moments, against the invariants.
+#[test]
+fn invariants_hold_for_every_combination() {
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        New,
+        Existing,
+        Returning,
+        Several,
+    }
+    #[derive(Debug, Clone, Copy)]
+    enum Answerer {
+        Responsible,
+        Other,
+        Unmapped,
+        Nobody,
+    }
+    let mut walked = 0;
+    for direction in [Direction::Inbound, Direction::Outbound] {
+        for outcome in [
+            Outcome::Answered,
+            Outcome::Missed,
+            Outcome::Busy,
+            Outcome::Failed,
+            Outcome::Voicemail,
+        ] {
+            for kind in [Kind::New, Kind::Existing, Kind::Returning, Kind::Several] {
+                for answerer in [
+                    Answerer::Responsible,
+                    Answerer::Other,
+                    Answerer::Unmapped,
+                    Answerer::Nobody,
+                ] {
+                    for create_on in [CreateOn::Answer, CreateOn::Ring] {
+                        walked += 1;
+                        let case = format!(
+                            "{direction:?} {outcome:?} {kind:?} {answerer:?} {create_on:?}"
+                        );
+                        let customers = match kind {
+                            Kind::New => vec![],
+                            Kind::Existing => vec![existing(ANNA)],
+                            Kind::Returning => vec![returning(ANNA)],
+                            Kind::Several => vec![returning(BORIS), existing(ANNA)],
+                        };
+                        let ext = match answerer {
+                            Answerer::Responsible => Some("101"),
+                            Answerer::Other => Some("102"),
+                            Answerer::Unmapped => Some("109"),
+                            Answerer::Nobody => None,
+                        };
+                        let talked: Vec<&str> = if outcome == Outcome::Answered {
+                            ext.into_iter().collect()
+                        } else {
+                            Vec::new()
+                        };
+                        let s = summary(direction, outcome, &talked);
+                        let c = config(create_on);
+                        let mut snap = snapshot(customers.clone());
+                        let mut all = Vec::new();
+                        if direction == Direction::Inbound {
+                            let ring =
+                                decide_ringing(&s.header, &phone(), &s.rang, None, &snap, &c);
+                            all.extend(ring);
+                            snap.earlier = Earlier::from_actions(&all);
+                            if let (Outcome::Answered, Some(ext)) = (outcome, ext) {
+                                all.extend(decide_answered(
+                                    &s.header,
+                                    &phone(),
+                                    ext,
+                                    None,
+                                    &snap,
+                                    &c,
+                                ));
+                                snap.earlier = Earlier::from_actions(&all);
+                            }
+                        }
+                        all.extend(decide(&s, Some(&phone()), None, &snap, &c));
+                        check(
+                            &case,
+                            &all,
+                            &s,
+                            &customers,
+                            answerer_is_mapped(ext, outcome),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(walked, 2 * 5 * 4 * 4 * 2);
+
+    fn answerer_is_mapped(ext: Option<&str>, outcome: Outcome) -> bool {
+        outcome == Outcome::Answered && matches!(ext, Some("101" | "102" | "103"))
+    }
+
+    fn check(
+        case: &str,
+        all: &[CrmAction],
+        s: &CallSummary,
+        customers: &[Customer],
+        mapped_handled: bool,
+    ) {
+        let lines = describe(all);
+        let created_customers = all
+            .iter()
+            .filter(|a| matches!(a, CrmAction::CreateCustomer(_)))
+            .count();
+        let created_orders = all
+            .iter()
+            .filter(|a| matches!(a, CrmAction::CreateOrder(_)))
+            .count();
+        assert!(
+            created_customers <= 1,
+            "{case}: one customer at most: {lines:#?}"
+        );
+        assert!(created_orders <= 1, "{case}: one order at most: {lines:#?}");
+        if !customers.is_empty() {
+            assert_eq!(
+                created_customers, 0,
+                "{case}: a known number makes no customer: {lines:#?}"
+            );
+        }
+        // Steps named by later actions were created before them.
+        let mut steps: Vec<String> = Vec::new();
+        let known_users = [3, 4, 5, 7];
+        for a in all {
+            let mut a2 = a.clone();
+            for r in a2.refs_mut() {
+                if let EntityRef::Step(step) = r {
+                    assert!(
+                        steps.contains(step),
+                        "{case}: {step} used before it is made: {lines:#?}"
+                    );
+                }
+            }
+            if let Some(step) = a.step() {
+                steps.push(step);
+            }
+            if let CrmAction::CreateTask(t) = a {
+                assert!(
+                    t.customer.is_some() || t.order.is_some(),
+                    "{case}: a task hangs on a customer or an order: {lines:#?}"
+                );
+                assert!(
+                    known_users.contains(&t.performer_id),
+                    "{case}: a task is for somebody: {lines:#?}"
+                );
+                if t.complete {
+                    assert!(mapped_handled, "{case}: a completed task records a call a mapped employee handled: {lines:#?}");
+                }
+            }
+        }
+        let histories = all
+            .iter()
+            .filter(|a| matches!(a, CrmAction::CallHistory(_)))
+            .count();
+        assert_eq!(
+            histories, 1,
+            "{case}: the call is in the history once: {lines:#?}"
+        );
+        if s.header.direction == Direction::Inbound && !mapped_handled {
+            let senior_told = all.iter().any(|a| match a {
+                CrmAction::CreateTask(t) => t.performer_id == SENIOR,
+                CrmAction::CallEvent(e) => e.user_ids.contains(&SENIOR),
+                _ => false,
+            });
+            assert!(
+                senior_told,
+                "{case}: the senior manager gets something: {lines:#?}"
+            );
+        }
+        if s.header.direction == Direction::Outbound && customers.is_empty() {
+            assert_eq!(
+                lines.len(),
+                1,
+                "{case}: an unknown number's outbound call is history only: {lines:#?}"
+            );
+        }
+    }
+}
