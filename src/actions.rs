@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::call::{CallStage, CallSummary, CallUpdate, Direction, Outcome};
+use crate::call::{CallHeader, CallStage, CallSummary, CallUpdate, Direction};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,35 @@ pub enum CrmAction {
     /// A customer or order gets another responsible manager: `POST /{customers|orders}/{x}/edit`
     /// (setting a value, so repeating it changes nothing).
     SetManager(ManagerChange),
+    /// Not a request: a moment of a call for the matrix to decide. Delivering it reads
+    /// the caller's customers from the CRM, runs `matrix::decide*` and stores the
+    /// actions decided, in the transaction that marks it done.
+    Decide(DecideRequest),
+}
+
+/// A moment of a call the matrix decides about, with what the tracker knew then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecideRequest {
+    pub header: CallHeader,
+    pub moment: Moment,
+    /// Campaign data the PBX passed in channel variables (`UTM_*`).
+    #[serde(default)]
+    pub source: Option<Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "moment", rename_all = "snake_case")]
+pub enum Moment {
+    /// Employee extensions started ringing.
+    Ringing {
+        new: Vec<String>,
+    },
+    Answered {
+        extension: String,
+    },
+    Ended {
+        summary: Box<CallSummary>,
+    },
 }
 
 impl CrmAction {
@@ -52,6 +81,7 @@ impl CrmAction {
                 Entity::Customer => "customer_manager",
                 Entity::Order => "order_manager",
             },
+            CrmAction::Decide(_) => "decide",
         }
     }
 
@@ -246,97 +276,39 @@ pub enum NoAction {
     Nothing,
 }
 
-/// What the action rules need from the configuration.
-#[derive(Debug, Clone, Default)]
-pub struct ActionContext {
-    /// `[http] public_url`: recording links point there.
-    pub public_url: String,
-}
-
-/// The actions for one step of one call.
-pub fn actions_for(update: &CallUpdate, ctx: &ActionContext) -> Result<Vec<CrmAction>, NoAction> {
+/// The action for one step of one call: the moment for the matrix to decide (at
+/// delivery, when the CRM can be asked who the caller is). Ringing and answer matter
+/// for inbound calls only; every call's end is decided.
+pub fn actions_for(update: &CallUpdate) -> Result<Vec<CrmAction>, NoAction> {
     let header = &update.header;
     if header.direction == Direction::Internal {
         return Err(NoAction::Internal);
     }
-    let Some(phone) = header.customer_number.clone() else {
+    if header.customer_number.is_none() {
         return Err(NoAction::NoCustomerNumber);
-    };
-    let actions = match &update.stage {
-        CallStage::Ringing { new, .. } if header.direction == Direction::Inbound => {
-            vec![CrmAction::CallEvent(CallEvent {
-                event: CallEventType::In,
-                phone,
-                codes: new.clone(),
-                user_ids: Vec::new(),
-                hangup_status: None,
-                call_external_id: header.external_id(),
-                external_phone: header.did.clone(),
-            })]
-        }
-        CallStage::Ended(summary) => ended(summary, phone, ctx),
-        _ => Vec::new(),
-    };
-    if actions.is_empty() {
-        Err(NoAction::Nothing)
-    } else {
-        Ok(actions)
     }
-}
-
-fn ended(summary: &CallSummary, phone: String, ctx: &ActionContext) -> Vec<CrmAction> {
-    let header = &summary.header;
-    let mut actions = Vec::new();
-    // Close the pop-ups that rang; the CRM wants the dial-time codes again.
-    if header.direction == Direction::Inbound && !summary.rang.is_empty() {
-        actions.push(CrmAction::CallEvent(CallEvent {
-            event: CallEventType::Hangup,
-            phone: phone.clone(),
-            codes: summary.rang.clone(),
-            user_ids: Vec::new(),
-            hangup_status: Some(match summary.outcome {
-                Outcome::Answered => HangupStatus::Answered,
-                Outcome::Busy => HangupStatus::Busy,
-                Outcome::Failed => HangupStatus::Failed,
-                Outcome::Missed | Outcome::Voicemail => HangupStatus::NoAnswered,
-            }),
-            call_external_id: header.external_id(),
-            external_phone: header.did.clone(),
-        }));
-    }
-    actions.push(CrmAction::CallHistory(CallRecord {
-        date: header.started_at,
-        direction: header.direction,
-        phone,
-        code: summary
-            .employee
-            .clone()
-            .or_else(|| summary.rang.first().cloned()),
-        result: match summary.outcome {
-            Outcome::Answered => CallResult::Answered,
-            Outcome::Busy => CallResult::Busy,
-            Outcome::Failed => CallResult::Failed,
-            Outcome::Missed | Outcome::Voicemail => CallResult::NoAnswer,
+    let inbound = header.direction == Direction::Inbound;
+    let moment = match &update.stage {
+        CallStage::Ringing { new, .. } if inbound => Moment::Ringing { new: new.clone() },
+        CallStage::Answered { extension } if inbound => Moment::Answered {
+            extension: extension.clone(),
         },
-        duration: summary.talk_secs,
-        duration_waiting: summary.wait_secs,
-        external_id: header.external_id(),
-        external_phone: header.did.clone(),
-        // The conversation's recording, or the voicemail the caller left.
-        record_url: (summary.recording.is_some()
-            || summary
-                .voicemail
-                .as_ref()
-                .is_some_and(|v| v.message.is_some()))
-        .then(|| crate::recordings::link(&ctx.public_url, &header.external_id())),
-    }));
-    actions
+        CallStage::Ended(summary) => Moment::Ended {
+            summary: summary.clone(),
+        },
+        _ => return Err(NoAction::Nothing),
+    };
+    Ok(vec![CrmAction::Decide(DecideRequest {
+        header: header.clone(),
+        moment,
+        source: None,
+    })])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::CallHeader;
+    use crate::call::Outcome;
 
     fn header(direction: Direction, number: Option<&str>) -> CallHeader {
         CallHeader {
@@ -369,9 +341,21 @@ mod tests {
         }
     }
 
+    fn decided(up: &CallUpdate) -> Result<Moment, NoAction> {
+        let mut actions = actions_for(up)?;
+        assert_eq!(actions.len(), 1);
+        match actions.remove(0) {
+            CrmAction::Decide(d) => {
+                assert_eq!(d.header, up.header);
+                Ok(d.moment)
+            }
+            other => panic!("not a decision: {other:?}"),
+        }
+    }
+
     #[test]
-    fn ringing_inbound_pops_up_on_the_new_extension() {
-        let up = CallUpdate {
+    fn inbound_ringing_answer_and_end_are_decided() {
+        let ringing = CallUpdate {
             header: header(Direction::Inbound, Some("+79161234567")),
             at: Timestamp(2),
             stage: CallStage::Ringing {
@@ -379,79 +363,68 @@ mod tests {
                 new: vec!["102".into()],
             },
         };
-        let actions = actions_for(&up, &ActionContext::default()).expect("actions");
         assert_eq!(
-            actions,
-            vec![CrmAction::CallEvent(CallEvent {
-                event: CallEventType::In,
-                phone: "+79161234567".into(),
-                codes: vec!["102".into()],
-                user_ids: Vec::new(),
-                hangup_status: None,
-                call_external_id: "cb-office-1795627488.2".into(),
-                external_phone: Some("74951234567".into()),
-            })]
+            decided(&ringing),
+            Ok(Moment::Ringing {
+                new: vec!["102".into()]
+            })
+        );
+        let answered = CallUpdate {
+            stage: CallStage::Answered {
+                extension: "102".into(),
+            },
+            ..ringing.clone()
+        };
+        assert_eq!(
+            decided(&answered),
+            Ok(Moment::Answered {
+                extension: "102".into()
+            })
+        );
+        let s = summary(Outcome::Answered, Some("102"));
+        let ended = CallUpdate {
+            header: s.header.clone(),
+            at: Timestamp(10),
+            stage: CallStage::Ended(Box::new(s.clone())),
+        };
+        assert_eq!(
+            decided(&ended),
+            Ok(Moment::Ended {
+                summary: Box::new(s)
+            })
         );
     }
 
     #[test]
-    fn answered_call_closes_the_popup_and_goes_to_history() {
-        let s = summary(Outcome::Answered, Some("101"));
+    fn outbound_calls_are_decided_at_their_end_only() {
         let up = CallUpdate {
-            header: s.header.clone(),
-            at: Timestamp(10),
-            stage: CallStage::Ended(Box::new(s)),
+            header: header(Direction::Outbound, Some("89031112233")),
+            at: Timestamp(2),
+            stage: CallStage::Answered {
+                extension: "101".into(),
+            },
         };
-        let actions = actions_for(&up, &ActionContext::default()).expect("actions");
-        assert_eq!(actions.len(), 2);
-        let CrmAction::CallEvent(close) = &actions[0] else {
-            panic!("hangup event first")
-        };
-        assert_eq!(close.event, CallEventType::Hangup);
-        assert_eq!(close.hangup_status, Some(HangupStatus::Answered));
-        let CrmAction::CallHistory(rec) = &actions[1] else {
-            panic!("history second")
-        };
-        assert_eq!(rec.result, CallResult::Answered);
-        assert_eq!(rec.code.as_deref(), Some("101"));
-        assert_eq!((rec.duration, rec.duration_waiting), (6, 3));
-        assert_eq!(rec.external_id, "cb-office-1795627488.2");
-    }
-
-    #[test]
-    fn missed_call_is_no_answer_on_the_rung_extension() {
-        let s = summary(Outcome::Missed, None);
-        let up = CallUpdate {
-            header: s.header.clone(),
-            at: Timestamp(10),
-            stage: CallStage::Ended(Box::new(s)),
-        };
-        let actions = actions_for(&up, &ActionContext::default()).expect("actions");
-        let CrmAction::CallHistory(rec) = &actions[1] else {
-            panic!("history")
-        };
-        assert_eq!(rec.result, CallResult::NoAnswer);
-        assert_eq!(rec.code.as_deref(), Some("101"));
+        assert_eq!(decided(&up), Err(NoAction::Nothing));
     }
 
     #[test]
     fn internal_and_anonymous_calls_leave_no_actions() {
-        let mut up = CallUpdate {
-            header: header(Direction::Internal, Some("102")),
-            at: Timestamp(2),
-            stage: CallStage::Answered {
-                extension: "102".into(),
-            },
+        let mut s = summary(Outcome::Answered, Some("101"));
+        s.header.direction = Direction::Internal;
+        let up = CallUpdate {
+            header: s.header.clone(),
+            at: Timestamp(10),
+            stage: CallStage::Ended(Box::new(s)),
         };
-        assert_eq!(
-            actions_for(&up, &ActionContext::default()),
-            Err(NoAction::Internal)
-        );
-        up.header = header(Direction::Inbound, None);
-        assert_eq!(
-            actions_for(&up, &ActionContext::default()),
-            Err(NoAction::NoCustomerNumber)
-        );
+        assert_eq!(actions_for(&up), Err(NoAction::Internal));
+        let mut s = summary(Outcome::Missed, None);
+        s.header.customer_number = None;
+        let up = CallUpdate {
+            header: s.header.clone(),
+            at: Timestamp(10),
+            stage: CallStage::Ended(Box::new(s)),
+        };
+        assert_eq!(actions_for(&up), Err(NoAction::NoCustomerNumber));
     }
 
     #[test]
@@ -462,7 +435,7 @@ mod tests {
             at: Timestamp(10),
             stage: CallStage::Ended(Box::new(s)),
         };
-        for a in actions_for(&up, &ActionContext::default()).expect("actions") {
+        for a in actions_for(&up).expect("actions") {
             let json = serde_json::to_string(&a).expect("json");
             let back: CrmAction = serde_json::from_str(&json).expect("back");
             assert_eq!(back, a);

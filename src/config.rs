@@ -49,6 +49,8 @@ pub const DEFAULT_CRM_RATE_LIMIT: f64 = 10.0;
 pub const DEFAULT_CRM_TELEPHONY_RATE_LIMIT: f64 = 40.0;
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_CRM_CONCURRENCY: usize = 16;
+/// How often the CRM's users, extension codes and statuses are read again.
+pub const DEFAULT_DIRECTORY_REFRESH: Duration = Duration::from_secs(300);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -224,6 +226,17 @@ pub struct CrmConfig {
     pub give_up_after: Duration,
     /// Calls whose actions are delivered at the same time.
     pub concurrency: usize,
+    /// Region (ISO 3166 code) in which numbers without a country code are read.
+    pub default_region: String,
+    /// `orderMethod` of the orders made for calls.
+    pub order_method: String,
+    /// Status groups whose orders are closed; an order in any other group is open.
+    pub final_status_groups: Vec<String>,
+    /// The telephony integration module's code; when set, callbridge registers it at
+    /// start-up and reads the extension codes the CRM holds from it.
+    pub module_code: Option<String>,
+    /// How often the CRM's users, extension codes and order statuses are read again.
+    pub directory_refresh: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1296,6 +1309,28 @@ fn read_crm(ck: &mut Checker<'_>, f: Field<'_>) -> CrmConfig {
             .integer(&f.key, v, 1, 1024, "expected an integer between 1 and 1024")
             .map_or(DEFAULT_CRM_CONCURRENCY, |n| n as usize),
     };
+    let f = t.field("default_region");
+    let default_region = ck.string(&f).unwrap_or_else(|| "RU".to_string());
+    if crate::phone::PhoneNormalizer::new(&default_region).is_err() {
+        ck.problem(
+            &f.key,
+            format!("unknown region {default_region:?}; expected an ISO 3166 code like \"RU\""),
+        );
+    }
+    let order_method = ck
+        .string(&t.field("order_method"))
+        .unwrap_or_else(|| "phone".to_string());
+    let f = t.field("final_status_groups");
+    let mut final_status_groups = ck.string_list(&f);
+    if f.value.is_none() {
+        final_status_groups = vec!["complete".to_string(), "cancel".to_string()];
+    }
+    let module_code = ck.string(&t.field("module_code"));
+    let directory_refresh = ck.duration(
+        &t.field("directory_refresh"),
+        DEFAULT_DIRECTORY_REFRESH,
+        false,
+    );
     t.finish(ck);
     CrmConfig {
         kind,
@@ -1307,6 +1342,11 @@ fn read_crm(ck: &mut Checker<'_>, f: Field<'_>) -> CrmConfig {
         telephony_rate_limit_per_sec,
         give_up_after,
         concurrency,
+        default_region,
+        order_method,
+        final_status_groups,
+        module_code,
+        directory_refresh,
     }
 }
 

@@ -14,13 +14,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::actions::{actions_for, ActionContext};
+use crate::actions::actions_for;
 use crate::call::tracker::CallSnapshot;
 use crate::call::{
     CallStage, CallSummary, CallTracker, CallUpdate, InternalExtensions, Outcome, TrackerConfig,
 };
 use crate::config::{Config, PbxConfig, PbxKind};
 use crate::crm::RetailCrm;
+use crate::decider::Decider;
 use crate::http::{self, HttpState};
 use crate::outbox::{DeliveryOptions, Outbox};
 use crate::pbx::ami;
@@ -72,6 +73,9 @@ pub async fn run(
     .with_context(|| format!("listening on http.listen = {}", config.http.listen))?;
     info!(%http_addr, "HTTP side listening (GET /health)");
 
+    let decider = Decider::new(crm.clone(), &config).context("crm.default_region")?;
+    // Loads the phone-number metadata in the background (decisions wait for it).
+    tokio::spawn(decider.clone().warm_up());
     let outbox = Outbox::new(store.clone());
     let delivery_stop = CancellationToken::new();
     let delivery = tokio::spawn(outbox.clone().run(
@@ -87,6 +91,7 @@ pub async fn run(
                     config.crm.concurrency as f64 / config.crm.rate_limit_per_sec,
                 )
                 + Duration::from_secs(10),
+            decider: Some(decider),
             ..DeliveryOptions::default()
         },
         delivery_stop.clone(),
@@ -119,9 +124,6 @@ pub async fn run(
             Processor {
                 pbx: pbx.clone(),
                 outbox: outbox.clone(),
-                actions: ActionContext {
-                    public_url: config.http.public_url.clone(),
-                },
             },
         ));
     }
@@ -201,12 +203,15 @@ fn task_failure(e: tokio::task::JoinError) -> String {
 struct Processor {
     pbx: PbxConfig,
     outbox: Outbox,
-    actions: ActionContext,
 }
 
 /// How many PBX inputs are applied before their results are written in one
 /// transaction (group commit): bursts cost one write, a lone event is written at once.
 const BATCH: usize = 256;
+
+/// A store write slower than this is worth a warning: events wait behind it, and a
+/// crash meanwhile loses what they said.
+const SLOW_COMMIT: Duration = Duration::from_millis(500);
 
 /// How often calls that saw no event for `stale_call_timeout` are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -397,7 +402,7 @@ async fn write(
         }
         let actions = span.in_scope(|| {
             log_update(&update);
-            match actions_for(&update, &p.actions) {
+            match actions_for(&update) {
                 Ok(actions) => actions,
                 Err(reason) => {
                     debug!(?reason, "no CRM action for this step");
@@ -422,9 +427,19 @@ async fn write(
     // The store must take it: retry rather than lose a call. While it fails, this PBX's
     // reading waits (the event buffer fills), which is the right pressure.
     let mut delay = Duration::from_millis(100);
+    let started = std::time::Instant::now();
     loop {
         match p.outbox.commit(&items).await {
-            Ok(_) => return,
+            Ok(_) => {
+                let took = started.elapsed();
+                if took > SLOW_COMMIT {
+                    warn!(pbx = %p.pbx.name, items = items.len(), took = ?took,
+                          "storing call updates was slow; PBX events wait meanwhile");
+                } else {
+                    debug!(items = items.len(), took = ?took, "call updates stored");
+                }
+                return;
+            }
             Err(e) => {
                 error!(pbx = %p.pbx.name, error = %e, retry_in = ?delay, "could not store call updates; retrying");
                 tokio::time::sleep(delay).await;

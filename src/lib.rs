@@ -11,6 +11,7 @@ pub mod call;
 pub mod config;
 pub mod crm;
 pub mod daemon;
+pub mod decider;
 pub mod demo;
 pub mod directory;
 pub mod http;

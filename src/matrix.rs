@@ -688,7 +688,7 @@ fn history(summary: &CallSummary, phone: &PhoneNumber, record_url: Option<String
     CrmAction::CallHistory(CallRecord {
         date: header.started_at,
         direction: header.direction,
-        phone: phone.digits().to_string(),
+        phone: phone.e164().to_string(),
         code: summary
             .talkers
             .last()

@@ -169,6 +169,7 @@ fn describe(actions: &[CrmAction]) -> Vec<String> {
                 "popup {:?} codes={:?} users={:?} status={:?}",
                 e.event, e.codes, e.user_ids, e.hangup_status
             ),
+            CrmAction::Decide(d) => format!("decide {:?}", d.moment),
             CrmAction::CallHistory(h) => format!(
                 "history {:?} {:?} phone={} code={:?} record={}",
                 h.direction,
@@ -192,7 +193,7 @@ const CLOSED_MISSED: &str =
     "popup Hangup codes=[\"101\", \"102\"] users=[3, 4, 5, 7, 8] status=Some(NoAnswered)";
 
 fn history_in(result: &str, code: &str) -> String {
-    format!("history Inbound {result} phone=79161234567 code=Some(\"{code}\") record={RECORDING}")
+    format!("history Inbound {result} phone=+79161234567 code=Some(\"{code}\") record={RECORDING}")
 }
 
 #[test]
@@ -362,7 +363,7 @@ fn row_4a_missed_existing_client_with_order() {
         vec![
             CLOSED_MISSED.to_string(),
             "task for 7 on order #21 open: Missed call from a client with an open order: pass it to a manager: inbound call +79161234567.".into(),
-            "history Inbound NoAnswer phone=79161234567 code=Some(\"101\") record=-".into(),
+            "history Inbound NoAnswer phone=+79161234567 code=Some(\"101\") record=-".into(),
         ]
     );
 }
@@ -377,7 +378,7 @@ fn row_4b_missed_new_client() {
             format!("customer {CUSTOMER_STEP} phone=+79161234567 manager=Some(7)"),
             format!("order {ORDER_STEP} customer=step:{CUSTOMER_STEP} manager=Some(7) method=phone"),
             format!("task for 7 on order step:{ORDER_STEP} open: Missed call: call the client back or pass the call to a manager: inbound call +79161234567."),
-            "history Inbound NoAnswer phone=79161234567 code=Some(\"101\") record=-".into(),
+            "history Inbound NoAnswer phone=+79161234567 code=Some(\"101\") record=-".into(),
         ]
     );
 }
@@ -389,7 +390,7 @@ fn row_5a_outbound_answered_by_responsible_manager() {
         ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer),
         vec![
             "task for 3 on customer #11 done: Outbound call, answered: outbound call +79161234567, talked: 101.".to_string(),
-            format!("history Outbound Answered phone=79161234567 code=Some(\"101\") record={RECORDING}"),
+            format!("history Outbound Answered phone=+79161234567 code=Some(\"101\") record={RECORDING}"),
         ]
     );
 }
@@ -402,7 +403,7 @@ fn row_5b_outbound_answered_by_other_manager() {
         vec![
             "task for 4 on customer #11 done: Outbound call, answered: outbound call +79161234567, talked: 102.".to_string(),
             "task for 3 on customer #11 open: Another manager (user 4) called your client: review the call: outbound call +79161234567, talked: 102.".into(),
-            format!("history Outbound Answered phone=79161234567 code=Some(\"102\") record={RECORDING}"),
+            format!("history Outbound Answered phone=+79161234567 code=Some(\"102\") record={RECORDING}"),
         ]
     );
 }
@@ -413,7 +414,7 @@ fn row_5c_outbound_to_unknown_number() {
     assert_eq!(
         ended(&s, &snapshot(vec![]), CreateOn::Answer),
         vec![format!(
-            "history Outbound Answered phone=79161234567 code=Some(\"101\") record={RECORDING}"
+            "history Outbound Answered phone=+79161234567 code=Some(\"101\") record={RECORDING}"
         )]
     );
 }
@@ -428,7 +429,7 @@ fn row_6a_voicemail_new_number() {
             format!("customer {CUSTOMER_STEP} phone=+79161234567 manager=Some(7)"),
             format!("order {ORDER_STEP} customer=step:{CUSTOMER_STEP} manager=Some(7) method=phone"),
             format!("task for 7 on order step:{ORDER_STEP} open: Call the client back: they left a voicemail: inbound call +79161234567."),
-            format!("history Inbound NoAnswer phone=79161234567 code=Some(\"101\") record={RECORDING}"),
+            format!("history Inbound NoAnswer phone=+79161234567 code=Some(\"101\") record={RECORDING}"),
         ]
     );
     let d = decide(
@@ -457,7 +458,7 @@ fn row_6b_voicemail_existing_client_with_order() {
         vec![
             CLOSED_MISSED.to_string(),
             "task for 4 on order #21 open: Call the client back: they left a voicemail: inbound call +79161234567.".into(),
-            format!("history Inbound NoAnswer phone=79161234567 code=Some(\"101\") record={RECORDING}"),
+            format!("history Inbound NoAnswer phone=+79161234567 code=Some(\"101\") record={RECORDING}"),
         ]
     );
 }
@@ -503,7 +504,7 @@ fn decided_missed_returning_client_gets_an_order_with_a_task_for_the_senior() {
             CLOSED_MISSED.to_string(),
             format!("order {ORDER_STEP} customer=#12 manager=Some(7) method=phone"),
             format!("task for 7 on order step:{ORDER_STEP} open: Missed call: call the client back or pass the call to a manager: inbound call +79161234567."),
-            "history Inbound NoAnswer phone=79161234567 code=Some(\"101\") record=-".into(),
+            "history Inbound NoAnswer phone=+79161234567 code=Some(\"101\") record=-".into(),
         ]
     );
 }

@@ -19,6 +19,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::actions::{CallEventType, CrmAction, EntityRef};
 use crate::call::CallUpdate;
 use crate::crm::{CrmError, Delivered, RetailCrm};
+use crate::decider::{DecideError, Decider};
 use crate::store::{Attempt, AttemptResult, PendingAction, Settled, Store, StoreError};
 use crate::time::Timestamp;
 
@@ -38,6 +39,9 @@ pub struct DeliveryOptions {
     pub lease: Duration,
     /// How often the outbox's state is written to the log.
     pub report_every: Duration,
+    /// Runs matrix decisions (`CrmAction::Decide`); without one they wait (dead with
+    /// the reason) until a process that has one is started.
+    pub decider: Option<Decider>,
 }
 
 impl Default for DeliveryOptions {
@@ -50,6 +54,7 @@ impl Default for DeliveryOptions {
             give_up_after: Duration::from_secs(24 * 3600),
             lease: Duration::from_secs(120),
             report_every: Duration::from_secs(60),
+            decider: None,
         }
     }
 }
@@ -106,7 +111,11 @@ impl Outbox {
         self.expire_dead_workers_claims().await;
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let (results, results_rx) = mpsc::channel::<AttemptResult>(options.concurrency.max(1) * 4);
-        let writer = tokio::spawn(write_results(self.store.clone(), results_rx));
+        let writer = tokio::spawn(write_results(
+            self.store.clone(),
+            results_rx,
+            self.wake.clone(),
+        ));
         let mut next_report = Instant::now() + options.report_every;
         loop {
             if shutdown.is_cancelled() {
@@ -333,11 +342,40 @@ async fn deliver(
     let kind = pending.action.kind();
     let started_at = Timestamp::now();
     let clock = Instant::now();
+    let mut spawn = Vec::new();
     let result: Result<Delivered, DeliveryError> = match prepare(&store, &mut pending).await {
-        Ok(None) => crm
-            .send(&pending.action, pending.in_doubt)
-            .await
-            .map_err(DeliveryError::Crm),
+        Ok(None) => match (&pending.action, &options.decider) {
+            (CrmAction::Decide(request), Some(decider)) => {
+                match decider.decide(&store, &pending.call_id, request).await {
+                    Ok(actions) => {
+                        let kinds: Vec<&str> = actions.iter().map(CrmAction::kind).collect();
+                        let note = format!(
+                            "decided: {}",
+                            if kinds.is_empty() {
+                                "nothing".to_string()
+                            } else {
+                                kinds.join(", ")
+                            }
+                        );
+                        spawn = actions;
+                        Ok(Delivered {
+                            status: 0,
+                            note: Some(note),
+                            result: None,
+                        })
+                    }
+                    Err(DecideError::Crm(e)) => Err(DeliveryError::Crm(e)),
+                    Err(DecideError::Store(e)) => Err(DeliveryError::Store(e)),
+                }
+            }
+            (CrmAction::Decide(_), None) => Err(DeliveryError::Dead(
+                "no matrix configured in this process to decide the call".into(),
+            )),
+            _ => crm
+                .send(&pending.action, pending.in_doubt)
+                .await
+                .map_err(DeliveryError::Crm),
+        },
         Ok(Some(Hold::Skip(why))) => {
             info!(kind, why = %why, "settled without a request");
             Ok(Delivered {
@@ -373,6 +411,7 @@ async fn deliver(
                 Settled::Done {
                     note: delivered.note,
                     result: delivered.result,
+                    spawn: std::mem::take(&mut spawn),
                 },
             )
         }
@@ -428,7 +467,11 @@ async fn deliver(
 /// Writes delivery results as they come, in batches: one transaction for all that
 /// arrived while the previous one was written. Ends when every sender is gone and the
 /// last results are written.
-async fn write_results(store: Store, mut results: mpsc::Receiver<AttemptResult>) {
+async fn write_results(
+    store: Store,
+    mut results: mpsc::Receiver<AttemptResult>,
+    wake: Arc<Notify>,
+) {
     let mut batch = Vec::new();
     while let Some(first) = results.recv().await {
         batch.push(first);
@@ -441,7 +484,11 @@ async fn write_results(store: Store, mut results: mpsc::Receiver<AttemptResult>)
         let mut delay = Duration::from_millis(50);
         loop {
             match store.record_attempts(&batch).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    // A decision's actions are due now, and a call's next action may be.
+                    wake.notify_one();
+                    break;
+                }
                 Err(e) if delay < Duration::from_secs(5) => {
                     warn!(error = %e, results = batch.len(), retry_in = ?delay, "could not record delivery results; retrying");
                     tokio::time::sleep(delay).await;

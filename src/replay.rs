@@ -10,7 +10,7 @@ use anyhow::Context;
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-use crate::actions::{actions_for, ActionContext};
+use crate::actions::{actions_for, CrmAction, Moment};
 use crate::call::{CallStage, CallTracker, CallUpdate, InternalExtensions, TrackerConfig};
 use crate::pbx::ami::normalize::{normalize, Skip};
 use crate::pbx::ami::{AmiCodec, AmiItem};
@@ -125,9 +125,17 @@ pub fn run(path: &Path, pbx: &str, extensions: &[String]) -> anyhow::Result<()> 
                 ),
             };
             println!("  {}  {stage}", u.at);
-            if let Ok(actions) = actions_for(u, &ActionContext::default()) {
+            if let Ok(actions) = actions_for(u) {
                 for a in actions {
-                    println!("      -> {}", serde_json::to_string(&a).unwrap_or_default());
+                    let what = match &a {
+                        CrmAction::Decide(d) => match &d.moment {
+                            Moment::Ringing { .. } => "the matrix decides the ringing (pop-ups)",
+                            Moment::Answered { .. } => "the matrix decides the answer",
+                            Moment::Ended { .. } => "the matrix decides the end (tasks, history)",
+                        },
+                        other => other.kind(),
+                    };
+                    println!("      -> {what}");
                 }
             }
         }

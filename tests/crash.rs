@@ -277,27 +277,38 @@ fn check_records(
         inbound.len()
     );
 
-    // Customers, orders and tasks exactly once, linked to each other.
-    let customers: HashMap<&str, _> = state
+    // The clients' customers, orders and tasks exactly once, linked to each other.
+    let client_customers: HashMap<&str, _> = state
         .customers
         .iter()
         .filter_map(|c| c.external_id.as_deref().map(|x| (x, c)))
+        .filter(|(x, _)| x.starts_with("cbt-"))
         .collect();
     assert_eq!(
-        state.customers.len(),
+        client_customers.len(),
         clients,
         "one customer per client, no duplicates"
     );
-    assert_eq!(customers.len(), clients);
+    let client_orders: Vec<_> = state
+        .orders
+        .iter()
+        .filter(|o| {
+            o.external_id
+                .as_deref()
+                .is_some_and(|x| x.starts_with("cbt-"))
+        })
+        .collect();
     assert_eq!(
-        state.orders.len(),
+        client_orders.len(),
         clients,
         "one order per client, no duplicates"
     );
-    for o in &state.orders {
+    for o in &client_orders {
         let ext = o.external_id.as_deref().expect("order externalId");
         let customer_ext = ext.trim_end_matches("-order");
-        let customer = customers.get(customer_ext).expect("its customer exists");
+        let customer = client_customers
+            .get(customer_ext)
+            .expect("its customer exists");
         assert_eq!(
             o.customer.as_ref().map(|c| c.id),
             Some(customer.id),
@@ -309,6 +320,39 @@ fn check_records(
             "the manager change reached {customer_ext}"
         );
     }
+
+    // The matrix's records: one customer per caller's number however many calls came
+    // from it and however often the daemon died, every order on a customer that exists.
+    let mut by_phone: HashMap<String, usize> = HashMap::new();
+    for c in state.customers.iter().filter(|c| {
+        c.external_id
+            .as_deref()
+            .is_some_and(|x| x.starts_with("cb-tel-"))
+    }) {
+        for p in &c.phones {
+            let digits: String = p.number.chars().filter(char::is_ascii_digit).collect();
+            *by_phone.entry(digits).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        by_phone.len(),
+        2,
+        "a customer for each of the two inbound numbers: {by_phone:?}"
+    );
+    assert!(
+        by_phone.values().all(|n| *n == 1),
+        "no number has two customers: {by_phone:?}"
+    );
+    for o in &state.orders {
+        let customer = o.customer.as_ref().expect("every order names a customer");
+        assert!(
+            state.customers.iter().any(|c| c.id == customer.id),
+            "order {:?}'s customer exists",
+            o.external_id
+        );
+    }
+
+    // Every task once (its marker is unique), on a record that exists.
     let mut markers: HashMap<String, usize> = HashMap::new();
     for t in &state.tasks {
         let c = t.commentary.as_deref().unwrap_or("");
@@ -319,18 +363,22 @@ fn check_records(
             .trim_end_matches(']')
             .to_string();
         *markers.entry(marker).or_default() += 1;
-        let order = t.order.as_ref().expect("task on an order");
-        assert!(
-            state.orders.iter().any(|o| o.id == order.id),
-            "task's order exists"
-        );
+        match (&t.order, &t.customer) {
+            (Some(order), _) => assert!(
+                state.orders.iter().any(|o| o.id == order.id),
+                "task's order exists"
+            ),
+            (None, Some(customer)) => assert!(
+                state.customers.iter().any(|c| c.id == customer.id),
+                "task's customer exists"
+            ),
+            (None, None) => panic!("a task on nothing: {t:?}"),
+        }
     }
-    assert_eq!(
-        state.tasks.len(),
-        clients,
-        "one task per client, no duplicates: {markers:?}"
-    );
-    assert!(markers.values().all(|n| *n == 1));
+    let twice: Vec<_> = markers.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "tasks made twice: {twice:?}");
+    let client_tasks = markers.keys().filter(|m| m.starts_with("cbt-")).count();
+    assert_eq!(client_tasks, clients, "one task per client");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

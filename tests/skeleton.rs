@@ -54,10 +54,23 @@ async fn answered_call_gives_one_popup_and_one_answered_history_entry() {
         requests.iter().all(|r| r.3),
         "all requests confirmed: {requests:?}"
     );
+    // Three moments decided (ringing, answer, end); a new client answered by a mapped
+    // manager (row 1): customer and order at answer; the pop-up, its closing, history.
+    let mut kinds: Vec<&str> = requests.iter().map(|r| r.1.as_str()).collect();
+    kinds.sort_unstable();
     assert_eq!(
-        requests.len(),
-        3,
-        "pop-up, pop-up close, history: {requests:?}"
+        kinds,
+        vec![
+            "call_history",
+            "customer",
+            "decide",
+            "decide",
+            "decide",
+            "order",
+            "popup_hangup",
+            "popup_in"
+        ],
+        "{requests:?}"
     );
     h.stop().await;
 }

@@ -96,6 +96,10 @@ struct LiveCall {
     origin_endpoint: Option<Id>,
     origin_exten: Option<Id>,
     origin_from_trunk: bool,
+    /// The call was first heard of by a later channel (its first channel's creation
+    /// fell into a gap): `origin` is the channel it is named after, not yet described.
+    #[serde(default)]
+    origin_unseen: bool,
     caller_number: Option<Id>,
     direction: Option<Direction>,
     dialed_number: Option<Id>,
@@ -156,6 +160,7 @@ impl LiveCall {
             origin_endpoint: None,
             origin_exten: None,
             origin_from_trunk: false,
+            origin_unseen: false,
             caller_number: None,
             direction: None,
             dialed_number: None,
@@ -564,6 +569,11 @@ impl CallTracker {
                 .get(&l.call)
                 .is_some_and(|c| c.origin == l.channel);
             if is_origin {
+                let from_trunk = l
+                    .context
+                    .as_deref()
+                    .is_some_and(|c| self.config.trunk_contexts.iter().any(|t| t == c));
+                let internal = &self.config.internal;
                 if let Some(call) = self.calls.get_mut(&l.call) {
                     if call.origin_endpoint.is_none() {
                         call.origin_endpoint = l.endpoint.clone();
@@ -572,10 +582,10 @@ impl CallTracker {
                             .caller_number
                             .take()
                             .or_else(|| l.caller_number.clone());
-                        call.origin_from_trunk = l
-                            .context
-                            .as_deref()
-                            .is_some_and(|c| self.config.trunk_contexts.iter().any(|t| t == c));
+                        call.origin_from_trunk = from_trunk;
+                        // A dial seen before the origin was known was judged as if from
+                        // outside: judge it again now that the origin is known.
+                        redecide_direction(call, internal);
                     }
                 }
             } else if self
@@ -699,11 +709,15 @@ impl CallTracker {
         let Some(call) = self.calls.get(&l.call) else {
             return false;
         };
-        let origin_unseen = self
-            .channels
-            .get(&call.origin)
-            .is_some_and(|c| c.name.is_empty());
-        if call.origin == l.channel || !origin_unseen {
+        // Either the origin is this channel, known so far only by its id, or a later
+        // channel was taken for the origin (a call restored from an older snapshot).
+        let undescribed = call.origin == l.channel && call.origin_unseen;
+        let misplaced = call.origin != l.channel
+            && self
+                .channels
+                .get(&call.origin)
+                .is_some_and(|c| c.name.is_empty());
+        if !undescribed && !misplaced {
             return false;
         }
         let from_trunk = l
@@ -716,8 +730,7 @@ impl CallTracker {
             call.origin_exten = l.exten.clone();
             call.caller_number = l.caller_number.clone();
             call.origin_from_trunk = from_trunk;
-            call.direction = None;
-            call.dialed_number = None;
+            call.origin_unseen = false;
             call.legs.retain(|g| g.channel != l.channel);
             call.started_at = call
                 .started_at
@@ -725,10 +738,7 @@ impl CallTracker {
             call.join(&l.channel);
             call.reconstructed = true;
             // The legs known so far decide anew, as if dialed from the true origin.
-            let internal = &self.config.internal;
-            for leg in call.legs.clone() {
-                decide_direction(call, internal, leg.internal, None);
-            }
+            redecide_direction(call, &self.config.internal);
         }
         self.ensure_channel(&l.channel, &l.call, &l.name, l.endpoint.clone());
         if let Some(bridge) = &l.bridge {
@@ -864,10 +874,18 @@ impl CallTracker {
         if self.ended_set.contains(ev.call.as_str()) {
             return None;
         }
-        let call = self
-            .calls
-            .entry(ev.call.clone())
-            .or_insert_with(|| LiveCall::new(&ev.call, &ev.channel, ev.at));
+        let call = self.calls.entry(ev.call.clone()).or_insert_with(|| {
+            if ev.channel.0 == ev.call {
+                LiveCall::new(&ev.call, &ev.channel, ev.at)
+            } else {
+                // Asterisk names a call after its first channel (Linkedid = that
+                // channel's Uniqueid): this later channel is not where the call began.
+                let mut call = LiveCall::new(&ev.call, &ChannelId(ev.call.clone()), ev.at);
+                call.origin_unseen = true;
+                call.reconstructed = true;
+                call
+            }
+        });
         call.join(&ev.channel);
         let name = match &ev.kind {
             PbxEventKind::ChannelCreated { name, .. } => name.clone(),
@@ -1289,7 +1307,7 @@ fn reconstructed_outside_number<'c>(
     call: &'c LiveCall,
     internal: &InternalExtensions,
 ) -> Option<&'c str> {
-    if !call.reconstructed || call.direction.is_some() {
+    if call.direction.is_some() {
         return None;
     }
     let exten = call.origin_exten.as_deref()?;
@@ -1310,6 +1328,9 @@ fn decide_direction(
         return;
     }
     call.direction = Some(match (origin_is_internal(call, internal), dest_internal) {
+        // Not known where the call began, but it went out through a trunk that is not
+        // its first channel: an extension dialed out.
+        (false, false) if call.origin_unseen => Direction::Outbound,
         (false, _) => Direction::Inbound,
         (true, true) => Direction::Internal,
         (true, false) => Direction::Outbound,
@@ -1320,6 +1341,18 @@ fn decide_direction(
             .clone()
             .filter(|e| e != "s")
             .or_else(|| dial_string.and_then(number_of_dial_string));
+    }
+}
+
+/// Decides the direction again from the call's legs, after the origin became known.
+fn redecide_direction(call: &mut LiveCall, internal: &InternalExtensions) {
+    if call.legs.is_empty() {
+        return;
+    }
+    call.direction = None;
+    call.dialed_number = None;
+    for leg in call.legs.clone() {
+        decide_direction(call, internal, leg.internal, None);
     }
 }
 
@@ -1915,6 +1948,65 @@ mod restore_tests {
         );
         assert_eq!(ended[0].outcome, Outcome::Answered);
         assert_eq!(ended[0].employee.as_deref(), Some("101"));
+    }
+
+    /// A crash swallowed only the extension's channel creation: the restarted daemon
+    /// hears of the call by the extension's next events and its dial before the list
+    /// arrives. Until the list says what the origin is, the dial cannot be judged; once
+    /// it does, the call is outbound to the dialed number (it was taken for an inbound
+    /// call from "101" before, and got no history).
+    #[test]
+    fn a_dial_judged_before_the_origin_was_known_is_judged_again() {
+        let evs = events(include_bytes!(
+            "../../tests/fixtures/asterisk/iax2/outbound_answered.ami"
+        ));
+        let origin = ChannelId("1795627579.16".into());
+        let created = evs
+            .iter()
+            .position(|e| e.channel == origin)
+            .expect("origin channel");
+        let bridged = evs
+            .iter()
+            .position(|e| matches!(e.kind, PbxEventKind::Bridged { .. }))
+            .expect("bridge");
+        let mut t = CallTracker::new(TrackerConfig::default());
+        t.begin_resync();
+        let mut stages = Vec::new();
+        for e in &evs[created + 1..bridged] {
+            stages.extend(t.apply(e));
+        }
+        let extension = LiveChannel {
+            channel: origin.clone(),
+            call: "1795627579.16".into(),
+            name: "IAX2/101-10246".into(),
+            endpoint: Some("101".into()),
+            up: true,
+            ringing: false,
+            caller_number: Some("101".into()),
+            exten: Some("89031112233".into()),
+            context: Some("from-internal".into()),
+            bridge: None,
+            duration_secs: 4,
+            application: Some("Dial".into()),
+            application_data: None,
+        };
+        stages.extend(t.resync(Timestamp(1), &[extension]));
+        for e in &evs[bridged..] {
+            stages.extend(t.apply(e));
+        }
+        let ended: Vec<_> = stages
+            .iter()
+            .filter_map(|u| match &u.stage {
+                CallStage::Ended(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].header.direction, Direction::Outbound);
+        assert_eq!(
+            ended[0].header.customer_number.as_deref(),
+            Some("89031112233")
+        );
     }
 
     /// After a gap, the list shows an extension still on a call to an outside number

@@ -3,6 +3,7 @@
 //! `Delivered` or a typed `CrmError` that says whether trying again can help.
 
 pub mod rate;
+pub mod reads;
 pub mod retailcrm;
 
 use std::time::Duration;

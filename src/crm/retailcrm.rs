@@ -91,6 +91,12 @@ impl RetailCrm {
             }
             CrmAction::CreateTask(t) => self.create_task(t, in_doubt).await,
             CrmAction::SetManager(m) => self.set_manager(m).await,
+            // The outbox runs decisions itself (`decider`); one never reaches the CRM.
+            CrmAction::Decide(_) => Err(CrmError::Rejected {
+                status: 0,
+                message: "a matrix decision is not a CRM request".into(),
+                retry_after: None,
+            }),
             CrmAction::CallHistory(record) => {
                 let calls = Value::Array(vec![self.call_record_json(record)]);
                 let (status, answer) = self
@@ -408,7 +414,11 @@ impl RetailCrm {
     }
 
     /// GETs with query parameters, returns the HTTP status and the `success: true` body.
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<(u16, Value), CrmError> {
+    pub(crate) async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(u16, Value), CrmError> {
         self.pace(path).await;
         let url = format!("{}{}", self.base, path);
         let request = self
@@ -533,7 +543,7 @@ fn source_json(s: &Source) -> Value {
 }
 
 /// An id or externalId as one URL path segment.
-fn path_segment(s: &str) -> String {
+pub(crate) fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -164,6 +164,11 @@ pub async fn run(store_url: &str, load: &OutboxLoad) -> anyhow::Result<OutboxLoa
         telephony_rate_limit_per_sec: 1_000_000.0,
         give_up_after: Duration::from_secs(3600),
         concurrency: load.concurrency,
+        default_region: "RU".into(),
+        order_method: "phone".into(),
+        final_status_groups: vec!["complete".into(), "cancel".into()],
+        module_code: None,
+        directory_refresh: Duration::from_secs(300),
     })?;
     let store = Store::open(store_url).await?;
     let outbox = Outbox::new(store.clone());

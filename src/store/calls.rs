@@ -38,12 +38,19 @@ impl Store {
             match item {
                 Commit::Update { update, actions } => {
                     if record_update(&mut tx, self.backend, update, now).await? {
-                        insert_actions(&mut tx, &update.header, actions, now, &mut ids).await?;
+                        insert_actions(
+                            &mut tx,
+                            &update.header.external_id(),
+                            actions,
+                            now,
+                            &mut ids,
+                        )
+                        .await?;
                     }
                 }
                 Commit::Actions { header, actions } => {
                     insert_call(&mut tx, header, "live", now).await?;
-                    insert_actions(&mut tx, header, actions, now, &mut ids).await?;
+                    insert_actions(&mut tx, &header.external_id(), actions, now, &mut ids).await?;
                 }
                 Commit::Snapshot { header, state } => {
                     // One statement: on PostgreSQL each is a round trip.
@@ -152,14 +159,13 @@ async fn insert_call(
     Ok(())
 }
 
-async fn insert_actions(
+pub(super) async fn insert_actions(
     tx: &mut Transaction<'_, Any>,
-    header: &CallHeader,
+    call_id: &str,
     actions: &[CrmAction],
     now: i64,
     ids: &mut Vec<i64>,
 ) -> Result<(), StoreError> {
-    let call_id = header.external_id();
     for action in actions {
         let payload = serde_json::to_string(action).map_err(|e| StoreError::BadPayload {
             id: 0,
@@ -169,7 +175,7 @@ async fn insert_actions(
             "INSERT INTO actions (call_id, kind, payload, step, next_attempt_at, created_at, round_started_at)
              VALUES ($1, $2, $3, $4, $5, $5, $5) RETURNING id",
         )
-        .bind(call_id.as_str())
+        .bind(call_id)
         .bind(action.kind())
         .bind(payload)
         .bind(action.step())

@@ -67,7 +67,11 @@ impl Backend {
     fn for_update(self) -> &'static str {
         match self {
             Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE",
+            // NO KEY UPDATE: the row's key stays as it is, so actions being inserted for
+            // the call (their foreign key takes KEY SHARE on it) do not wait for this
+            // lock, nor this for them; a plain FOR UPDATE deadlocked the call processor
+            // against the delivery results' writer.
+            Backend::Postgres => " FOR NO KEY UPDATE",
         }
     }
 

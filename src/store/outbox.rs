@@ -16,6 +16,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{to_i64, Attempt, OutboxCounts, PendingAction, Store, StoreError};
+use crate::actions::CrmAction;
 use crate::time::Timestamp;
 
 /// One row of the outbox, for listings.
@@ -160,6 +161,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Every action stored for a call, oldest first (what earlier moments decided).
+    pub async fn call_actions(&self, call_id: &str) -> Result<Vec<CrmAction>, StoreError> {
+        let rows = sqlx::query("SELECT id, payload FROM actions WHERE call_id = $1 ORDER BY id")
+            .bind(call_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                let payload: String = r.try_get("payload")?;
+                serde_json::from_str(&payload).map_err(|e| StoreError::BadPayload {
+                    id,
+                    error: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// The earliest moment a pending action becomes due (or its lease runs out).
     pub async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         let row = sqlx::query(
@@ -184,7 +203,11 @@ impl Store {
         for r in results {
             let (action, attempt) = (&r.action, &r.attempt);
             match &r.settled {
-                Settled::Done { note, result } => {
+                Settled::Done {
+                    note,
+                    result,
+                    spawn,
+                } => {
                     sqlx::query(
                         "UPDATE actions SET state = 'done', attempts = started, last_status = $1, last_error = NULL,
                              note = $2, result = $3, done_at = $4, claimed_by = NULL, claimed_until = NULL
@@ -197,6 +220,9 @@ impl Store {
                     .bind(action.id)
                     .execute(&mut *tx)
                     .await?;
+                    let mut ids = Vec::new();
+                    super::calls::insert_actions(&mut tx, &action.call_id, spawn, now, &mut ids)
+                        .await?;
                 }
                 Settled::Retry { next_attempt_at } => {
                     sqlx::query(
@@ -245,6 +271,7 @@ impl Store {
             settled: Settled::Done {
                 note: note.map(str::to_string),
                 result: result.cloned(),
+                spawn: Vec::new(),
             },
         }])
         .await
@@ -483,6 +510,9 @@ pub enum Settled {
     Done {
         note: Option<String>,
         result: Option<serde_json::Value>,
+        /// Actions this one decided (a matrix decision): stored for the same call in
+        /// the transaction that marks this one done, so a decision is never half made.
+        spawn: Vec<CrmAction>,
     },
     /// Failed for now; due again at `next_attempt_at`.
     Retry { next_attempt_at: Timestamp },

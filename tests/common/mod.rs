@@ -249,7 +249,12 @@ pub fn write_config(
 
 /// The built `callbridge run` binary as a child process, killed when dropped (so a
 /// failing test leaves no daemon behind).
-pub struct DaemonProcess(pub std::process::Child);
+/// The child, and (when its logs are captured) the thread draining its stderr: a child
+/// whose pipe nobody reads blocks once the pipe's buffer is full.
+pub struct DaemonProcess(
+    pub std::process::Child,
+    Option<std::thread::JoinHandle<String>>,
+);
 
 impl DaemonProcess {
     /// Starts `callbridge run --config <config>` with `RUST_LOG=<log>`; stderr is piped
@@ -271,7 +276,16 @@ impl DaemonProcess {
             .stderr(stderr)
             .spawn()
             .expect("spawn callbridge run");
-        DaemonProcess(child)
+        let mut child = child;
+        let drain = child.stderr.take().map(|mut stderr| {
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut bytes = Vec::new();
+                let _ = stderr.read_to_end(&mut bytes);
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        });
+        DaemonProcess(child, drain)
     }
 
     /// Sends SIGTERM (what systemd sends on stop).
@@ -285,13 +299,11 @@ impl DaemonProcess {
 
     /// Everything the daemon logged (stderr must have been captured); waits for exit.
     pub fn logs(&mut self) -> String {
-        use std::io::Read;
         let _ = self.0.wait();
-        let mut logs = String::new();
-        if let Some(mut stderr) = self.0.stderr.take() {
-            stderr.read_to_string(&mut logs).expect("read logs");
-        }
-        logs
+        self.1
+            .take()
+            .and_then(|drain| drain.join().ok())
+            .unwrap_or_default()
     }
 }
 

@@ -1,0 +1,226 @@
+//! What callbridge reads from retailCRM to decide a call: the customers with the caller's
+//! number and their orders, the order statuses (to tell open orders from closed ones),
+//! the active managers, and the extension codes the telephony module holds. Each read
+//! goes through the same rate limiter and error typing as the writes.
+//!
+//! API v5 documents no phone filter on `/customers`; `filter[name]` is the customer
+//! search the CRM's own list uses (name, phone, e-mail), and `/telephony/manager` finds
+//! the customer of a number. Whatever comes back is confirmed here by comparing
+//! normalized numbers (docs/retailcrm.md).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::crm::{CrmError, RetailCrm};
+use crate::phone::{PhoneNormalizer, PhoneNumber};
+
+/// A customer as the matrix needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmCustomer {
+    pub id: u64,
+    pub name: String,
+    pub manager_id: Option<u64>,
+    /// `Y-m-d H:i:s`.
+    pub created_at: Option<String>,
+}
+
+/// An order as the matrix needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmOrder {
+    pub id: u64,
+    pub number: String,
+    pub status: String,
+    pub manager_id: Option<u64>,
+    /// `Y-m-d H:i:s`.
+    pub created_at: String,
+}
+
+/// Most records one page holds (API v5 takes 20, 50 or 100).
+const PAGE: &str = "100";
+/// Pages read at most when listing users (10,000 users).
+const MAX_PAGES: u64 = 100;
+
+impl RetailCrm {
+    /// The customers whose phones include `phone`.
+    pub async fn customers_by_phone(
+        &self,
+        phone: &PhoneNumber,
+        normalizer: &PhoneNormalizer,
+    ) -> Result<Vec<CrmCustomer>, CrmError> {
+        let (_, body) = self
+            .get(
+                "/api/v5/customers",
+                &[
+                    ("filter[name]", phone.digits().to_string()),
+                    ("limit", PAGE.to_string()),
+                ],
+            )
+            .await?;
+        let found: Vec<CrmCustomer> = list(&body, "customers")
+            .filter(|c| has_phone(c, phone, normalizer) == Some(true))
+            .filter_map(customer)
+            .collect();
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        // The telephony method is the documented way from a number to its customer.
+        let (_, body) = self
+            .get(
+                "/api/v5/telephony/manager",
+                &[
+                    ("phone", phone.digits().to_string()),
+                    ("details", "1".to_string()),
+                ],
+            )
+            .await?;
+        Ok(body
+            .get("customer")
+            .filter(|c| has_phone(c, phone, normalizer) != Some(false))
+            .and_then(customer)
+            .into_iter()
+            .collect())
+    }
+
+    /// A customer's orders (the most recent 100).
+    pub async fn orders_of(&self, customer_id: u64) -> Result<Vec<CrmOrder>, CrmError> {
+        let (_, body) = self
+            .get(
+                "/api/v5/orders",
+                &[
+                    ("filter[customerId]", customer_id.to_string()),
+                    ("limit", PAGE.to_string()),
+                ],
+            )
+            .await?;
+        Ok(list(&body, "orders")
+            .filter_map(|o| {
+                Some(CrmOrder {
+                    id: o.get("id")?.as_u64()?,
+                    number: text(o, "number").unwrap_or_default(),
+                    status: text(o, "status").unwrap_or_default(),
+                    manager_id: o.get("managerId").and_then(Value::as_u64),
+                    created_at: text(o, "createdAt").unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    /// Order status code → its status group's code (`GET /reference/statuses`).
+    pub async fn status_groups(&self) -> Result<HashMap<String, String>, CrmError> {
+        let (_, body) = self.get("/api/v5/reference/statuses", &[]).await?;
+        let mut groups = HashMap::new();
+        // A map code → status (an array when empty, as PHP encodes it).
+        if let Some(map) = body.get("statuses").and_then(Value::as_object) {
+            for (code, status) in map {
+                if let Some(group) = text(status, "group") {
+                    groups.insert(code.clone(), group);
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// The ids of the active users who are managers (`GET /users`, every page).
+    pub async fn active_managers(&self) -> Result<Vec<u64>, CrmError> {
+        let mut ids = Vec::new();
+        let mut page = 1u64;
+        loop {
+            let (_, body) = self
+                .get(
+                    "/api/v5/users",
+                    &[
+                        ("filter[isManager]", "1".to_string()),
+                        ("filter[active]", "1".to_string()),
+                        ("limit", PAGE.to_string()),
+                        ("page", page.to_string()),
+                    ],
+                )
+                .await?;
+            ids.extend(
+                list(&body, "users")
+                    .filter(|u| u.get("active").and_then(Value::as_bool) != Some(false))
+                    .filter(|u| u.get("isManager").and_then(Value::as_bool) != Some(false))
+                    .filter_map(|u| u.get("id").and_then(Value::as_u64)),
+            );
+            let pages = body
+                .pointer("/pagination/totalPageCount")
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            if page >= pages || page >= MAX_PAGES {
+                return Ok(ids);
+            }
+            page += 1;
+        }
+    }
+
+    /// The extension codes the telephony module gives users (`additionalCodes`);
+    /// `None` when the module is not registered.
+    pub async fn module_codes(&self, code: &str) -> Result<Option<Vec<(String, u64)>>, CrmError> {
+        let path = format!(
+            "/api/v5/integration-modules/{}",
+            super::retailcrm::path_segment(code)
+        );
+        let body = match self.get(&path, &[]).await {
+            Ok((_, body)) => body,
+            Err(CrmError::Rejected { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let codes = body
+            .pointer("/integrationModule/integrations/telephony/additionalCodes")
+            .and_then(Value::as_array)
+            .map(|codes| {
+                codes
+                    .iter()
+                    .filter_map(|c| {
+                        let code = text(c, "code")?;
+                        // An int in the PHP client, a string in the Go one.
+                        let user = c.get("userId").and_then(|u| {
+                            u.as_u64()
+                                .or_else(|| u.as_str().and_then(|s| s.parse().ok()))
+                        })?;
+                        Some((code, user))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(codes))
+    }
+}
+
+fn list<'a>(body: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    body.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether one of the customer's phones is `phone` (`None`: the answer lists no phones).
+fn has_phone(c: &Value, phone: &PhoneNumber, normalizer: &PhoneNormalizer) -> Option<bool> {
+    let phones = c.get("phones").and_then(Value::as_array)?;
+    Some(phones.iter().any(|p| {
+        text(p, "number").is_some_and(|n| normalizer.normalize(&n).is_ok_and(|n| &n == phone))
+    }))
+}
+
+fn customer(c: &Value) -> Option<CrmCustomer> {
+    let name = ["firstName", "lastName"]
+        .iter()
+        .filter_map(|k| text(c, k))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(CrmCustomer {
+        id: c.get("id")?.as_u64()?,
+        name,
+        manager_id: c.get("managerId").and_then(Value::as_u64),
+        created_at: text(c, "createdAt"),
+    })
+}

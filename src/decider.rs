@@ -1,0 +1,256 @@
+//! Runs a matrix decision (`CrmAction::Decide`) at delivery time: reads what the matrix
+//! needs from the CRM (the caller's customers and their orders, which statuses are
+//! final, the managers and extension codes, cached), adds what earlier moments of the
+//! same call decided (from the store), and calls the pure `matrix`. The outbox stores the
+//! actions decided in the transaction that marks the decision done; a failed read is a
+//! failed delivery, retried like any other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::actions::{CrmAction, DecideRequest, Moment};
+use crate::config::{Config, CreateOn};
+use crate::crm::{CrmError, RetailCrm};
+use crate::directory::Directory;
+use crate::matrix::{self, CrmSnapshot, Customer, Earlier, MatrixConfig, Order};
+use crate::phone::{PhoneNormalizer, PhoneNumber};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("{0}")]
+    Crm(#[from] CrmError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What the CRM says that changes rarely: read again every `refresh`.
+#[derive(Debug, Default)]
+struct Cached {
+    directory: Option<Directory>,
+    /// Status code → status group code.
+    status_groups: Option<HashMap<String, String>>,
+    read_at: Option<Instant>,
+}
+
+/// How soon a failed read of the CRM's reference data is tried again.
+const RETRY_READ: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct Decider {
+    crm: RetailCrm,
+    normalizer: PhoneNormalizer,
+    config: Arc<MatrixConfig>,
+    final_groups: Arc<Vec<String>>,
+    module_code: Option<String>,
+    refresh: Duration,
+    cached: Arc<Mutex<Cached>>,
+    warm: Arc<tokio::sync::OnceCell<()>>,
+}
+
+impl Decider {
+    pub fn new(crm: RetailCrm, config: &Config) -> Result<Self, crate::phone::PhoneError> {
+        let directory = Directory::new(
+            config.employees.extensions.clone(),
+            config.employees.senior.clone(),
+        );
+        Ok(Decider {
+            crm,
+            normalizer: PhoneNormalizer::new(&config.crm.default_region)?,
+            config: Arc::new(MatrixConfig {
+                create_on: config.matrix.create_on,
+                order_method: config.crm.order_method.clone(),
+                public_url: config.http.public_url.clone(),
+                directory,
+            }),
+            final_groups: Arc::new(config.crm.final_status_groups.clone()),
+            module_code: config.crm.module_code.clone(),
+            refresh: config.crm.directory_refresh,
+            cached: Arc::new(Mutex::new(Cached::default())),
+            warm: Arc::new(tokio::sync::OnceCell::new()),
+        })
+    }
+
+    /// Loads the phone-number metadata on a blocking thread (see
+    /// `PhoneNormalizer::warm_up`); decisions wait for it instead of stalling an async
+    /// worker (and the call processing on it) for the load.
+    pub async fn warm_up(self) {
+        self.ready().await;
+    }
+
+    async fn ready(&self) {
+        let normalizer = self.normalizer;
+        self.warm
+            .get_or_init(|| async move {
+                let _ = tokio::task::spawn_blocking(move || normalizer.warm_up()).await;
+            })
+            .await;
+    }
+
+    /// The actions for one moment of one call.
+    pub async fn decide(
+        &self,
+        store: &Store,
+        call_id: &str,
+        request: &DecideRequest,
+    ) -> Result<Vec<CrmAction>, DecideError> {
+        self.ready().await;
+        let header = &request.header;
+        let phone = header
+            .customer_number
+            .as_deref()
+            .and_then(|n| self.normalizer.normalize(n).ok());
+        let Some(phone) = phone else {
+            info!(number = ?header.customer_number, "no valid customer number: nothing to decide");
+            return Ok(Vec::new());
+        };
+        let config = self.current_config().await?;
+        let earlier = Earlier::from_actions(&store.call_actions(call_id).await?);
+        // Only what the moment needs is read: a ringing pop-up needs no lookup.
+        let needs_customers = match &request.moment {
+            Moment::Ringing { .. } => config.create_on == CreateOn::Ring,
+            Moment::Answered { .. } => config.create_on == CreateOn::Answer,
+            Moment::Ended { .. } => true,
+        } && header.direction != crate::call::Direction::Internal;
+        let snapshot = CrmSnapshot {
+            customers: if needs_customers {
+                self.customers(&phone).await?
+            } else {
+                Vec::new()
+            },
+            earlier,
+        };
+        let source = request.source.clone();
+        Ok(match &request.moment {
+            Moment::Ringing { new } => {
+                matrix::decide_ringing(header, &phone, new, source, &snapshot, &config)
+            }
+            Moment::Answered { extension } => {
+                matrix::decide_answered(header, &phone, extension, source, &snapshot, &config)
+            }
+            Moment::Ended { summary } => {
+                matrix::decide(summary, Some(&phone), source, &snapshot, &config)
+            }
+        })
+    }
+
+    /// The customers with this number, with their orders marked open or closed.
+    async fn customers(&self, phone: &PhoneNumber) -> Result<Vec<Customer>, DecideError> {
+        let found = self.crm.customers_by_phone(phone, &self.normalizer).await?;
+        let groups = self.status_groups().await?;
+        let mut customers = Vec::with_capacity(found.len());
+        for c in found {
+            let orders: Vec<Order> = self
+                .crm
+                .orders_of(c.id)
+                .await?
+                .into_iter()
+                .map(|o| Order {
+                    // A status the reference does not know is taken for open: a
+                    // wrongly open order costs a task, a wrongly closed one a duplicate order.
+                    open: groups
+                        .get(&o.status)
+                        .is_none_or(|g| !self.final_groups.contains(g)),
+                    id: o.id,
+                    number: o.number,
+                    manager_id: o.manager_id,
+                    created_at: o.created_at,
+                })
+                .collect();
+            let last_activity = orders
+                .iter()
+                .map(|o| o.created_at.clone())
+                .chain(c.created_at.clone())
+                .max();
+            customers.push(Customer {
+                id: c.id,
+                name: c.name,
+                manager_id: c.manager_id,
+                last_activity,
+                orders,
+            });
+        }
+        Ok(customers)
+    }
+
+    async fn status_groups(&self) -> Result<HashMap<String, String>, DecideError> {
+        self.refresh_if_stale().await;
+        if let Some(groups) = self.cached.lock().await.status_groups.clone() {
+            return Ok(groups);
+        }
+        // Never read yet (the CRM was down): without them no order can be judged.
+        let groups = self.crm.status_groups().await?;
+        self.cached.lock().await.status_groups = Some(groups.clone());
+        Ok(groups)
+    }
+
+    /// The matrix configuration with the directory as last read from the CRM.
+    async fn current_config(&self) -> Result<MatrixConfig, DecideError> {
+        self.refresh_if_stale().await;
+        let cached = self.cached.lock().await;
+        let mut config = (*self.config).clone();
+        if let Some(directory) = &cached.directory {
+            config.directory = directory.clone();
+        }
+        Ok(config)
+    }
+
+    /// Reads the CRM's managers, extension codes and statuses again when the last read
+    /// is older than `directory_refresh`. A failed read keeps what was read before (the
+    /// configuration alone, at first) and is tried again at the next decision.
+    async fn refresh_if_stale(&self) {
+        let mut cached = self.cached.lock().await;
+        if cached.read_at.is_some_and(|t| t.elapsed() < self.refresh) {
+            return;
+        }
+        let mut directory = self.config.directory.clone();
+        let mut complete = true;
+        match self.crm.active_managers().await {
+            Ok(managers) => directory.sync_managers(managers),
+            Err(e) => {
+                complete = false;
+                warn!(error = %e, "could not read the CRM's managers; keeping the last list");
+                if let Some(old) = &cached.directory {
+                    directory.sync_managers(old.all_managers());
+                }
+            }
+        }
+        if let Some(code) = &self.module_code {
+            match self.crm.module_codes(code).await {
+                Ok(Some(codes)) => {
+                    for c in directory.sync_codes(codes) {
+                        warn!(extension = %c.extension, configured = c.configured, crm = c.crm,
+                              "the CRM maps this extension to another user; the configuration wins");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    complete = false;
+                    warn!(error = %e, "could not read the telephony module's extension codes");
+                    if let Some(old) = &cached.directory {
+                        directory.sync_codes(old.codes());
+                    }
+                }
+            }
+        }
+        match self.crm.status_groups().await {
+            Ok(groups) => cached.status_groups = Some(groups),
+            Err(e) => {
+                complete = false;
+                warn!(error = %e, "could not read the CRM's order statuses; keeping the last ones");
+            }
+        }
+        cached.directory = Some(directory);
+        // After a failed read, try again in half a minute rather than at every decision.
+        let retry_in = if complete {
+            self.refresh
+        } else {
+            RETRY_READ.min(self.refresh)
+        };
+        cached.read_at = Instant::now().checked_sub(self.refresh.saturating_sub(retry_in));
+    }
+}
