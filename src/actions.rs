@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::call::{CallHeader, CallStage, CallSummary, CallUpdate, Direction};
+use crate::call::{CallHeader, CallStage, CallSummary, CallUpdate, Campaign, Direction};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,8 +301,21 @@ pub fn actions_for(update: &CallUpdate) -> Result<Vec<CrmAction>, NoAction> {
     Ok(vec![CrmAction::Decide(DecideRequest {
         header: header.clone(),
         moment,
-        source: None,
+        source: Source::of_campaign(&header.campaign),
     })])
+}
+
+impl Source {
+    /// retailCRM's `source` for a call's campaign data (UTM term is its `keyword`).
+    pub fn of_campaign(c: &Campaign) -> Option<Source> {
+        (!c.is_empty()).then(|| Source {
+            source: c.source.clone(),
+            medium: c.medium.clone(),
+            campaign: c.campaign.clone(),
+            keyword: c.term.clone(),
+            content: c.content.clone(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +331,7 @@ mod tests {
             customer_number: number.map(str::to_string),
             did: Some("74951234567".into()),
             started_at: Timestamp(1_000_000),
+            campaign: Default::default(),
         }
     }
 

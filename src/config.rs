@@ -16,6 +16,7 @@
 //!
 //! The documented example for administrators is `conf/callbridge.toml`.
 
+use crate::call::CampaignVariables;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -151,6 +152,8 @@ pub struct PbxConfig {
     pub stale_call_timeout: Duration,
     /// How often the calls in progress are compared with the PBX's own list.
     pub resync_interval: Duration,
+    /// Channel variables carrying the caller's campaign (UTM) data.
+    pub campaign_variables: CampaignVariables,
 }
 
 /// An inclusive range of numeric extensions; a single extension is a range of one.
@@ -1234,6 +1237,7 @@ fn read_pbx(ck: &mut Checker<'_>, mut t: Table<'_>) -> PbxConfig {
         false,
     );
     let resync_interval = ck.duration(&t.field("resync_interval"), DEFAULT_RESYNC_INTERVAL, false);
+    let campaign_variables = read_campaign_variables(ck, t.field("utm_variables"));
     t.finish(ck);
 
     PbxConfig {
@@ -1253,7 +1257,30 @@ fn read_pbx(ck: &mut Checker<'_>, mut t: Table<'_>) -> PbxConfig {
         voicemail_dir,
         stale_call_timeout,
         resync_interval,
+        campaign_variables,
     }
+}
+
+/// `utm_variables = { source = "UTM_SOURCE", medium = …, campaign = …, content = …,
+/// term = … }`: the channel variables the dialplan puts campaign data in.
+fn read_campaign_variables(ck: &mut Checker<'_>, f: Field<'_>) -> CampaignVariables {
+    let mut t = ck.section(f);
+    let defaults = CampaignVariables::default();
+    // An empty name reads as not set: the default stays.
+    let mut name = |ck: &mut Checker<'_>, key: &'static str, default: String| {
+        ck.string(&t.field(key))
+            .filter(|v| !v.is_empty())
+            .unwrap_or(default)
+    };
+    let variables = CampaignVariables {
+        source: name(ck, "source", defaults.source),
+        medium: name(ck, "medium", defaults.medium),
+        campaign: name(ck, "campaign", defaults.campaign),
+        content: name(ck, "content", defaults.content),
+        term: name(ck, "term", defaults.term),
+    };
+    t.finish(ck);
+    variables
 }
 
 fn read_crm(ck: &mut Checker<'_>, f: Field<'_>) -> CrmConfig {
@@ -1787,6 +1814,42 @@ shutdown_grace = "0s"
         assert_eq!(cfg.log.level, "callbridge=debug,info");
         assert_eq!(cfg.log.format, LogFormat::Json);
         assert_eq!(cfg.daemon.shutdown_grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn matrix_keys_have_defaults_and_are_checked() {
+        let cfg = from_toml_str(MINIMAL).unwrap();
+        assert_eq!(cfg.crm.default_region, "RU");
+        assert_eq!(cfg.crm.order_method, "phone");
+        assert_eq!(cfg.crm.final_status_groups, vec!["complete", "cancel"]);
+        assert_eq!(cfg.crm.module_code, None);
+        assert_eq!(cfg.pbx[0].campaign_variables.source, "UTM_SOURCE");
+        assert_eq!(cfg.pbx[0].campaign_variables.term, "UTM_TERM");
+
+        let text = MINIMAL.replace(
+            "secret = \"ami-pass\"",
+            "secret = \"ami-pass\"\nutm_variables = { source = \"CT_SRC\" }",
+        ) + "default_region = \"kz\"\norder_method = \"missed-call\"\nfinal_status_groups = [\"complete\"]\nmodule_code = \"callbridge\"\n";
+        let cfg = from_toml_str(&text).unwrap();
+        assert_eq!(cfg.pbx[0].campaign_variables.source, "CT_SRC");
+        assert_eq!(cfg.pbx[0].campaign_variables.medium, "UTM_MEDIUM");
+        assert_eq!(cfg.crm.default_region, "kz");
+        assert_eq!(cfg.crm.order_method, "missed-call");
+        assert_eq!(cfg.crm.final_status_groups, vec!["complete"]);
+        assert_eq!(cfg.crm.module_code.as_deref(), Some("callbridge"));
+
+        let bad = errors(&(MINIMAL.to_string() + "default_region = \"Narnia\"\n"));
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].starts_with("crm.default_region: "), "{bad:?}");
+        let bad = errors(&MINIMAL.replace(
+            "secret = \"ami-pass\"",
+            "secret = \"ami-pass\"\nutm_variables = { sorce = \"X\", medium = 5 }",
+        ));
+        assert!(
+            bad.iter()
+                .any(|e| e.starts_with("pbx[0].utm_variables.medium: ")),
+            "{bad:?}"
+        );
     }
 
     /// Each kind of mistake gives exactly one line, naming the key.

@@ -76,6 +76,14 @@ pub async fn run(
     let decider = Decider::new(crm.clone(), &config).context("crm.default_region")?;
     // Loads the phone-number metadata in the background (decisions wait for it).
     tokio::spawn(decider.clone().warm_up());
+    if let Some(code) = config.crm.module_code.clone() {
+        tokio::spawn(register_module(
+            crm.clone(),
+            code,
+            config.http.public_url.clone(),
+            config.employees.extensions.clone(),
+        ));
+    }
     let outbox = Outbox::new(store.clone());
     let delivery_stop = CancellationToken::new();
     let delivery = tokio::spawn(outbox.clone().run(
@@ -117,6 +125,7 @@ pub async fn run(
             internal: InternalExtensions::new(config.employees.extensions.keys().cloned())
                 .with_ranges(pbx.internal_extensions.clone()),
             trunk_contexts: pbx.trunk_contexts.clone(),
+            campaign_variables: pbx.campaign_variables.clone(),
         });
         processors.spawn(process(
             rx,
@@ -179,6 +188,31 @@ pub async fn run(
         None => {
             info!("callbridge stopped");
             Ok(())
+        }
+    }
+}
+
+/// Registers the telephony module, trying again while the CRM is unreachable: calls are
+/// followed meanwhile, and pop-ups sent by extension code wait for nothing but this.
+async fn register_module(
+    crm: RetailCrm,
+    code: String,
+    base_url: String,
+    codes: std::collections::BTreeMap<String, u64>,
+) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match crm.register_module(&code, &base_url, &codes).await {
+            Ok(_) => return,
+            Err(e) if e.is_transient() => {
+                warn!(module = %code, error = %e, retry_in = ?delay, "could not register the telephony module; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(300));
+            }
+            Err(e) => {
+                error!(module = %code, error = %e, "the CRM refused the telephony module (crm.module_code); pop-ups by extension code may not reach managers");
+                return;
+            }
         }
     }
 }

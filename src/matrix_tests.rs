@@ -49,6 +49,7 @@ fn summary(direction: Direction, outcome: Outcome, talkers: &[&str]) -> CallSumm
             customer_number: Some("89161234567".into()),
             did: Some("74951234567".into()),
             started_at: Timestamp(1_000_000),
+            campaign: Default::default(),
         },
         outcome,
         rang: if direction == Direction::Inbound {

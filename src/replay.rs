@@ -12,7 +12,7 @@ use tokio_util::codec::Decoder;
 
 use crate::actions::{actions_for, CrmAction, Moment};
 use crate::call::{CallStage, CallTracker, CallUpdate, InternalExtensions, TrackerConfig};
-use crate::pbx::ami::normalize::{normalize, Skip};
+use crate::pbx::ami::normalize::{normalize_with, Skip};
 use crate::pbx::ami::{AmiCodec, AmiItem};
 use crate::time::Timestamp;
 
@@ -28,10 +28,13 @@ pub struct ReplayReport {
 pub fn replay_bytes(bytes: &[u8], pbx: &str, extensions: &[String]) -> ReplayReport {
     let mut codec = AmiCodec::new();
     let mut buf = BytesMut::from(bytes);
+    let campaign = crate::call::CampaignVariables::default();
+    let tracker_campaign_names = campaign.names();
     let mut tracker = CallTracker::new(TrackerConfig {
         pbx: pbx.to_string(),
         internal: InternalExtensions::new(extensions.iter().cloned()),
         trunk_contexts: Vec::new(),
+        campaign_variables: campaign.clone(),
     });
     let mut report = ReplayReport {
         frames: 0,
@@ -48,7 +51,7 @@ pub fn replay_bytes(bytes: &[u8], pbx: &str, extensions: &[String]) -> ReplayRep
             continue;
         };
         report.frames += 1;
-        match normalize(&frame, Timestamp::default()) {
+        match normalize_with(&frame, Timestamp::default(), &tracker_campaign_names) {
             Ok(ev) => {
                 report.events += 1;
                 report.updates.extend(tracker.apply(&ev));

@@ -209,6 +209,7 @@ async fn outbox_commands_list_retry_and_drop() {
         customer_number: Some("+79161234567".into()),
         did: None,
         started_at: Timestamp::now(),
+        campaign: Default::default(),
     };
     let popup = CrmAction::CallEvent(CallEvent {
         event: CallEventType::In,

@@ -25,6 +25,7 @@ fn header(call: &str) -> CallHeader {
         customer_number: Some("+79161234567".into()),
         did: Some("74951234567".into()),
         started_at: Timestamp(1_700_000_000_000_000),
+        campaign: Default::default(),
     }
 }
 

@@ -22,8 +22,8 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::call::{
-    CallHeader, CallStage, CallSummary, CallUpdate, Direction, InternalExtensions, Outcome, Talker,
-    Voicemail,
+    CallHeader, CallStage, CallSummary, CallUpdate, Campaign, CampaignVariables, Direction,
+    InternalExtensions, Outcome, Talker, Voicemail,
 };
 use crate::pbx::event::{ChannelId, DialOutcome, Id, LiveChannel, PbxEvent, PbxEventKind};
 use crate::time::Timestamp;
@@ -36,6 +36,8 @@ pub struct TrackerConfig {
     /// Dialplan contexts where outside calls arrive: an origin channel created in one of
     /// them is a customer, whatever its name says.
     pub trunk_contexts: Vec<String>,
+    /// Channel variables holding the caller's campaign (UTM) data.
+    pub campaign_variables: CampaignVariables,
 }
 
 /// How many ended call ids are remembered, so that a stray event arriving after a
@@ -100,6 +102,8 @@ struct LiveCall {
     /// fell into a gap): `origin` is the channel it is named after, not yet described.
     #[serde(default)]
     origin_unseen: bool,
+    #[serde(default)]
+    campaign: Campaign,
     caller_number: Option<Id>,
     direction: Option<Direction>,
     dialed_number: Option<Id>,
@@ -161,6 +165,7 @@ impl LiveCall {
             origin_exten: None,
             origin_from_trunk: false,
             origin_unseen: false,
+            campaign: Campaign::default(),
             caller_number: None,
             direction: None,
             dialed_number: None,
@@ -426,7 +431,13 @@ impl CallTracker {
             }
             PbxEventKind::Variable { name, value } => {
                 if let Some(call) = self.calls.get_mut(call_id) {
-                    variable(call, name, value);
+                    if !self
+                        .config
+                        .campaign_variables
+                        .take(&mut call.campaign, name, value)
+                    {
+                        variable(call, name, value);
+                    }
                 }
             }
             PbxEventKind::Bridged { bridge } => {
@@ -1155,6 +1166,7 @@ impl CallTracker {
                 .and_then(|c| c.origin_exten.as_deref())
                 .map(String::from),
             started_at: call.map(|c| c.started_at).unwrap_or_default(),
+            campaign: call.map(|c| c.campaign.clone()).unwrap_or_default(),
         }
     }
 
@@ -1659,6 +1671,7 @@ mod tests {
             pbx: "office".into(),
             internal: InternalExtensions::default(),
             trunk_contexts: vec!["from-trunk".into()],
+            ..TrackerConfig::default()
         });
         let ev = |kind, ch: &str| PbxEvent {
             at: Timestamp(1),

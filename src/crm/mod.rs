@@ -4,6 +4,7 @@
 
 pub mod rate;
 pub mod reads;
+pub mod registration;
 pub mod retailcrm;
 
 use std::time::Duration;

@@ -429,6 +429,15 @@ impl RetailCrm {
         self.finish(request).await
     }
 
+    /// [`Self::post_form`] for the other modules of the CRM side.
+    pub(crate) async fn post_form_fields(
+        &self,
+        path: &str,
+        fields: &[(&str, String)],
+    ) -> Result<(u16, Value), CrmError> {
+        self.post_form(path, fields).await
+    }
+
     /// POSTs form fields, returns the HTTP status and the parsed `success: true` body.
     async fn post_form(
         &self,

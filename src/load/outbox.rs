@@ -67,6 +67,7 @@ pub fn call_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
         customer_number: Some(phone.clone()),
         did: Some("74951234567".into()),
         started_at: Timestamp::now(),
+        campaign: Default::default(),
     };
     let id = header.external_id();
     let event = |event, hangup_status| {

@@ -148,18 +148,28 @@ impl Harness {
     }
 
     pub async fn start_with(crm_options: SimOptions, extra_pbx: &str) -> Harness {
+        Self::start_custom(crm_options, |toml| toml.replace("{extra_pbx}", extra_pbx)).await
+    }
+
+    /// Starts with the test configuration as `edit` changes it (`{extra_pbx}` marks
+    /// where keys of the `[[pbx]]` section go).
+    pub async fn start_custom(
+        crm_options: SimOptions,
+        edit: impl FnOnce(String) -> String,
+    ) -> Harness {
         if let Ok(level) = std::env::var("CALLBRIDGE_TEST_LOG") {
             callbridge::logging::init(&level, false);
         }
         let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
         let crm = RetailCrmSim::start(crm_options).await.expect("CRM sim");
         let dir = tempfile::tempdir().expect("tempdir");
-        let toml = config_toml(
+        let toml = edit(config_toml(
             pbx.addr().port(),
             &crm.base_url(),
             &dir.path().join("cb.db"),
-            extra_pbx,
-        );
+            "{extra_pbx}",
+        ))
+        .replace("{extra_pbx}", "");
         let cfg = callbridge::config::from_toml_str(&toml).expect("config");
         let shutdown = CancellationToken::new();
         let (tx, rx) = oneshot::channel();
@@ -326,6 +336,7 @@ pub fn client_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
         customer_number: Some(format!("+7916{n:07}")),
         did: None,
         started_at: Timestamp::now(),
+        campaign: Default::default(),
     };
     let actions = vec![
         CrmAction::CreateCustomer(NewCustomer {

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::PbxConfig;
 use crate::pbx::ami::codec::AmiCodecError;
-use crate::pbx::ami::normalize::{live_channel, normalize, Skip};
+use crate::pbx::ami::normalize::{live_channel, normalize_with, Skip};
 use crate::pbx::ami::{AmiCodec, AmiFrame, AmiItem};
 use crate::pbx::event::{LiveChannel, PbxInput};
 use crate::pbx::status::PbxStatus;
@@ -395,7 +395,7 @@ async fn forward(
     events: &mpsc::Sender<PbxInput>,
     status: &PbxStatus,
 ) -> Result<(), AmiError> {
-    match normalize(frame, Timestamp::now()) {
+    match normalize_with(frame, Timestamp::now(), &config.campaign_variables.names()) {
         Ok(event) => {
             status.count_event(&config.name);
             send(events, PbxInput::Event(event)).await?;

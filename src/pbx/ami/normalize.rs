@@ -28,6 +28,16 @@ pub enum Skip {
 /// ([`AmiFrame::get_many`]). VarSet and Newexten, the most frequent events, are mostly
 /// dropped by fields at their end (`Variable`, `Application`), read from the end.
 pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, Skip> {
+    normalize_with(frame, received_at, &[])
+}
+
+/// [`normalize`], also keeping `VarSet`s of the variables named in `also` (the
+/// configured campaign variables).
+pub fn normalize_with(
+    frame: &AmiFrame,
+    received_at: Timestamp,
+    also: &[&str],
+) -> Result<PbxEvent, Skip> {
     let name = frame.event().ok_or(Skip::NotAnEvent)?;
     let f = frame;
     let (kind, common) = match name {
@@ -196,7 +206,7 @@ pub fn normalize(frame: &AmiFrame, received_at: Timestamp) -> Result<PbxEvent, S
         }
         "VarSet" => {
             let variable = f.get_last("Variable").unwrap_or_default();
-            if !VARIABLES.contains(&variable) {
+            if !VARIABLES.contains(&variable) && !also.contains(&variable) {
                 return Err(Skip::Ignored);
             }
             let value = f.get_last("Value").unwrap_or_default();
