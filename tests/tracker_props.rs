@@ -123,6 +123,7 @@ proptest! {
                 },
                 2 => PbxEventKind::DialBegin {
                     caller_number: None,
+                    dialer: Box::default(),
                     dest: dest.clone(),
                     dest_name: names[other as usize].into(),
                     dest_endpoint: Some(format!("10{other}").into()),
@@ -131,7 +132,10 @@ proptest! {
                 3 => PbxEventKind::DialEnd { dest, dest_endpoint: None, outcome: [DialOutcome::Answered, DialOutcome::Busy, DialOutcome::NoAnswer, DialOutcome::Cancelled][other as usize] },
                 4 => PbxEventKind::Bridged { bridge: format!("b{bridge}").into() },
                 5 => PbxEventKind::Unbridged { bridge: format!("b{bridge}").into() },
-                6 | 7 => PbxEventKind::HungUp { cause: Some(16) },
+                6 | 7 => PbxEventKind::HungUp {
+                    cause: Some(16),
+                    seen_as: Box::default(),
+                },
                 8 => PbxEventKind::VoicemailStarted { mailbox: "102@default".into() },
                 9 => PbxEventKind::DialResult { outcome: DialOutcome::Busy },
                 10 => PbxEventKind::QueueAgentRinging { queue: "q".into(), dest: Some(dest), endpoint: Some("101".into()) },

@@ -25,7 +25,7 @@ use crate::call::{
     CallHeader, CallStage, CallSummary, CallUpdate, Campaign, CampaignVariables, Direction,
     InternalExtensions, Outcome, Talker, Voicemail,
 };
-use crate::pbx::event::{ChannelId, DialOutcome, Id, LiveChannel, PbxEvent, PbxEventKind};
+use crate::pbx::event::{ChannelId, DialOutcome, Id, LiveChannel, PbxEvent, PbxEventKind, SeenAs};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Default)]
@@ -328,11 +328,13 @@ impl CallTracker {
             }
             PbxEventKind::DialBegin {
                 caller_number,
+                dialer,
                 dest,
                 dest_name,
                 dest_endpoint,
                 dial_string,
             } => {
+                self.learn(&ev.channel, call_id, dialer);
                 self.ensure_channel(dest, call_id, dest_name, dest_endpoint.clone());
                 let internal = &self.config.internal;
                 if let Some(call) = self.calls.get_mut(call_id) {
@@ -464,7 +466,9 @@ impl CallTracker {
                 remove_from(&mut self.bridges, bridge, &ev.channel);
                 recompute.push(call_id.into());
             }
-            PbxEventKind::HungUp { .. } => {
+            PbxEventKind::HungUp { seen_as, .. } => {
+                // Its last word may be the first that says what it was (after a gap).
+                self.learn(&ev.channel, call_id, seen_as);
                 let bridge = self.drop_channel(&ev.channel);
                 if let Some(bridge) = bridge {
                     self.calls_in_bridge(&bridge, &mut recompute);
@@ -876,10 +880,16 @@ impl CallTracker {
             }
             return Some(None);
         }
+        // The hang-up of a call's unseen origin ends it and says what the origin was.
+        let unseen_origin = self
+            .calls
+            .get(ev.call.as_str())
+            .is_some_and(|c| c.origin_unseen && c.origin == ev.channel);
         if matches!(
             ev.kind,
             PbxEventKind::HungUp { .. } | PbxEventKind::Unbridged { .. }
-        ) {
+        ) && !unseen_origin
+        {
             return None;
         }
         if self.ended_set.contains(ev.call.as_str()) {
@@ -904,6 +914,38 @@ impl CallTracker {
         };
         self.ensure_channel(&ev.channel, &ev.call, &name, None);
         Some(None)
+    }
+
+    /// A channel known only by its id (its creation fell into a gap) learns what it is
+    /// from an event that shows it; when it is the call's origin, the call learns where
+    /// it came from and judges its direction again.
+    fn learn(&mut self, channel: &ChannelId, call_id: &str, seen: &SeenAs) {
+        if seen.name.is_empty()
+            || !self
+                .channels
+                .get(channel)
+                .is_some_and(|c| c.name.is_empty())
+        {
+            return;
+        }
+        self.describe(channel, &seen.name, seen.endpoint.clone());
+        let from_trunk = seen
+            .context
+            .as_deref()
+            .is_some_and(|c| self.config.trunk_contexts.iter().any(|t| t == c));
+        let internal = &self.config.internal;
+        if let Some(call) = self.calls.get_mut(call_id) {
+            if call.origin == *channel && call.origin_endpoint.is_none() {
+                call.origin_endpoint = seen.endpoint.clone();
+                call.origin_exten = call.origin_exten.take().or_else(|| seen.exten.clone());
+                if call.caller_number.is_none() {
+                    call.caller_number = seen.caller_number.clone();
+                }
+                call.origin_from_trunk = from_trunk;
+                call.origin_unseen = false;
+                redecide_direction(call, internal);
+            }
+        }
     }
 
     fn ensure_channel(&mut self, id: &ChannelId, call: &str, name: &str, endpoint: Option<Id>) {
@@ -1693,6 +1735,7 @@ mod tests {
         let ups = t.apply(&ev(
             PbxEventKind::DialBegin {
                 caller_number: None,
+                dialer: Box::default(),
                 dest: ChannelId("5.2".into()),
                 dest_name: "SIP/101-00000002".into(),
                 dest_endpoint: Some("101".into()),
@@ -1724,7 +1767,13 @@ mod tests {
             },
             "9.1",
         ));
-        let ups = t.apply(&ev(PbxEventKind::HungUp { cause: Some(16) }, "9.1"));
+        let ups = t.apply(&ev(
+            PbxEventKind::HungUp {
+                cause: Some(16),
+                seen_as: Box::default(),
+            },
+            "9.1",
+        ));
         assert!(matches!(
             ups.last().map(|u| &u.stage),
             Some(CallStage::Ended(_))
@@ -2018,6 +2067,58 @@ mod restore_tests {
         assert_eq!(ended[0].header.direction, Direction::Outbound);
         assert_eq!(
             ended[0].header.customer_number.as_deref(),
+            Some("89031112233")
+        );
+    }
+
+    /// No list at all (the call ended before one came): the events after the gap say
+    /// what the channels are. A missed inbound call seen only from after its dial still
+    /// has its caller's number (from the trunk's hang-up); an outbound call whose
+    /// extension's creation was lost is outbound (its dial shows the extension).
+    #[test]
+    fn events_after_a_gap_say_what_their_channels_are() {
+        let ended = |bytes: &[u8], from: &dyn Fn(&[PbxEvent]) -> usize| {
+            let evs = events(bytes);
+            let mut t = CallTracker::new(TrackerConfig::default());
+            let updates: Vec<CallUpdate> =
+                evs[from(&evs)..].iter().flat_map(|e| t.apply(e)).collect();
+            updates
+                .into_iter()
+                .find_map(|u| match u.stage {
+                    CallStage::Ended(s) => Some(s),
+                    _ => None,
+                })
+                .expect("the call ends")
+        };
+        let after_dial = |evs: &[PbxEvent]| {
+            1 + evs
+                .iter()
+                .position(|e| matches!(e.kind, PbxEventKind::DialBegin { .. }))
+                .expect("dial")
+        };
+        let missed = ended(
+            include_bytes!("../../tests/fixtures/asterisk/iax2/inbound_missed.ami"),
+            &after_dial,
+        );
+        assert_eq!(missed.header.direction, Direction::Inbound);
+        assert_eq!(
+            missed.header.customer_number.as_deref(),
+            Some("+79035556677")
+        );
+
+        let after_creation = |evs: &[PbxEvent]| {
+            1 + evs
+                .iter()
+                .position(|e| matches!(e.kind, PbxEventKind::ChannelCreated { .. }))
+                .expect("creation")
+        };
+        let outbound = ended(
+            include_bytes!("../../tests/fixtures/asterisk/iax2/outbound_answered.ami"),
+            &after_creation,
+        );
+        assert_eq!(outbound.header.direction, Direction::Outbound);
+        assert_eq!(
+            outbound.header.customer_number.as_deref(),
             Some("89031112233")
         );
     }

@@ -49,6 +49,18 @@ pub enum DialOutcome {
     Other,
 }
 
+/// What an event says of its channel besides its id. A daemon that missed the
+/// channel's creation (a restart's gap) learns what the channel is from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeenAs {
+    pub name: Id,
+    /// The device or extension, read from the name as for `ChannelCreated`.
+    pub endpoint: Option<Id>,
+    pub caller_number: Option<Id>,
+    pub exten: Option<Id>,
+    pub context: Option<Id>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PbxEventKind {
     /// A channel appeared. `endpoint` is the device or extension it belongs to, read
@@ -67,6 +79,9 @@ pub enum PbxEventKind {
     /// The channel (when known) started dialing `dest`.
     DialBegin {
         caller_number: Option<Id>,
+        /// The dialing channel as the event shows it (boxed: rare, and events are
+        /// moved through channels by value).
+        dialer: Box<SeenAs>,
         dest: ChannelId,
         dest_name: Id,
         dest_endpoint: Option<Id>,
@@ -79,7 +94,10 @@ pub enum PbxEventKind {
         outcome: DialOutcome,
     },
     /// The channel hung up; `cause` is the Q.850 cause code when given.
-    HungUp { cause: Option<u16> },
+    HungUp {
+        cause: Option<u16>,
+        seen_as: Box<SeenAs>,
+    },
     /// The channel joined a bridge (it can talk with the bridge's other members).
     Bridged { bridge: Id },
     /// The channel left a bridge.

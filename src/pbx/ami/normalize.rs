@@ -3,7 +3,7 @@
 //! formats, `<unknown>` caller ids, DialStatus words) stays in this file.
 
 use crate::pbx::ami::AmiFrame;
-use crate::pbx::event::{ChannelId, DialOutcome, Id, LiveChannel, PbxEvent, PbxEventKind};
+use crate::pbx::event::{ChannelId, DialOutcome, Id, LiveChannel, PbxEvent, PbxEventKind, SeenAs};
 use crate::time::Timestamp;
 
 /// Why a frame gave no event. Only `Malformed` is worth a warning; the rest is the normal
@@ -75,11 +75,13 @@ pub fn normalize_with(
             }
         }
         "DialBegin" => {
-            let [channel, dest_name, number, dest, dial_string, uniqueid, linkedid, timestamp] = f
-                .get_many([
+            let [channel, dest_name, number, exten, context, dest, dial_string, uniqueid, linkedid, timestamp] =
+                f.get_many([
                     "Channel",
                     "DestChannel",
                     "CallerIDNum",
+                    "Exten",
+                    "Context",
                     "DestUniqueid",
                     "DialString",
                     UNIQUEID,
@@ -94,6 +96,13 @@ pub fn normalize_with(
             let dest_name = dest_name.ok_or(Skip::Malformed("DestChannel"))?;
             let kind = PbxEventKind::DialBegin {
                 caller_number: known(number),
+                dialer: Box::new(SeenAs {
+                    name: channel.unwrap_or_default().into(),
+                    endpoint: channel.and_then(endpoint_of_channel),
+                    caller_number: known(number),
+                    exten: known(exten),
+                    context: known(context),
+                }),
                 dest: ChannelId(dest.ok_or(Skip::Malformed("DestUniqueid"))?.into()),
                 dest_name: dest_name.into(),
                 dest_endpoint: endpoint_of_channel(dest_name),
@@ -122,10 +131,26 @@ pub fn normalize_with(
             (kind, [uniqueid, linkedid, timestamp])
         }
         "Hangup" => {
-            let [cause, uniqueid, linkedid, timestamp] =
-                f.get_many(["Cause", UNIQUEID, LINKEDID, TIMESTAMP]);
+            let [cause, channel, number, exten, context, uniqueid, linkedid, timestamp] = f
+                .get_many([
+                    "Cause",
+                    "Channel",
+                    "CallerIDNum",
+                    "Exten",
+                    "Context",
+                    UNIQUEID,
+                    LINKEDID,
+                    TIMESTAMP,
+                ]);
             let kind = PbxEventKind::HungUp {
                 cause: cause.and_then(|c| c.trim().parse().ok()),
+                seen_as: Box::new(SeenAs {
+                    name: channel.unwrap_or_default().into(),
+                    endpoint: channel.and_then(endpoint_of_channel),
+                    caller_number: known(number),
+                    exten: known(exten),
+                    context: known(context),
+                }),
             };
             (kind, [uniqueid, linkedid, timestamp])
         }
@@ -400,7 +425,13 @@ mod tests {
         ]);
         let ev = normalize(&f, Timestamp(42)).expect("event");
         assert_eq!(ev.at, Timestamp(42));
-        assert_eq!(ev.kind, PbxEventKind::HungUp { cause: Some(19) });
+        assert!(matches!(
+            ev.kind,
+            PbxEventKind::HungUp {
+                cause: Some(19),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -435,7 +466,13 @@ mod tests {
         ]);
         let ev = normalize(&f, Timestamp(7)).expect("event");
         assert_eq!((ev.call.as_str(), ev.channel.0.as_str()), ("1.4", "1.5"));
-        assert_eq!(ev.kind, PbxEventKind::HungUp { cause: Some(17) });
+        assert!(matches!(
+            ev.kind,
+            PbxEventKind::HungUp {
+                cause: Some(17),
+                ..
+            }
+        ));
     }
 
     #[test]
