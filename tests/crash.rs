@@ -12,7 +12,8 @@
 //! the restarted daemon's `CoreShowChannels` resync fills in for them.
 //!
 //! `cargo run --release -- …` is not needed: the test drives the debug binary. Sizes:
-//! `CRASH_CALLS` (default 500) calls, `CRASH_KILLS` (default 20) kills.
+//! `CRASH_CALLS` (default 500) calls, `CRASH_KILLS` (default 20) kills, a new call every
+//! `CRASH_SPACING_MS` (default 40).
 
 mod common;
 
@@ -115,7 +116,9 @@ async fn crash_run(store_url: &str) {
         })
     };
 
-    // The calls: a new one every 20 ms, each about a second long.
+    // The calls: a new one every CRASH_SPACING_MS (40 ms: 25 new calls a second, about
+    // 25 live at any moment), each about a second long.
+    let spacing = Duration::from_millis(env_usize("CRASH_SPACING_MS", 40) as u64);
     let mut expected_calls = HashSet::new();
     let mut inbound = HashSet::new();
     let mut feeders = Vec::new();
@@ -135,7 +138,7 @@ async fn crash_run(store_url: &str) {
                 .await
                 .expect("enqueue client actions");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(spacing).await;
     }
     let clients = calls.div_ceil(10);
     let mut daemon = killer.await.expect("killer");
