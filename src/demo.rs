@@ -1,37 +1,183 @@
 //! `callbridge demo`: what a new user runs first. Starts the built-in Asterisk AMI and
 //! retailCRM simulators on 127.0.0.1, runs the real daemon against them with a SQLite
-//! store in a temporary directory, plays calls recorded from a real Asterisk 22, and
-//! prints what the CRM received for each call.
+//! store in a temporary directory, and plays every row of the call matrix with calls
+//! recorded from a real Asterisk 22: for each, the CRM is first given the caller the row
+//! needs (nobody, a client with an open order, a client whose orders are closed), then
+//! the call is played and the records it produced in the CRM are printed.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use serde_json::json;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
-use crate::daemon;
+use crate::daemon::{self, Running};
 use crate::sim::ami::{AmiSim, AmiSimOptions, Transcript};
 use crate::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
 
-/// The recorded calls the demo plays: (title, transcript, read timing).
-const CALLS: &[(&str, &[u8], &str)] = &[
-    (
-        "inbound, answered by 101",
-        include_bytes!("../tests/fixtures/asterisk/iax2/inbound_answered.ami"),
-        include_str!("../tests/fixtures/asterisk/iax2/inbound_answered.timing"),
-    ),
-    (
-        "inbound, missed (caller gave up while 101 rang)",
-        include_bytes!("../tests/fixtures/asterisk/iax2/inbound_missed.ami"),
-        include_str!("../tests/fixtures/asterisk/iax2/inbound_missed.timing"),
-    ),
-    (
-        "outbound from 101, answered",
-        include_bytes!("../tests/fixtures/asterisk/iax2/outbound_answered.ami"),
-        include_str!("../tests/fixtures/asterisk/iax2/outbound_answered.timing"),
-    ),
+const INBOUND_ANSWERED: (&[u8], &str) = (
+    include_bytes!("../tests/fixtures/asterisk/iax2/inbound_answered.ami"),
+    include_str!("../tests/fixtures/asterisk/iax2/inbound_answered.timing"),
+);
+const INBOUND_MISSED: (&[u8], &str) = (
+    include_bytes!("../tests/fixtures/asterisk/iax2/inbound_missed.ami"),
+    include_str!("../tests/fixtures/asterisk/iax2/inbound_missed.timing"),
+);
+const RING_GROUP: (&[u8], &str) = (
+    include_bytes!("../tests/fixtures/asterisk/iax2/ring_group_second_answers.ami"),
+    include_str!("../tests/fixtures/asterisk/iax2/ring_group_second_answers.timing"),
+);
+const VOICEMAIL: (&[u8], &str) = (
+    include_bytes!("../tests/fixtures/asterisk/iax2/inbound_voicemail.ami"),
+    include_str!("../tests/fixtures/asterisk/iax2/inbound_voicemail.timing"),
+);
+const OUTBOUND_ANSWERED: (&[u8], &str) = (
+    include_bytes!("../tests/fixtures/asterisk/iax2/outbound_answered.ami"),
+    include_str!("../tests/fixtures/asterisk/iax2/outbound_answered.timing"),
+);
+
+/// Who the caller is in the CRM before the call.
+#[derive(Clone, Copy)]
+enum Client {
+    New,
+    /// A customer of this manager with an open order.
+    Existing(u64),
+    /// A customer of this manager whose only order is complete.
+    Returning(u64),
+}
+
+/// One row: its name, what happens, the recording, the number the recording's caller
+/// (or callee) has, the number it gets here (each row its own caller), the CRM before.
+struct Row {
+    name: &'static str,
+    what: &'static str,
+    recording: (&'static [u8], &'static str),
+    recorded_number: &'static str,
+    number: &'static str,
+    client: Client,
+}
+
+const ANNA: u64 = 3;
+const BORIS: u64 = 4;
+
+const ROWS: &[Row] = &[
+    Row {
+        name: "1",
+        what: "inbound, answered by Anna (101), new client",
+        recording: INBOUND_ANSWERED,
+        recorded_number: "9161234567",
+        number: "9161230001",
+        client: Client::New,
+    },
+    Row {
+        name: "2a",
+        what: "inbound, answered by Anna, existing client of Anna",
+        recording: INBOUND_ANSWERED,
+        recorded_number: "9161234567",
+        number: "9161230002",
+        client: Client::Existing(ANNA),
+    },
+    Row {
+        name: "2b",
+        what: "inbound, answered by Anna, existing client of Boris",
+        recording: INBOUND_ANSWERED,
+        recorded_number: "9161234567",
+        number: "9161230003",
+        client: Client::Existing(BORIS),
+    },
+    Row {
+        name: "2c",
+        what: "inbound, answered on 102, an extension mapped to nobody",
+        recording: RING_GROUP,
+        recorded_number: "9261112233",
+        number: "9161230004",
+        client: Client::Existing(ANNA),
+    },
+    Row {
+        name: "3a",
+        what: "inbound, answered by Anna, returning client of Anna",
+        recording: INBOUND_ANSWERED,
+        recorded_number: "9161234567",
+        number: "9161230005",
+        client: Client::Returning(ANNA),
+    },
+    Row {
+        name: "3b",
+        what: "inbound, answered by Anna, returning client of Boris",
+        recording: INBOUND_ANSWERED,
+        recorded_number: "9161234567",
+        number: "9161230006",
+        client: Client::Returning(BORIS),
+    },
+    Row {
+        name: "4a",
+        what: "inbound, missed, existing client with an open order",
+        recording: INBOUND_MISSED,
+        recorded_number: "9035556677",
+        number: "9161230007",
+        client: Client::Existing(BORIS),
+    },
+    Row {
+        name: "4b",
+        what: "inbound, missed, new client",
+        recording: INBOUND_MISSED,
+        recorded_number: "9035556677",
+        number: "9161230008",
+        client: Client::New,
+    },
+    Row {
+        name: "5a",
+        what: "outbound by Anna, answered, client of Anna",
+        recording: OUTBOUND_ANSWERED,
+        recorded_number: "9031112233",
+        number: "9161230009",
+        client: Client::Existing(ANNA),
+    },
+    Row {
+        name: "5b",
+        what: "outbound by Anna, answered, client of Boris",
+        recording: OUTBOUND_ANSWERED,
+        recorded_number: "9031112233",
+        number: "9161230010",
+        client: Client::Existing(BORIS),
+    },
+    Row {
+        name: "5c",
+        what: "outbound by Anna to a number not in the CRM",
+        recording: OUTBOUND_ANSWERED,
+        recorded_number: "9031112233",
+        number: "9161230011",
+        client: Client::New,
+    },
+    Row {
+        name: "6a",
+        what: "inbound to voicemail, new number",
+        recording: VOICEMAIL,
+        recorded_number: "9167778800",
+        number: "9161230012",
+        client: Client::New,
+    },
+    Row {
+        name: "6b",
+        what: "inbound to voicemail, existing client of Boris",
+        recording: VOICEMAIL,
+        recorded_number: "9167778800",
+        number: "9161230013",
+        client: Client::Existing(BORIS),
+    },
 ];
+
+/// Row 7 runs with `create_on = "ring"`.
+const ROW_7: Row = Row {
+    name: "7",
+    what: "create_on = \"ring\": inbound, answered by Anna, new client",
+    recording: INBOUND_ANSWERED,
+    recorded_number: "9161234567",
+    number: "9161230014",
+    client: Client::New,
+};
 
 pub async fn run(speed: f64) -> anyhow::Result<()> {
     crate::logging::init("warn", false);
@@ -44,9 +190,9 @@ pub async fn run(speed: f64) -> anyhow::Result<()> {
         .context("starting the AMI simulator")?;
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let db = dir.path().join("callbridge.db");
-
-    let toml = format!(
-        r#"
+    let toml = |create_on: &str| {
+        format!(
+            r#"
 [store]
 url = "sqlite://{db}"
 [http]
@@ -67,166 +213,234 @@ api_key = "{api_key}"
 senior = [7]
 [employees.extensions]
 "101" = 3
-"102" = 4
+[matrix]
+create_on = "{create_on}"
 "#,
-        db = db.display(),
-        ami_port = pbx.addr().port(),
-        user = ami_options.username,
-        secret = ami_options.secret,
-        crm_url = crm.base_url(),
-        api_key = SimOptions::default().api_key,
-    );
-    let cfg =
-        config::from_toml_str(&toml).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
+            db = db.display(),
+            ami_port = pbx.addr().port(),
+            user = ami_options.username,
+            secret = ami_options.secret,
+            crm_url = crm.base_url(),
+            api_key = SimOptions::default().api_key,
+        )
+    };
 
-    println!("callbridge demo");
+    println!("callbridge demo: every row of the call matrix, with calls recorded from a real Asterisk 22");
     println!("  Asterisk AMI simulator   127.0.0.1:{}", pbx.addr().port());
     println!("  retailCRM simulator      {}", crm.base_url());
     println!("  store                    {}", db.display());
+    println!("  the office               Anna (user 3) on 101, Boris (user 4), senior manager Svetlana (user 7); 102 belongs to nobody");
 
-    let shutdown = CancellationToken::new();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let daemon = tokio::spawn(daemon::run(cfg, shutdown.clone(), Some(ready_tx)));
-    let running = match ready_rx.await {
-        Ok(r) => r,
-        Err(_) => {
-            let result = daemon.await.context("daemon task")?;
-            result?;
-            bail!("the daemon stopped before it was ready");
-        }
-    };
-    println!(
-        "  health                   http://{}/health",
-        running.http_addr
-    );
-    if !pbx.wait_for_logins(1, Duration::from_secs(10)).await {
-        bail!("the daemon did not log in to the AMI simulator within 10 s");
-    }
-    println!();
-    println!(
-        "Playing {} calls recorded from a real Asterisk 22 at {speed}x speed ...",
-        CALLS.len()
-    );
-    for (title, ami, timing) in CALLS {
-        let transcript =
-            Transcript::from_recording(ami, timing).context("reading a recorded call")?;
-        println!("  - {title}");
-        pbx.play(&transcript, speed).await;
-    }
-
-    // Wait until every call has ended and every CRM action was delivered (or parked).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let calls = running.store.calls().await?;
-        let counts = running.store.outbox_counts().await?;
-        if calls.len() >= CALLS.len()
-            && calls.iter().all(|c| c.stage == "ended")
-            && counts.pending == 0
+    let mut dead = 0;
+    let mut replica = 0;
+    for (create_on, rows) in [("answer", ROWS), ("ring", std::slice::from_ref(&ROW_7))] {
+        let cfg = config::from_toml_str(&toml(create_on))
+            .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
+        let logins = pbx.logins();
+        let shutdown = CancellationToken::new();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let daemon = tokio::spawn(daemon::run(cfg, shutdown.clone(), Some(ready_tx)));
+        let running = match ready_rx.await {
+            Ok(r) => r,
+            Err(_) => {
+                daemon.await.context("daemon task")??;
+                bail!("the daemon stopped before it was ready");
+            }
+        };
+        if !pbx
+            .wait_for_logins(logins + 1, Duration::from_secs(10))
+            .await
         {
-            break;
+            bail!("the daemon did not log in to the AMI simulator within 10 s");
         }
-        if tokio::time::Instant::now() > deadline {
-            bail!("calls were not all delivered within 30 s: {counts:?}");
+        for row in rows {
+            replica += 1;
+            play_row(&pbx, &crm, &running, row, replica, speed).await?;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        dead += running.store.outbox_counts().await?.dead;
+        shutdown.cancel();
+        daemon.await.context("daemon task")??;
     }
-
     let state = crm.state();
-    let calls = running.store.calls().await?;
-    let actions = running.store.actions().await?;
-    println!();
-    println!("What callbridge saw, and what retailCRM received:");
-    for call in &calls {
-        println!();
-        println!(
-            "{}  {}  {}  {} -> {}",
-            call.id,
-            call.direction,
-            call.outcome.as_deref().unwrap_or("-"),
-            call.customer_number.as_deref().unwrap_or("?"),
-            call.did
-                .as_deref()
-                .or(call.employee.as_deref())
-                .unwrap_or("?"),
-        );
-        print_crm_side(&state, &call.id);
-        for a in actions
-            .iter()
-            .filter(|a| a.call_id == call.id && a.state != "done")
-        {
-            println!(
-                "    outbox #{} {} is {}: {}",
-                a.id,
-                a.kind,
-                a.state,
-                a.last_error.as_deref().unwrap_or("")
-            );
-        }
-    }
-    let counts = running.store.outbox_counts().await?;
     println!();
     println!(
-        "Outbox: {} delivered, {} pending, {} dead.  Requests the CRM answered: {}.",
-        counts.done,
-        counts.pending,
-        counts.dead,
+        "The CRM now holds {} customers, {} orders, {} tasks and {} calls in its history; it answered {} requests.",
+        state.customers.len(),
+        state.orders.len(),
+        state.tasks.len(),
+        state.calls.len(),
         state.requests.len()
     );
-
-    shutdown.cancel();
-    daemon.await.context("daemon task")??;
     pbx.stop();
     crm.shutdown();
-    if counts.dead > 0 {
-        bail!("{} CRM actions were refused; see above", counts.dead);
+    if dead > 0 {
+        bail!("{dead} CRM actions were refused; see `callbridge outbox list --state dead`");
     }
     Ok(())
 }
 
-fn print_crm_side(state: &SimState, call_id: &str) {
-    let mut rows: Vec<[String; 3]> = Vec::new();
-    for e in state
-        .call_events
-        .iter()
-        .filter(|e| e.call_external_id.as_deref() == Some(call_id))
-    {
-        let what = match e.r#type.as_str() {
-            "in" => format!("pop-up: incoming call from {}", e.phone),
-            "out" => format!("pop-up: outgoing call to {}", e.phone),
-            _ => format!(
-                "pop-up closed: {}",
-                e.hangup_status.as_deref().unwrap_or("-")
-            ),
-        };
-        rows.push([
-            "POST /api/v5/telephony/call/event".into(),
-            format!("type={}", e.r#type),
-            format!("{what}; codes {}", e.codes.join(",")),
-        ]);
-    }
-    for c in state
-        .calls
-        .iter()
-        .filter(|c| c.external_id.as_deref() == Some(call_id))
-    {
-        rows.push([
-            "POST /api/v5/telephony/calls/upload".into(),
-            format!("type={}", c.r#type),
+/// Seeds the CRM for `row`, plays its call, waits until everything is delivered and
+/// prints what the call made.
+async fn play_row(
+    pbx: &AmiSim,
+    crm: &RetailCrmSim,
+    running: &Running,
+    row: &Row,
+    replica: u32,
+    speed: f64,
+) -> anyhow::Result<()> {
+    let phone = format!("+7{}", row.number);
+    let seeded = match row.client {
+        Client::New => "nobody has this number".to_string(),
+        Client::Existing(manager) | Client::Returning(manager) => {
+            let open = matches!(row.client, Client::Existing(_));
+            let customer = crm
+                .seed_customer(json!({
+                    "firstName": "Client", "lastName": row.name, "managerId": manager,
+                    "phones": [{"number": format!("8{}", row.number)}],
+                }))
+                .map_err(|e| anyhow::anyhow!("seeding the CRM: {e:?}"))?;
+            let order = crm
+                .seed_order(json!({"customer": {"id": customer},
+                                   "status": if open { "new" } else { "complete" },
+                                   "managerId": manager}))
+                .map_err(|e| anyhow::anyhow!("seeding the CRM: {e:?}"))?;
             format!(
-                "history: {} {}, code {}, talk {} s, waited {} s, at {}",
-                c.phone,
-                c.result.as_deref().unwrap_or("-"),
-                c.code.as_deref().unwrap_or("-"),
-                c.duration.unwrap_or(0),
-                c.duration_waiting.unwrap_or(0),
-                c.date
+                "customer #{customer} of {}, order #{order} {}",
+                user(manager),
+                if open { "open" } else { "complete" }
+            )
+        }
+    };
+    let before = crm.state();
+    println!();
+    println!("Row {}: {}", row.name, row.what);
+    println!("  in the CRM before:  {seeded}");
+    let (ami, timing) = row.recording;
+    let call = Transcript::from_recording(ami, timing)
+        .context("reading a recorded call")?
+        .replica(replica)
+        .with_value(row.recorded_number, row.number);
+    let calls_before = running.store.calls().await?.len();
+    pbx.play(&call, speed).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let calls = running.store.calls().await?;
+        let counts = running.store.outbox_counts().await?;
+        if calls.len() > calls_before
+            && calls.iter().all(|c| c.stage == "ended")
+            && counts.pending == 0
+        {
+            let suffix = format!("-{replica}");
+            if let Some(c) = calls.iter().find(|c| c.id.ends_with(&suffix)) {
+                println!(
+                    "  the call:           {} {} {}, employee {}",
+                    c.direction,
+                    c.outcome.as_deref().unwrap_or("-"),
+                    phone,
+                    c.employee.as_deref().unwrap_or("-")
+                );
+            }
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "row {}: the call was not delivered within 30 s: {counts:?}",
+                row.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    print_made(&before, &crm.state());
+    Ok(())
+}
+
+fn user(id: u64) -> String {
+    match id {
+        3 => "Anna (3)".into(),
+        4 => "Boris (4)".into(),
+        7 => "Svetlana, senior (7)".into(),
+        other => format!("user {other}"),
+    }
+}
+
+/// What the CRM holds now that it did not before.
+fn print_made(before: &SimState, after: &SimState) {
+    let mut lines = Vec::new();
+    for c in after.customers.iter().skip(before.customers.len()) {
+        lines.push(format!(
+            "new customer #{} ({}), responsible {}",
+            c.id,
+            c.phones.first().map(|p| p.number.as_str()).unwrap_or("-"),
+            c.manager_id.map(user).unwrap_or_else(|| "-".into())
+        ));
+    }
+    for c in &after.customers {
+        if let Some(old) = before.customers.iter().find(|o| o.id == c.id) {
+            if old.manager_id != c.manager_id {
+                lines.push(format!(
+                    "customer #{} now belongs to {} (was {})",
+                    c.id,
+                    c.manager_id.map(user).unwrap_or_else(|| "-".into()),
+                    old.manager_id.map(user).unwrap_or_else(|| "-".into())
+                ));
+            }
+        }
+    }
+    for o in after.orders.iter().skip(before.orders.len()) {
+        lines.push(format!(
+            "new order #{} for customer #{}, responsible {}",
+            o.id,
+            o.customer.as_ref().map(|c| c.id).unwrap_or_default(),
+            o.manager_id.map(user).unwrap_or_else(|| "-".into())
+        ));
+    }
+    for t in after.tasks.iter().skip(before.tasks.len()) {
+        let on = match (&t.order, &t.customer) {
+            (Some(o), _) => format!("order #{}", o.id),
+            (None, Some(c)) => format!("customer #{}", c.id),
+            _ => "-".into(),
+        };
+        lines.push(format!(
+            "{} task for {} on {on}: {}",
+            if t.complete { "completed" } else { "open" },
+            user(t.performer_id),
+            t.text
+        ));
+    }
+    for e in after.call_events.iter().skip(before.call_events.len()) {
+        let to: Vec<String> = e
+            .codes
+            .iter()
+            .map(|c| format!("ext {c}"))
+            .chain(e.user_ids.iter().map(|u| user(*u)))
+            .collect();
+        lines.push(match e.r#type.as_str() {
+            "hangup" => format!(
+                "pop-up closed ({}) for {}",
+                e.hangup_status.as_deref().unwrap_or("-"),
+                to.join(", ")
             ),
-        ]);
+            kind => format!("pop-up ({kind}) for {}", to.join(", ")),
+        });
     }
-    if rows.is_empty() {
-        println!("    (nothing in the CRM)");
+    for c in after.calls.iter().skip(before.calls.len()) {
+        lines.push(format!(
+            "history: {} {} {}, code {}, talk {} s{}",
+            c.r#type,
+            c.phone,
+            c.result.as_deref().unwrap_or("-"),
+            c.code.as_deref().unwrap_or("-"),
+            c.duration.unwrap_or(0),
+            if c.record_url.is_some() {
+                ", with a link to the recording"
+            } else {
+                ""
+            }
+        ));
     }
-    for [path, kind, what] in rows {
-        println!("    {path:<37} {kind:<12} {what}");
+    println!("  the CRM got:");
+    for l in lines {
+        println!("    {l}");
     }
 }

@@ -393,7 +393,13 @@ pub fn decide(
     } else {
         Handler::Nobody
     };
-    let client = classify(snapshot);
+    // A customer this call made earlier (at ring or answer) may already be in the CRM
+    // when the call ends, found by the lookup with the order it made: still a new client.
+    let client = if snapshot.earlier.created_anything() {
+        ClientKind::New
+    } else {
+        classify(snapshot)
+    };
     let context = Context::new(summary, phone, snapshot, &recording);
     match header.direction {
         Direction::Inbound => {

@@ -257,6 +257,29 @@ fn row_1_inbound_answered_new_client() {
 }
 
 #[test]
+fn row_1_customer_made_at_answer_and_found_at_hang_up_is_still_new() {
+    // The customer and order made at answer were delivered before the call ended: the
+    // lookup at hang-up finds them (a customer of Anna with an open order). No task.
+    let s = summary(Direction::Inbound, Outcome::Answered, &["101"]);
+    let mut snap = snapshot(vec![existing(ANNA)]);
+    snap.earlier = Earlier {
+        customer: Some(CUSTOMER_STEP.into()),
+        order: Some(ORDER_STEP.into()),
+        manager_id: Some(ANNA),
+    };
+    assert_eq!(
+        ended(&s, &snap, CreateOn::Answer),
+        vec![CLOSED_ANSWERED.to_string(), history_in("Answered", "101")]
+    );
+    // The same with create_on = "ring" (row 7): the senior manager's customer.
+    snap.customers = vec![existing(SENIOR)];
+    assert_eq!(
+        ended(&s, &snap, CreateOn::Ring),
+        vec![CLOSED_ANSWERED.to_string(), history_in("Answered", "101")]
+    );
+}
+
+#[test]
 fn row_1_answer_not_seen_creates_at_hang_up() {
     // A call reconstructed after a gap: the answer moment never came.
     let s = summary(Direction::Inbound, Outcome::Answered, &["102"]);

@@ -291,3 +291,37 @@ async fn outbox_commands_list_retry_and_drop() {
     assert_eq!(store.action(ids[0]).await.expect("row").state, "failed");
     store.close().await;
 }
+
+/// The main job on a fresh machine: `callbridge demo` plays every matrix row and shows
+/// what each made in the CRM, and exits 0.
+#[test]
+fn demo_plays_every_matrix_row() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(["demo", "--speed", "40"])
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo exits 0: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "1", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "5a", "5b", "5c", "6a", "6b", "7",
+    ] {
+        assert!(
+            stdout.contains(&format!("\nRow {row}: ")),
+            "row {row}: {stdout}"
+        );
+    }
+    // A few of the records the rows must make.
+    assert!(stdout.contains("completed task for Anna (3)"), "{stdout}");
+    assert!(
+        stdout.contains("now belongs to Anna (3) (was Boris (4))"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("new customer #") && stdout.contains("responsible Svetlana, senior (7)"),
+        "{stdout}"
+    );
+}

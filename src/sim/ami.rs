@@ -104,6 +104,17 @@ impl Transcript {
     /// Ids get a `-{replica}` suffix, channel names an `r{replica}` one (before `;1`/`;2`
     /// of Local halves), so extensions read from names stay what they were.
     pub fn replica(&self, replica: u32) -> Transcript {
+        self.map_values(|key, value| replica_value(key, value, replica))
+    }
+
+    /// The same calls with every header value `from` replaced by `to` (another caller's
+    /// number, say), re-encoded frame by frame.
+    pub fn with_value(&self, from: &str, to: &str) -> Transcript {
+        self.map_values(|_, value| value.replace(from, to))
+    }
+
+    /// Every frame re-encoded with its header values passed through `f(key, value)`.
+    fn map_values(&self, f: impl Fn(&str, &str) -> String) -> Transcript {
         let mut decoder = AmiCodec::without_greeting();
         let mut encoder = AmiCodec::without_greeting();
         let mut chunks = Vec::with_capacity(self.chunks.len());
@@ -117,7 +128,7 @@ impl Transcript {
                 };
                 let mut copy = AmiFrame::new();
                 for (key, value) in frame.headers() {
-                    copy.push(key, &replica_value(key, value, replica));
+                    copy.push(key, &f(key, value));
                 }
                 let _ = encoder.encode(&copy, &mut out);
             }
