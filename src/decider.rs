@@ -182,8 +182,18 @@ impl Decider {
         if let Some(groups) = self.cached.lock().await.status_groups.clone() {
             return Ok(groups);
         }
-        // Never read yet (the CRM was down): without them no order can be judged.
-        let groups = self.crm.status_groups().await?;
+        // Never read yet (the CRM was down): without them no order can be judged, so a
+        // transient failure fails the decision (retried). A refusal (a key without access
+        // to the reference) leaves every order open: a task too many rather than a
+        // second order for a client who has one.
+        let groups = match self.crm.status_groups().await {
+            Ok(groups) => groups,
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => {
+                warn!(error = %e, "the CRM refused its order statuses; every order counts as open");
+                HashMap::new()
+            }
+        };
         self.cached.lock().await.status_groups = Some(groups.clone());
         Ok(groups)
     }

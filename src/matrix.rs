@@ -538,24 +538,16 @@ fn inbound(
             );
         }
         // Row 2a / 2b.
-        (Handler::Employee { user, .. }, ClientKind::Existing(c, _)) => {
-            d.task(
-                Some(user),
-                On::Customer(EntityRef::Id(c.id)),
-                cx.text("Call with the client"),
-                cx.commentary.clone(),
-                true,
-            );
-            if c.manager_id != Some(user) {
-                d.task(
-                    c.manager_id.or(senior),
-                    On::Customer(EntityRef::Id(c.id)),
-                    cx.text(&format!("Your client's call was answered by another manager (user {user}): review the call")),
-                    cx.commentary.clone(),
-                    false,
-                );
-            }
-        }
+        (Handler::Employee { user, .. }, ClientKind::Existing(c, _)) => handled(
+            d,
+            user,
+            c,
+            "Call with the client",
+            &format!(
+                "Your client's call was answered by another manager (user {user}): review the call"
+            ),
+            cx,
+        ),
         // Row 3a / 3b: a returning client gets a new order; the manager who answered
         // becomes responsible when it was somebody else.
         (Handler::Employee { user, .. }, ClientKind::Returning(c)) => {
@@ -648,24 +640,14 @@ fn outbound(
     let senior = d.senior();
     match who {
         // Row 5a / 5b.
-        Handler::Employee { user, .. } => {
-            d.task(
-                Some(user),
-                On::Customer(EntityRef::Id(customer.id)),
-                cx.text("Outbound call, answered"),
-                cx.commentary.clone(),
-                true,
-            );
-            if customer.manager_id != Some(user) {
-                d.task(
-                    customer.manager_id.or(senior),
-                    On::Customer(EntityRef::Id(customer.id)),
-                    cx.text(&format!("Another manager (user {user}) called your client: review the call")),
-                    cx.commentary.clone(),
-                    false,
-                );
-            }
-        }
+        Handler::Employee { user, .. } => handled(
+            d,
+            user,
+            customer,
+            "Outbound call, answered",
+            &format!("Another manager (user {user}) called your client: review the call"),
+            cx,
+        ),
         Handler::Unmapped { extension } => d.task(
             senior,
             On::Customer(EntityRef::Id(customer.id)),
@@ -676,6 +658,31 @@ fn outbound(
             false,
         ),
         Handler::Nobody => {}
+    }
+}
+
+/// `user` talked with a client of the CRM (rows 2a/2b, 5a/5b): a completed task for
+/// them with the recording; when the client is somebody else's, an open task for the
+/// responsible manager (the senior manager when nobody is) to review the call.
+fn handled(
+    d: &mut Decision<'_>,
+    user: UserId,
+    customer: &Customer,
+    done: &str,
+    review: &str,
+    cx: &Context,
+) {
+    let on = || On::Customer(EntityRef::Id(customer.id));
+    d.task(Some(user), on(), cx.text(done), cx.commentary.clone(), true);
+    if customer.manager_id != Some(user) {
+        let responsible = customer.manager_id.or(d.senior());
+        d.task(
+            responsible,
+            on(),
+            cx.text(review),
+            cx.commentary.clone(),
+            false,
+        );
     }
 }
 

@@ -1828,6 +1828,50 @@ mod restore_tests {
         out
     }
 
+    /// A channel of the PBX's list for call 1795627579.16 (the outbound recording).
+    fn live_channel(
+        channel: &str,
+        name: &str,
+        endpoint: &str,
+        caller: &str,
+        exten: &str,
+    ) -> LiveChannel {
+        LiveChannel {
+            channel: ChannelId(channel.into()),
+            call: "1795627579.16".into(),
+            name: name.into(),
+            endpoint: Some(endpoint.into()),
+            up: true,
+            ringing: false,
+            caller_number: Some(caller.into()),
+            exten: Some(exten.into()),
+            context: Some("from-internal".into()),
+            bridge: None,
+            duration_secs: 4,
+            application: Some("Dial".into()),
+            application_data: None,
+        }
+    }
+
+    /// The one end among `stages`, checked to be the recording's outbound call to
+    /// 89031112233.
+    fn the_outbound_end(stages: &[CallUpdate]) -> &CallSummary {
+        let ended: Vec<&CallSummary> = stages
+            .iter()
+            .filter_map(|u| match &u.stage {
+                CallStage::Ended(s) => Some(&**s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].header.direction, Direction::Outbound);
+        assert_eq!(
+            ended[0].header.customer_number.as_deref(),
+            Some("89031112233")
+        );
+        ended[0]
+    }
+
     #[test]
     fn a_restored_call_goes_on_where_it_stopped() {
         let evs = events(include_bytes!(
@@ -1884,22 +1928,7 @@ mod restore_tests {
             stages.extend(t.apply(e));
         }
         t.begin_resync();
-        let live =
-            |channel: &str, name: &str, endpoint: &str, caller: &str, exten: &str| LiveChannel {
-                channel: ChannelId(channel.into()),
-                call: "1795627579.16".into(),
-                name: name.into(),
-                endpoint: Some(endpoint.into()),
-                up: true,
-                ringing: false,
-                caller_number: Some(caller.into()),
-                exten: Some(exten.into()),
-                context: Some("from-internal".into()),
-                bridge: None,
-                duration_secs: 4,
-                application: Some("Dial".into()),
-                application_data: None,
-            };
+        let live = live_channel;
         stages.extend(t.resync(
             Timestamp(1),
             &[
@@ -1922,20 +1951,8 @@ mod restore_tests {
         for e in &evs[bridged..] {
             stages.extend(t.apply(e));
         }
-        let ended: Vec<_> = stages
-            .iter()
-            .filter_map(|u| match &u.stage {
-                CallStage::Ended(s) => Some(s),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(ended.len(), 1);
-        assert_eq!(ended[0].header.direction, Direction::Outbound);
-        assert_eq!(
-            ended[0].header.customer_number.as_deref(),
-            Some("89031112233")
-        );
-        assert_eq!(ended[0].outcome, Outcome::Answered);
+        let end = the_outbound_end(&stages);
+        assert_eq!(end.outcome, Outcome::Answered);
     }
 
     /// A crash swallowed the extension's channel creation and its dial: the restarted
@@ -1969,21 +1986,7 @@ mod restore_tests {
             stages.extend(t.apply(e));
         }
         let live = |channel: &ChannelId, name: &str, endpoint: &str, caller: &str, exten: &str| {
-            LiveChannel {
-                channel: channel.clone(),
-                call: "1795627579.16".into(),
-                name: name.into(),
-                endpoint: Some(endpoint.into()),
-                up: true,
-                ringing: false,
-                caller_number: Some(caller.into()),
-                exten: Some(exten.into()),
-                context: Some("from-internal".into()),
-                bridge: None,
-                duration_secs: 4,
-                application: Some("Dial".into()),
-                application_data: None,
-            }
+            live_channel(&channel.0, name, endpoint, caller, exten)
         };
         stages.extend(t.resync(
             Timestamp(1),
@@ -1995,21 +1998,9 @@ mod restore_tests {
         for e in &evs[first_heard + 1..] {
             stages.extend(t.apply(e));
         }
-        let ended: Vec<_> = stages
-            .iter()
-            .filter_map(|u| match &u.stage {
-                CallStage::Ended(s) => Some(s),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(ended.len(), 1);
-        assert_eq!(ended[0].header.direction, Direction::Outbound);
-        assert_eq!(
-            ended[0].header.customer_number.as_deref(),
-            Some("89031112233")
-        );
-        assert_eq!(ended[0].outcome, Outcome::Answered);
-        assert_eq!(ended[0].employee.as_deref(), Some("101"));
+        let end = the_outbound_end(&stages);
+        assert_eq!(end.outcome, Outcome::Answered);
+        assert_eq!(end.employee.as_deref(), Some("101"));
     }
 
     /// A crash swallowed only the extension's channel creation: the restarted daemon
@@ -2037,38 +2028,12 @@ mod restore_tests {
         for e in &evs[created + 1..bridged] {
             stages.extend(t.apply(e));
         }
-        let extension = LiveChannel {
-            channel: origin.clone(),
-            call: "1795627579.16".into(),
-            name: "IAX2/101-10246".into(),
-            endpoint: Some("101".into()),
-            up: true,
-            ringing: false,
-            caller_number: Some("101".into()),
-            exten: Some("89031112233".into()),
-            context: Some("from-internal".into()),
-            bridge: None,
-            duration_secs: 4,
-            application: Some("Dial".into()),
-            application_data: None,
-        };
+        let extension = live_channel(&origin.0, "IAX2/101-10246", "101", "101", "89031112233");
         stages.extend(t.resync(Timestamp(1), &[extension]));
         for e in &evs[bridged..] {
             stages.extend(t.apply(e));
         }
-        let ended: Vec<_> = stages
-            .iter()
-            .filter_map(|u| match &u.stage {
-                CallStage::Ended(s) => Some(s),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(ended.len(), 1);
-        assert_eq!(ended[0].header.direction, Direction::Outbound);
-        assert_eq!(
-            ended[0].header.customer_number.as_deref(),
-            Some("89031112233")
-        );
+        the_outbound_end(&stages);
     }
 
     /// No list at all (the call ended before one came): the events after the gap say
@@ -2130,19 +2095,14 @@ mod restore_tests {
         let mut t = CallTracker::new(TrackerConfig::default());
         t.begin_resync();
         let extension = LiveChannel {
-            channel: ChannelId("1795627579.16".into()),
-            call: "1795627579.16".into(),
-            name: "IAX2/101-10246".into(),
-            endpoint: Some("101".into()),
-            up: true,
-            ringing: false,
-            caller_number: Some("101".into()),
-            exten: Some("89031112233".into()),
-            context: Some("from-internal".into()),
-            bridge: None,
             duration_secs: 9,
-            application: Some("Dial".into()),
-            application_data: None,
+            ..live_channel(
+                "1795627579.16",
+                "IAX2/101-10246",
+                "101",
+                "101",
+                "89031112233",
+            )
         };
         let mut updates = t.resync(Timestamp(10_000_000), &[extension]);
         t.begin_resync();

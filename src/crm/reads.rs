@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use tracing::warn;
 
 use crate::crm::{CrmError, RetailCrm};
 use crate::phone::{PhoneNormalizer, PhoneNumber};
@@ -48,7 +49,9 @@ impl RetailCrm {
         phone: &PhoneNumber,
         normalizer: &PhoneNormalizer,
     ) -> Result<Vec<CrmCustomer>, CrmError> {
-        let (_, body) = self
+        // A search the CRM refuses outright (an account without it) is not retried: the
+        // telephony method below is asked instead. Transient failures are retried.
+        let searched = self
             .get(
                 "/api/v5/customers",
                 &[
@@ -56,16 +59,24 @@ impl RetailCrm {
                     ("limit", PAGE.to_string()),
                 ],
             )
-            .await?;
-        let found: Vec<CrmCustomer> = list(&body, "customers")
-            .filter(|c| has_phone(c, phone, normalizer) == Some(true))
-            .filter_map(customer)
-            .collect();
-        if !found.is_empty() {
-            return Ok(found);
+            .await;
+        match searched {
+            Ok((_, body)) => {
+                let found: Vec<CrmCustomer> = list(&body, "customers")
+                    .filter(|c| has_phone(c, phone, normalizer) == Some(true))
+                    .filter_map(customer)
+                    .collect();
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                warn!(error = %e, "the CRM refused the customer search by phone; asking /telephony/manager")
+            }
         }
         // The telephony method is the documented way from a number to its customer.
-        let (_, body) = self
+        let body = match self
             .get(
                 "/api/v5/telephony/manager",
                 &[
@@ -73,7 +84,15 @@ impl RetailCrm {
                     ("details", "1".to_string()),
                 ],
             )
-            .await?;
+            .await
+        {
+            Ok((_, body)) => body,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                warn!(error = %e, "the CRM refused /telephony/manager; the caller is taken for a new client");
+                return Ok(Vec::new());
+            }
+        };
         Ok(body
             .get("customer")
             .filter(|c| has_phone(c, phone, normalizer) != Some(false))
