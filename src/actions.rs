@@ -44,9 +44,6 @@ pub enum CrmAction {
 pub struct DecideRequest {
     pub header: CallHeader,
     pub moment: Moment,
-    /// Campaign data the PBX passed in channel variables (`UTM_*`).
-    #[serde(default)]
-    pub source: Option<Source>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,7 +298,6 @@ pub fn actions_for(update: &CallUpdate) -> Result<Vec<CrmAction>, NoAction> {
     Ok(vec![CrmAction::Decide(DecideRequest {
         header: header.clone(),
         moment,
-        source: Source::of_campaign(&header.campaign),
     })])
 }
 

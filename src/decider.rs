@@ -124,7 +124,8 @@ impl Decider {
             },
             earlier,
         };
-        let source = request.source.clone();
+        // The campaign data the dialplan set, as the customer's and order's source.
+        let source = crate::actions::Source::of_campaign(&header.campaign);
         Ok(match &request.moment {
             Moment::Ringing { new } => {
                 matrix::decide_ringing(header, &phone, new, source, &snapshot, &config)
