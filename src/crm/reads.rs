@@ -128,16 +128,7 @@ impl RetailCrm {
     /// Order status code → its status group's code (`GET /reference/statuses`).
     pub async fn status_groups(&self) -> Result<HashMap<String, String>, CrmError> {
         let (_, body) = self.get("/api/v5/reference/statuses", &[]).await?;
-        let mut groups = HashMap::new();
-        // A map code → status (an array when empty, as PHP encodes it).
-        if let Some(map) = body.get("statuses").and_then(Value::as_object) {
-            for (code, status) in map {
-                if let Some(group) = text(status, "group") {
-                    groups.insert(code.clone(), group);
-                }
-            }
-        }
-        Ok(groups)
+        Ok(status_groups_of(&body))
     }
 
     /// The ids of the active users who are managers (`GET /users`, every page).
@@ -207,6 +198,20 @@ impl RetailCrm {
     }
 }
 
+/// Status code → group code from a `/reference/statuses` answer: a map code → status,
+/// or (read too) a list of statuses each with its `code`.
+fn status_groups_of(body: &Value) -> HashMap<String, String> {
+    let statuses: Vec<(Option<String>, &Value)> = match body.get("statuses") {
+        Some(Value::Object(map)) => map.iter().map(|(c, v)| (Some(c.clone()), v)).collect(),
+        Some(Value::Array(list)) => list.iter().map(|v| (None, v)).collect(),
+        _ => Vec::new(),
+    };
+    statuses
+        .into_iter()
+        .filter_map(|(key, status)| Some((text(status, "code").or(key)?, text(status, "group")?)))
+        .collect()
+}
+
 fn list<'a>(body: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
     body.get(key)
         .and_then(Value::as_array)
@@ -242,4 +247,40 @@ fn customer(c: &Value) -> Option<CrmCustomer> {
         manager_id: c.get("managerId").and_then(Value::as_u64),
         created_at: text(c, "createdAt"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn statuses_as_a_map_or_a_list() {
+        let map = json!({"success": true, "statuses": {
+            "new": {"code": "new", "group": "new"},
+            "complete": {"name": "Complete", "group": "complete"}}});
+        let groups = status_groups_of(&map);
+        assert_eq!(groups.get("complete").map(String::as_str), Some("complete"));
+        assert_eq!(groups.get("new").map(String::as_str), Some("new"));
+        let list = json!({"success": true, "statuses": [
+            {"code": "no-call", "group": "cancel"}, {"code": "x"}]});
+        let groups = status_groups_of(&list);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups.get("no-call").map(String::as_str), Some("cancel"));
+    }
+
+    #[test]
+    fn a_customer_matches_by_normalized_phone() {
+        let n = PhoneNormalizer::default();
+        let phone = n.normalize("+79161234567").expect("phone");
+        let c = json!({"id": 5, "firstName": "Ivan", "phones": [{"number": "8 (916) 123-45-67"}]});
+        assert_eq!(has_phone(&c, &phone, &n), Some(true));
+        let other = json!({"id": 6, "phones": [{"number": "+7 916 123-45-68"}]});
+        assert_eq!(has_phone(&other, &phone, &n), Some(false));
+        assert_eq!(has_phone(&json!({"id": 7}), &phone, &n), None);
+        assert_eq!(
+            customer(&c).map(|c| (c.id, c.name)),
+            Some((5, "Ivan".into()))
+        );
+    }
 }
