@@ -26,6 +26,9 @@ pub enum DecideError {
     Crm(#[from] CrmError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// Deciding now would make a second customer for the number: decided again later.
+    #[error("{0}")]
+    Wait(String),
 }
 
 /// What the CRM says that changes rarely: read again every `refresh`.
@@ -126,7 +129,7 @@ impl Decider {
         };
         // The campaign data the dialplan set, as the customer's and order's source.
         let source = crate::actions::Source::of_campaign(&header.campaign);
-        Ok(match &request.moment {
+        let actions = match &request.moment {
             Moment::Ringing { new } => {
                 matrix::decide_ringing(header, &phone, new, source, &snapshot, &config)
             }
@@ -136,7 +139,23 @@ impl Decider {
             Moment::Ended { summary } => {
                 matrix::decide(summary, Some(&phone), source, &snapshot, &config)
             }
-        })
+        };
+        // Another call from this number is creating its customer (the CRM does not have
+        // it yet, so the lookup saw a new client): decide once it exists, as an existing
+        // client, instead of making a second order for it.
+        for action in &actions {
+            if let CrmAction::CreateCustomer(c) = action {
+                if let Some(other) = store
+                    .pending_step_elsewhere(&c.external_id, call_id)
+                    .await?
+                {
+                    return Err(DecideError::Wait(format!(
+                        "call {other} is creating the customer for this number; deciding again once it exists"
+                    )));
+                }
+            }
+        }
+        Ok(actions)
     }
 
     /// The customers with this number, with their orders marked open or closed.

@@ -366,6 +366,7 @@ async fn deliver(
                     }
                     Err(DecideError::Crm(e)) => Err(DeliveryError::Crm(e)),
                     Err(DecideError::Store(e)) => Err(DeliveryError::Store(e)),
+                    Err(DecideError::Wait(why)) => Err(DeliveryError::Wait(why)),
                 }
             }
             (CrmAction::Decide(_), None) => Err(DeliveryError::Dead(
@@ -418,6 +419,17 @@ async fn deliver(
         Err(DeliveryError::Dead(why)) => {
             warn!(kind, why = %why, "action cannot be sent; parked as dead (see `callbridge outbox`)");
             (attempt(None, Some(why)), Settled::Dead)
+        }
+        Err(DeliveryError::Wait(why)) if age < options.give_up_after => {
+            // Not a failure: looked at again soon (never later than WAIT_AT_MOST).
+            let wait = retry_delay(&options, pending.attempts, None).min(WAIT_AT_MOST);
+            info!(kind, why = %why, retry_in = ?wait, "waiting");
+            (
+                attempt(None, Some(why)),
+                Settled::Retry {
+                    next_attempt_at: Timestamp(started_at.0 + wait.as_micros() as i64),
+                },
+            )
         }
         Err(error) if error.is_transient() && age < options.give_up_after => {
             let wait = retry_delay(&options, pending.attempts, error.retry_after());
@@ -505,6 +517,9 @@ async fn write_results(
     }
 }
 
+/// The longest a decision waits before looking again at what it waits for.
+const WAIT_AT_MOST: Duration = Duration::from_secs(5);
+
 /// Most results written in one transaction.
 const RESULT_BATCH: usize = 256;
 
@@ -516,6 +531,9 @@ enum DeliveryError {
     Dead(String),
     #[error("store: {0}")]
     Store(StoreError),
+    /// Not now: something this action depends on is still on its way.
+    #[error("{0}")]
+    Wait(String),
 }
 
 impl DeliveryError {
@@ -525,7 +543,7 @@ impl DeliveryError {
         match self {
             DeliveryError::Crm(e) => e.is_transient(),
             DeliveryError::Dead(_) => false,
-            DeliveryError::Store(_) => true,
+            DeliveryError::Store(_) | DeliveryError::Wait(_) => true,
         }
     }
 

@@ -380,3 +380,34 @@ async fn module_code_registers_the_telephony_module_with_the_extensions() {
     );
     h.stop().await;
 }
+
+/// Two missed calls from one new number, the second while the CRM is still making the
+/// first one's customer: one customer and one order; the second call is an existing
+/// client's (row 4a after 4b), not a second new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_calls_from_one_new_number_make_one_customer_and_one_order() {
+    let mut crm = common::crm_options();
+    crm.latency = Some(std::time::Duration::from_millis(150));
+    let h = Harness::start_custom(crm, |t| t).await;
+    let first = fixture("iax2/inbound_missed").replica(1);
+    let second = fixture("iax2/inbound_missed").replica(2);
+    tokio::join!(h.pbx.play(&first, 20.0), async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        h.pbx.play(&second, 20.0).await
+    });
+    h.wait_outbox_settled().await;
+    let s = h.crm.state();
+    assert_eq!(s.customers.len(), 1, "{:#?}", s.customers);
+    assert_eq!(s.orders.len(), 1, "{:#?}", s.orders);
+    let order = s.orders[0].id;
+    assert_eq!(
+        tasks(&s),
+        vec![
+            (SENIOR, false, None, Some(order)),
+            (SENIOR, false, None, Some(order))
+        ],
+        "a task for each missed call, both on the one order"
+    );
+    assert_eq!(s.calls.len(), 2);
+    h.stop().await;
+}

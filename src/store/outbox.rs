@@ -161,6 +161,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Another call whose action creating `step` is still pending, if any.
+    pub async fn pending_step_elsewhere(
+        &self,
+        step: &str,
+        call_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT call_id FROM actions WHERE step = $1 AND state = 'pending' AND call_id <> $2 LIMIT 1",
+        )
+        .bind(step)
+        .bind(call_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
     /// Every action stored for a call, oldest first (what earlier moments decided).
     pub async fn call_actions(&self, call_id: &str) -> Result<Vec<CrmAction>, StoreError> {
         let rows = sqlx::query("SELECT id, payload FROM actions WHERE call_id = $1 ORDER BY id")
