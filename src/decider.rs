@@ -107,11 +107,16 @@ impl Decider {
             .customer_number
             .as_deref()
             .and_then(|n| self.normalizer.normalize(n).ok());
-        let Some(phone) = phone else {
-            info!(number = ?header.customer_number, "no valid customer number: nothing to decide");
-            return Ok(Vec::new());
-        };
         let config = self.current_config().await?;
+        let Some(phone) = phone else {
+            info!(number = ?header.customer_number, "no valid customer number: the call goes to the history only");
+            return Ok(match (&request.moment, &header.customer_number) {
+                (Moment::Ended { summary }, Some(number)) => {
+                    matrix::decide_unverified(summary, number, &config)
+                }
+                _ => Vec::new(),
+            });
+        };
         let earlier = Earlier::from_actions(&store.call_actions(call_id).await?);
         // Only what the moment needs is read: a ringing pop-up needs no lookup.
         let needs_customers = match &request.moment {

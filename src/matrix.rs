@@ -413,6 +413,21 @@ pub fn decide(
     d.actions
 }
 
+/// A call whose number is no valid phone number (a short service code, a caller id
+/// the phone library cannot read): nobody's customer, so only its history record, under
+/// the number as the PBX gave it.
+pub fn decide_unverified(
+    summary: &CallSummary,
+    number: &str,
+    config: &MatrixConfig,
+) -> Vec<CrmAction> {
+    if summary.header.direction == Direction::Internal || number.trim().is_empty() {
+        return Vec::new();
+    }
+    let phone = PhoneNumber::as_given(number);
+    vec![history(summary, &phone, recording_link(summary, config))]
+}
+
 /// What every task text of a call says beside its own words.
 struct Context {
     /// `inbound call +79161234567, talked: 101, 102`.

@@ -590,6 +590,18 @@ fn decided_transfer_the_last_talker_answered() {
 }
 
 #[test]
+fn a_number_that_is_no_phone_number_goes_to_the_history_only() {
+    let mut s = summary(Direction::Inbound, Outcome::Missed, &[]);
+    s.header.customer_number = Some("0611".into());
+    assert_eq!(
+        describe(&decide_unverified(&s, "0611", &config(CreateOn::Answer))),
+        vec!["history Inbound NoAnswer phone=0611 code=Some(\"101\") record=-"]
+    );
+    s.header.direction = Direction::Internal;
+    assert!(decide_unverified(&s, "0611", &config(CreateOn::Answer)).is_empty());
+}
+
+#[test]
 fn internal_and_hidden_number_calls_make_nothing() {
     let s = summary(Direction::Internal, Outcome::Answered, &["101"]);
     assert!(decide(

@@ -12,6 +12,12 @@ use phonenumber::Mode;
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
+    /// A number kept as the PBX gave it, not a valid phone number (a short service code,
+    /// a caller id the library cannot read): good for the history, never for a customer.
+    pub fn as_given(raw: &str) -> PhoneNumber {
+        PhoneNumber(raw.trim().to_string())
+    }
+
     /// `+79161234567`: what the CRM's telephony pop-ups take.
     pub fn e164(&self) -> &str {
         &self.0
