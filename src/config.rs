@@ -35,7 +35,13 @@ const MAX_ENV_INDEX: usize = 999;
 pub const DEFAULT_STORE_URL: &str = "sqlite://callbridge.db";
 pub const DEFAULT_HTTP_PORT: u16 = 8089;
 pub const DEFAULT_AMI_PORT: u16 = 5038;
+/// mod_event_socket's default `listen-port`.
+pub const DEFAULT_ESL_PORT: u16 = 8021;
 pub const DEFAULT_RECORDINGS_DIR: &str = "/var/spool/asterisk/monitor";
+/// FreeSWITCH's `$${recordings_dir}` in a source install (packages: /var/lib/freeswitch).
+pub const DEFAULT_FS_RECORDINGS_DIR: &str = "/usr/local/freeswitch/recordings";
+/// FreeSWITCH's voicemail storage (`<dir>/<profile>/<domain>/<id>/msg_<uuid>.wav`).
+pub const DEFAULT_FS_VOICEMAIL_DIR: &str = "/usr/local/freeswitch/storage/voicemail";
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -193,13 +199,17 @@ impl ExtensionRange {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PbxKind {
+    /// Asterisk through the Manager Interface (AMI).
     Asterisk,
+    /// FreeSWITCH through the Event Socket (mod_event_socket, inbound mode).
+    FreeSwitch,
 }
 
 impl PbxKind {
     pub fn as_str(self) -> &'static str {
         match self {
             PbxKind::Asterisk => "asterisk",
+            PbxKind::FreeSwitch => "freeswitch",
         }
     }
 }
@@ -1173,8 +1183,11 @@ fn read_pbx(ck: &mut Checker<'_>, mut t: Table<'_>) -> PbxConfig {
     let name = ck.required_string(&t.field("name"));
     let kind = ck.kind(
         &t.field("kind"),
-        &[("asterisk", PbxKind::Asterisk)],
-        &["freeswitch"],
+        &[
+            ("asterisk", PbxKind::Asterisk),
+            ("freeswitch", PbxKind::FreeSwitch),
+        ],
+        &[],
         PbxKind::Asterisk,
     );
 
@@ -1193,13 +1206,28 @@ fn read_pbx(ck: &mut Checker<'_>, mut t: Table<'_>) -> PbxConfig {
         );
     }
 
-    let port = ck.port(&t.field("port"), DEFAULT_AMI_PORT);
-    let username = ck.required_string(&t.field("username"));
+    let port = ck.port(
+        &t.field("port"),
+        match kind {
+            PbxKind::Asterisk => DEFAULT_AMI_PORT,
+            PbxKind::FreeSwitch => DEFAULT_ESL_PORT,
+        },
+    );
+    // The event socket knows only a password; an AMI login has a user name too.
+    let username = match kind {
+        PbxKind::Asterisk => ck.required_string(&t.field("username")),
+        PbxKind::FreeSwitch => ck.string(&t.field("username")).unwrap_or_default(),
+    };
     let secret = ck.required_secret(&t.field("secret"));
     let recordings_dir = ck
         .string(&t.field("recordings_dir"))
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_RECORDINGS_DIR));
+        .unwrap_or_else(|| {
+            PathBuf::from(match kind {
+                PbxKind::Asterisk => DEFAULT_RECORDINGS_DIR,
+                PbxKind::FreeSwitch => DEFAULT_FS_RECORDINGS_DIR,
+            })
+        });
     let ping_interval = ck.duration(&t.field("ping_interval"), DEFAULT_PING_INTERVAL, false);
     let ping_timeout = ck.duration(&t.field("ping_timeout"), DEFAULT_PING_TIMEOUT, false);
     let connect_timeout = ck.duration(&t.field("connect_timeout"), DEFAULT_CONNECT_TIMEOUT, false);
@@ -1230,7 +1258,12 @@ fn read_pbx(ck: &mut Checker<'_>, mut t: Table<'_>) -> PbxConfig {
     let voicemail_dir = ck
         .string(&t.field("voicemail_dir"))
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_VOICEMAIL_DIR));
+        .unwrap_or_else(|| {
+            PathBuf::from(match kind {
+                PbxKind::Asterisk => DEFAULT_VOICEMAIL_DIR,
+                PbxKind::FreeSwitch => DEFAULT_FS_VOICEMAIL_DIR,
+            })
+        });
     let stale_call_timeout = ck.duration(
         &t.field("stale_call_timeout"),
         DEFAULT_STALE_CALL_TIMEOUT,
@@ -1876,11 +1909,7 @@ shutdown_grace = "0s"
             ),
             (
                 format!("[[pbx]]\n{}\n{crm}", base_pbx.replace("asterisk", "sip")),
-                "pbx[0].kind: unknown kind \"sip\"; expected \"asterisk\"",
-            ),
-            (
-                format!("[[pbx]]\n{}\n{crm}", base_pbx.replace("asterisk", "freeswitch")),
-                "pbx[0].kind: \"freeswitch\" is not supported yet; expected \"asterisk\"",
+                "pbx[0].kind: unknown kind \"sip\"; expected \"asterisk\" or \"freeswitch\"",
             ),
             (
                 format!("[store]\nurl = \"mysql://localhost/cb\"\n[[pbx]]\n{base_pbx}\n{crm}"),

@@ -24,9 +24,9 @@ use crate::crm::RetailCrm;
 use crate::decider::Decider;
 use crate::http::{self, HttpState};
 use crate::outbox::{DeliveryOptions, Outbox};
-use crate::pbx::ami;
 use crate::pbx::event::PbxInput;
 use crate::pbx::status::PbxStatus;
+use crate::pbx::{ami, esl};
 use crate::recordings;
 use crate::store::Commit;
 use crate::store::Store;
@@ -113,6 +113,14 @@ pub async fn run(
         match pbx.kind {
             PbxKind::Asterisk => {
                 readers.spawn(ami::client::run(
+                    pbx.clone(),
+                    tx,
+                    status.clone(),
+                    readers_stop.clone(),
+                ));
+            }
+            PbxKind::FreeSwitch => {
+                readers.spawn(esl::client::run(
                     pbx.clone(),
                     tx,
                     status.clone(),
@@ -510,6 +518,14 @@ async fn complete_from_disk(pbx: &PbxConfig, summary: &mut CallSummary) {
     let since = summary.header.started_at;
     if summary.outcome == Outcome::Voicemail {
         if let Some(vm) = summary.voicemail.as_mut().filter(|v| v.message.is_none()) {
+            if pbx.kind == PbxKind::FreeSwitch {
+                // FreeSWITCH names every message it stores (`vm::maintenance`): none
+                // means the caller hung up before the beep.
+                info!(mailbox = %vm.mailbox, "caller reached voicemail but left no message");
+                summary.outcome = Outcome::Missed;
+                summary.voicemail = None;
+                return complete_recording(pbx, summary).await;
+            }
             let (dir, mailbox) = (pbx.voicemail_dir.clone(), vm.mailbox.clone());
             let found = tokio::task::spawn_blocking(move || {
                 recordings::find_voicemail_message(&dir, &mailbox, since)
@@ -527,6 +543,12 @@ async fn complete_from_disk(pbx: &PbxConfig, summary: &mut CallSummary) {
             }
         }
     }
+    complete_recording(pbx, summary).await
+}
+
+/// A recording the events did not name, found on disk by one of the call's channel ids.
+async fn complete_recording(pbx: &PbxConfig, summary: &mut CallSummary) {
+    let since = summary.header.started_at;
     if summary.recording.is_none()
         && summary.outcome == Outcome::Answered
         && !summary.channels.is_empty()

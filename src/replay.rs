@@ -1,4 +1,4 @@
-//! `callbridge replay FILE`: runs a recorded AMI byte stream through the pure middle
+//! `callbridge replay FILE`: runs a recorded AMI or ESL byte stream through the pure middle
 //! (codec, normalize, tracker, action rules) and prints every call step and the CRM
 //! actions it would cause. No sockets, no store, no CRM: a tool to see what callbridge
 //! makes of a PBX's events, e.g. a capture an administrator sends in.
@@ -22,6 +22,63 @@ pub struct ReplayReport {
     pub events: usize,
     pub malformed: usize,
     pub updates: Vec<CallUpdate>,
+}
+
+/// Replays a recorded stream, AMI or FreeSWITCH ESL (told apart by their first bytes).
+pub fn replay_any(bytes: &[u8], pbx: &str, extensions: &[String]) -> ReplayReport {
+    if is_esl(bytes) {
+        replay_esl_bytes(bytes, pbx, extensions)
+    } else {
+        replay_bytes(bytes, pbx, extensions)
+    }
+}
+
+/// An ESL stream begins with a header block (`Content-Type: …` or `Content-Length: …`);
+/// an AMI one with Asterisk's greeting line or `Event:` frames.
+pub fn is_esl(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"Content-Type:") || bytes.starts_with(b"Content-Length:")
+}
+
+/// Replays FreeSWITCH Event Socket bytes (`event plain`, as recorded from a socket).
+pub fn replay_esl_bytes(bytes: &[u8], pbx: &str, extensions: &[String]) -> ReplayReport {
+    use crate::pbx::esl::{EslCodec, EslItem, EslNormalizer, PlainEvent};
+    let mut codec = EslCodec::new();
+    let mut buf = BytesMut::from(bytes);
+    let mut normalizer = EslNormalizer::new();
+    let mut tracker = CallTracker::new(TrackerConfig {
+        pbx: pbx.to_string(),
+        internal: InternalExtensions::new(extensions.iter().cloned()),
+        trunk_contexts: Vec::new(),
+        campaign_variables: crate::call::CampaignVariables::default(),
+    });
+    let mut report = ReplayReport {
+        frames: 0,
+        events: 0,
+        malformed: 0,
+        updates: Vec::new(),
+    };
+    let mut events = Vec::new();
+    while let Ok(Some(item)) = codec.decode(&mut buf) {
+        let EslItem::Message(message) = item else {
+            report.malformed += 1;
+            continue;
+        };
+        if message.content_type() != Some("text/event-plain") {
+            continue;
+        }
+        report.frames += 1;
+        let event = PlainEvent::parse(&message.body);
+        match normalizer.normalize(&event, Timestamp::default(), &mut events) {
+            Ok(()) => {}
+            Err(crate::pbx::esl::normalize::Skip::Malformed(_)) => report.malformed += 1,
+            Err(_) => {}
+        }
+        for ev in events.drain(..) {
+            report.events += 1;
+            report.updates.extend(tracker.apply(&ev));
+        }
+    }
+    report
 }
 
 /// Replays AMI bytes (starting with the greeting line, as recorded from a socket).
@@ -65,7 +122,7 @@ pub fn replay_bytes(bytes: &[u8], pbx: &str, extensions: &[String]) -> ReplayRep
 
 pub fn run(path: &Path, pbx: &str, extensions: &[String]) -> anyhow::Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let report = replay_bytes(&bytes, pbx, extensions);
+    let report = replay_any(&bytes, pbx, extensions);
     println!(
         "{}: {} frames, {} call events, {} malformed",
         path.display(),

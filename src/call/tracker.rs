@@ -431,6 +431,22 @@ impl CallTracker {
                     }
                 }
             }
+            PbxEventKind::Recording { path } => {
+                if let Some(call) = self.calls.get_mut(call_id) {
+                    if call.recording.is_none() && !path.is_empty() {
+                        call.recording = Some(path.clone());
+                    }
+                }
+            }
+            PbxEventKind::VoicemailLeft { mailbox, message } => {
+                if let Some(call) = self.calls.get_mut(call_id) {
+                    let vm = call.voicemail.get_or_insert_with(|| Voicemail {
+                        mailbox: mailbox.to_string(),
+                        message: None,
+                    });
+                    vm.message = Some(message.clone());
+                }
+            }
             PbxEventKind::Variable { name, value } => {
                 if let Some(call) = self.calls.get_mut(call_id) {
                     if !self

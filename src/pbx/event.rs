@@ -122,6 +122,12 @@ pub enum PbxEventKind {
     /// The channel's dial attempt as a whole ended (Asterisk `DIALSTATUS`): the only
     /// trace of a dial that could not even create a channel (unavailable, congestion).
     DialResult { outcome: DialOutcome },
+    /// The PBX started recording the call into `path` (FreeSWITCH `RECORD_START`; on
+    /// Asterisk the `MIXMONITOR_FILENAME` variable says it).
+    Recording { path: String },
+    /// A voicemail message was left in `mailbox` (FreeSWITCH `vm::maintenance`
+    /// `leave-message`; on Asterisk the `VM_MESSAGEFILE` variable says it).
+    VoicemailLeft { mailbox: Id, message: String },
     /// A channel variable the tracker cares about was set (see `normalize::VARIABLES`).
     Variable { name: Id, value: Id },
 }

@@ -1,0 +1,925 @@
+//! FreeSWITCH events → `PbxEvent`s. Pure, but with memory: ESL has no Asterisk-style
+//! `Linkedid` (its `Channel-Call-UUID` flips back to a leg's own uuid once it is
+//! unbridged, see tests/fixtures/esl/README.md), so the normalizer remembers which call
+//! each leg belongs to, learnt when the leg is created:
+//!
+//! - a leg nobody originated (`Call-Direction: inbound`: the trunk leg of an inbound
+//!   call, the phone of an outbound one) names its call after its own `Unique-ID`, as
+//!   Asterisk names a call after its first channel;
+//! - a leg a `bridge` originated (`Other-Type: originator`, `Other-Leg-Unique-ID`) joins
+//!   its originator's call, and reads as the originator dialing it (`DialBegin`);
+//! - a mod_callcenter agent leg (`variable_cc_member_session_uuid`) joins the queue
+//!   member's call, and reads as the queue offering the call to that agent.
+//!
+//! The rest of FreeSWITCH's vocabulary maps onto the same `PbxEvent`s the AMI side
+//! gives: the B-leg's `CHANNEL_ANSWER` is a dial answered, its hang-up before that a
+//! dial that failed (by `Hangup-Cause`), `CHANNEL_BRIDGE`/`UNBRIDGE` join and leave a
+//! bridge named after the pair, `CHANNEL_EXECUTE voicemail` starts voicemail,
+//! `vm::maintenance leave-message` names the message, `RECORD_START` the recording, and
+//! `callcenter::info` the queue. Everything FreeSWITCH-specific stays in this file.
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::pbx::esl::plain::PlainEvent;
+use crate::pbx::event::{ChannelId, DialOutcome, Id, LiveChannel, PbxEvent, PbxEventKind, SeenAs};
+use crate::time::Timestamp;
+
+/// Why an event gave nothing. Only `Malformed` is worth a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// An event the tracker does not need (most of `event plain ALL`).
+    Ignored,
+    /// An event we need, but a header it must carry is missing.
+    Malformed(&'static str),
+}
+
+/// The events the client subscribes to: everything `normalize` reads, nothing more
+/// (`CHANNEL_STATE` and `CODEC` alone are a third of `ALL`).
+pub const SUBSCRIPTION: &str = "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_EXECUTE CHANNEL_HANGUP_COMPLETE CHANNEL_DESTROY RECORD_START HEARTBEAT CUSTOM callcenter::info vm::maintenance";
+
+/// Legs remembered at most; a leg is forgotten at its `CHANNEL_DESTROY`, so this bounds
+/// only what destroys missed during a disconnect would leave behind.
+const MAX_LEGS: usize = 100_000;
+
+/// What the normalizer remembers of one live leg.
+#[derive(Debug, Clone)]
+struct Leg {
+    call: Id,
+    /// The leg that dialed this one (its originator, or the queue member for an agent).
+    dialer: Option<ChannelId>,
+    /// Its dial attempt was reported ended (answered or failed).
+    dial_ended: bool,
+    hung_up: bool,
+    /// Inside the voicemail application: its recordings are voicemail messages.
+    in_voicemail: bool,
+    /// Order of creation, to forget the oldest first.
+    seq: u64,
+}
+
+/// Turns FreeSWITCH events into `PbxEvent`s; one per ESL connection.
+#[derive(Debug, Default)]
+pub struct EslNormalizer {
+    legs: HashMap<Id, Leg>,
+    seq: u64,
+    resync_mark: u64,
+    /// `variable_<name>` headers to pass on as `Variable`s (campaign variables).
+    variables: Vec<(String, Id)>,
+}
+
+/// The headers every channel event is read for, in this order (see `Common`).
+const COMMON: [&str; 10] = [
+    "Unique-ID",
+    "Event-Date-Timestamp",
+    "Channel-Name",
+    "Caller-Caller-ID-Number",
+    "Caller-Destination-Number",
+    "Caller-Context",
+    "Other-Type",
+    "Other-Leg-Unique-ID",
+    "Hangup-Cause",
+    "Caller-Caller-ID-Name",
+];
+
+impl EslNormalizer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also passes on the channel variables named in `names` (`utm_source` …): FreeSWITCH
+    /// shows a channel's variables as `variable_<name>` headers of its events.
+    pub fn with_variables(names: &[&str]) -> Self {
+        EslNormalizer {
+            variables: names
+                .iter()
+                .map(|n| (format!("variable_{n}"), Id::from(*n)))
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    /// How many legs are remembered.
+    pub fn live_legs(&self) -> usize {
+        self.legs.len()
+    }
+
+    /// Forgets every leg (the PBX restarted, or a new connection's channel list follows).
+    pub fn clear(&mut self) {
+        self.legs.clear();
+    }
+
+    /// Marks the moment the PBX was asked for its channel list (see `learn_live`).
+    pub fn begin_resync(&mut self) {
+        self.resync_mark = self.seq;
+    }
+
+    /// Learns the legs of the PBX's channel list (after a reconnect), so that their later
+    /// events find their calls, and forgets the legs older than the list that it no
+    /// longer has (their destroy fell into a gap). `dialers` pairs a leg with the leg it
+    /// was dialed for.
+    pub fn learn_live(&mut self, channels: &[LiveChannel], dialers: &[(ChannelId, ChannelId)]) {
+        let mark = self.resync_mark;
+        self.legs
+            .retain(|uuid, leg| leg.seq > mark || channels.iter().any(|c| c.channel.0 == *uuid));
+        for ch in channels {
+            if self.legs.contains_key(&ch.channel.0) {
+                continue;
+            }
+            let dialer = dialers
+                .iter()
+                .find(|(leg, _)| leg == &ch.channel)
+                .map(|(_, d)| d.clone());
+            self.remember(
+                ch.channel.0.clone(),
+                Leg {
+                    call: ch.call.clone(),
+                    dialer,
+                    dial_ended: ch.up,
+                    hung_up: false,
+                    in_voicemail: ch.application.as_deref() == Some("voicemail"),
+                    seq: 0,
+                },
+            );
+        }
+    }
+
+    /// Translates one event into `out` (usually one `PbxEvent`, two for a bridge, none for
+    /// the noise). `received_at` stands in when the event has no `Event-Date-Timestamp`.
+    pub fn normalize(
+        &mut self,
+        event: &PlainEvent<'_>,
+        received_at: Timestamp,
+        out: &mut Vec<PbxEvent>,
+    ) -> Result<(), Skip> {
+        let name = event.name().ok_or(Skip::Malformed("Event-Name"))?;
+        match name {
+            "CHANNEL_CREATE" => self.created(event, received_at, out),
+            "CHANNEL_ANSWER" => self.answered(event, received_at, out),
+            "CHANNEL_BRIDGE" | "CHANNEL_UNBRIDGE" => {
+                self.bridge(event, name == "CHANNEL_BRIDGE", received_at, out)
+            }
+            "CHANNEL_EXECUTE" => self.executed(event, received_at, out),
+            "CHANNEL_HANGUP_COMPLETE" => self.hung_up(event, received_at, out),
+            "CHANNEL_DESTROY" => {
+                let uuid = event.get("Unique-ID").ok_or(Skip::Malformed("Unique-ID"))?;
+                self.legs.remove(uuid.as_ref());
+                Err(Skip::Ignored)
+            }
+            "RECORD_START" => self.recording(event, received_at, out),
+            "CUSTOM" => match event.get("Event-Subclass").as_deref() {
+                Some("callcenter::info") => self.callcenter(event, received_at, out),
+                Some("vm::maintenance") => self.voicemail_left(event, received_at, out),
+                _ => Err(Skip::Ignored),
+            },
+            _ => Err(Skip::Ignored),
+        }
+    }
+
+    fn remember(&mut self, uuid: Id, mut leg: Leg) {
+        if self.legs.len() >= MAX_LEGS && !self.legs.contains_key(&uuid) {
+            // Destroys were missed (a disconnect): forget the oldest tenth at once.
+            let mut seqs: Vec<u64> = self.legs.values().map(|l| l.seq).collect();
+            seqs.sort_unstable();
+            let cut = seqs[seqs.len() / 10];
+            self.legs.retain(|_, l| l.seq > cut);
+        }
+        self.seq += 1;
+        leg.seq = self.seq;
+        self.legs.insert(uuid, leg);
+    }
+
+    /// The call of a leg: remembered, or (a leg created before we connected) named
+    /// after the leg it is bridged to or itself.
+    fn call_of(&self, uuid: &str) -> Id {
+        self.legs
+            .get(uuid)
+            .map(|l| l.call.clone())
+            .unwrap_or_else(|| uuid.into())
+    }
+
+    fn created(
+        &mut self,
+        event: &PlainEvent<'_>,
+        received_at: Timestamp,
+        out: &mut Vec<PbxEvent>,
+    ) -> Result<(), Skip> {
+        let [uuid, date, channel, number, dest, context, other_type, other, _, caller_name, member, queue] =
+            event.get_many([
+                COMMON[0],
+                COMMON[1],
+                COMMON[2],
+                COMMON[3],
+                COMMON[4],
+                COMMON[5],
+                COMMON[6],
+                COMMON[7],
+                COMMON[8],
+                COMMON[9],
+                "variable_cc_member_session_uuid",
+                "variable_cc_queue",
+            ]);
+        let uuid = Id::from(uuid.ok_or(Skip::Malformed("Unique-ID"))?.as_ref());
+        let at = timestamp(date.as_deref(), received_at);
+        let channel = channel.unwrap_or_default();
+        let endpoint = endpoint_of_channel(&channel);
+        let originator = match (other_type.as_deref(), other) {
+            (Some("originator"), Some(o)) if !o.is_empty() => Some(ChannelId(o.as_ref().into())),
+            _ => None,
+        };
+        let member = member.filter(|m| !m.is_empty() && m.as_ref() != uuid.as_str());
+        let dialer = originator
+            .clone()
+            .or_else(|| member.as_ref().map(|m| ChannelId(m.as_ref().into())));
+        match dialer {
+            None => {
+                self.remember(
+                    uuid.clone(),
+                    Leg {
+                        call: uuid.clone(),
+                        dialer: None,
+                        dial_ended: false,
+                        hung_up: false,
+                        in_voicemail: false,
+                        seq: 0,
+                    },
+                );
+                out.push(PbxEvent {
+                    at,
+                    call: uuid.clone(),
+                    channel: ChannelId(uuid),
+                    kind: PbxEventKind::ChannelCreated {
+                        name: channel.as_ref().into(),
+                        endpoint,
+                        caller_number: known(number.as_deref()),
+                        caller_name: known(caller_name.as_deref()),
+                        exten: known(dest.as_deref()),
+                        context: known(context.as_deref()),
+                    },
+                });
+            }
+            Some(dialer) => {
+                let call = self.call_of(&dialer.0);
+                self.remember(
+                    uuid.clone(),
+                    Leg {
+                        call: call.clone(),
+                        dialer: Some(dialer.clone()),
+                        dial_ended: false,
+                        hung_up: false,
+                        in_voicemail: false,
+                        seq: 0,
+                    },
+                );
+                out.push(PbxEvent {
+                    at,
+                    call: call.clone(),
+                    channel: dialer.clone(),
+                    kind: PbxEventKind::DialBegin {
+                        caller_number: known(number.as_deref()),
+                        // The dialer as this leg shows it: FreeSWITCH gives the B-leg the
+                        // A-leg's caller profile, not its channel name.
+                        dialer: Box::default(),
+                        dest: ChannelId(uuid.clone()),
+                        dest_name: channel.as_ref().into(),
+                        dest_endpoint: endpoint.clone(),
+                        dial_string: known(dest.as_deref()),
+                    },
+                });
+                if originator.is_none() {
+                    // A mod_callcenter agent leg: the queue offers the call to the agent.
+                    out.push(PbxEvent {
+                        at,
+                        call,
+                        channel: dialer,
+                        kind: PbxEventKind::QueueAgentRinging {
+                            queue: queue_name(queue.as_deref().unwrap_or_default()),
+                            dest: Some(ChannelId(uuid)),
+                            endpoint,
+                        },
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn answered(
+        &mut self,
+        event: &PlainEvent<'_>,
+        received_at: Timestamp,
+        out: &mut Vec<PbxEvent>,
+    ) -> Result<(), Skip> {
+        let [uuid, date, channel] = event.get_many([COMMON[0], COMMON[1], COMMON[2]]);
+        let uuid = uuid.ok_or(Skip::Malformed("Unique-ID"))?;
+        let Some(leg) = self.legs.get_mut(uuid.as_ref()) else {
+            return Err(Skip::Ignored);
+        };
+        let Some(dialer) = leg.dialer.clone().filter(|_| !leg.dial_ended) else {
+            // The A-leg answered (by a bridge, voicemail or a queue): the bridges tell
+            // who talks.
+            return Err(Skip::Ignored);
+        };
+        leg.dial_ended = true;
+        let call = leg.call.clone();
+        out.push(PbxEvent {
+            at: timestamp(date.as_deref(), received_at),
+            call,
+            channel: dialer,
+            kind: PbxEventKind::DialEnd {
+                dest: ChannelId(uuid.as_ref().into()),
+                dest_endpoint: channel.as_deref().and_then(endpoint_of_channel),
+                outcome: DialOutcome::Answered,
+            },
+        });
+        Ok(())
+    }
+
+    fn bridge(
+        &mut self,
+        event: &PlainEvent<'_>,
+        joined: bool,
+        received_at: Timestamp,
+        out: &mut Vec<PbxEvent>,
+    ) -> Result<(), Skip> {
+        let [a, b, date, uuid, other] = event.get_many([
+            "Bridge-A-Unique-ID",
+            "Bridge-B-Unique-ID",
+            COMMON[1],
+            COMMON[0],
+            COMMON[7],
+        ]);
+        let a = a.or(uuid).ok_or(Skip::Malformed("Bridge-A-Unique-ID"))?;
+        let b = b.or(other).ok_or(Skip::Malformed("Bridge-B-Unique-ID"))?;
+        let at = timestamp(date.as_deref(), received_at);
+        let bridge = Id::from(format!("{a}+{b}"));
+        let call_a = self.call_of(&a);
+        for leg in [a.as_ref(), b.as_ref()] {
+            // A leg that already hung up has left every bridge (its hang-up said so).
+            if self.legs.get(leg).is_some_and(|l| l.hung_up) {
+                continue;
+            }
+            let call = match self.legs.get(leg) {
+                Some(l) => l.call.clone(),
+                None => call_a.clone(),
+            };
+            let bridge = bridge.clone();
+            out.push(PbxEvent {
+                at,
+                call,
+                channel: ChannelId(leg.into()),
+                kind: if joined {
+                    PbxEventKind::Bridged { bridge }
+                } else {
+                    PbxEventKind::Unbridged { bridge }
+                },
+            });
+        }
+        Ok(())
+    }
+
+    fn executed(
+        &mut self,
+        event: &PlainEvent<'_>,
+        received_at: Timestamp,
+        out: &mut Vec<PbxEvent>,
+    ) -> Result<(), Skip> {
+        let [app, data, uuid, date] =
+            event.get_many(["Application", "Application-Data", COMMON[0], COMMON[1]]);
+        if app.as_deref() != Some("voicemail") {
+            return Err(Skip::Ignored);
+        }
+        let uuid = uuid.ok_or(Skip::Malformed("Unique-ID"))?;
+        // `voicemail [check] [auth] <profile> <domain> [<id>]`: `check` is a caller
+        // listening to their own mailbox, not a message being left.
+        let words: Vec<&str> = data
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        if words.first().is_some_and(|w| *w == "check") || words.len() < 3 {
+            return Err(Skip::Ignored);
+        }
+        let mailbox = Id::from(format!("{}@{}", words[2], words[1]));
+        if let Some(leg) = self.legs.get_mut(uuid.as_ref()) {
+            leg.in_voicemail = true;
+        }
+        out.push(PbxEvent {
+            at: timestamp(date.as_deref(), received_at),
+            call: self.call_of(&uuid),
+            channel: ChannelId(uuid.as_ref().into()),
+            kind: PbxEventKind::VoicemailStarted { mailbox },
+        });
+        Ok(())
+    }
+
+    fn hung_up(
+        &mut self,
+        event: &PlainEvent<'_>,
+        received_at: Timestamp,
+        out: &mut Vec<PbxEvent>,
+    ) -> Result<(), Skip> {
+        let [uuid, date, channel, number, dest, context, _, _, cause, _, disposition, q850] = event
+            .get_many([
+                COMMON[0],
+                COMMON[1],
+                COMMON[2],
+                COMMON[3],
+                COMMON[4],
+                COMMON[5],
+                COMMON[6],
+                COMMON[7],
+                COMMON[8],
+                COMMON[9],
+                "variable_originate_disposition",
+                "variable_hangup_cause_q850",
+            ]);
+        let uuid = uuid.ok_or(Skip::Malformed("Unique-ID"))?;
+        let at = timestamp(date.as_deref(), received_at);
+        let channel_id = ChannelId(uuid.as_ref().into());
+        let call = self.call_of(&uuid);
+        let endpoint = channel.as_deref().and_then(endpoint_of_channel);
+        let leg = self.legs.get_mut(uuid.as_ref());
+        let dialer = leg.as_ref().and_then(|l| l.dialer.clone());
+        if let Some(leg) = leg {
+            leg.hung_up = true;
+            if let Some(dialer) = dialer.clone().filter(|_| !leg.dial_ended) {
+                leg.dial_ended = true;
+                // The caller may have hung up first (a caller giving up ends before the
+                // legs it was ringing): then the failed leg reports its own dial, so
+                // that no event names a channel that is gone.
+                let dialer_alive = self.legs.get(&dialer.0).is_some_and(|l| !l.hung_up);
+                out.push(PbxEvent {
+                    at,
+                    call: call.clone(),
+                    channel: if dialer_alive {
+                        dialer
+                    } else {
+                        channel_id.clone()
+                    },
+                    kind: PbxEventKind::DialEnd {
+                        dest: channel_id.clone(),
+                        dest_endpoint: endpoint.clone(),
+                        outcome: dial_outcome(cause.as_deref().unwrap_or_default()),
+                    },
+                });
+            }
+        }
+        if !self.variables.is_empty() {
+            self.variables_of(event, at, &call, &channel_id, out);
+        }
+        if let Some(disposition) = disposition.filter(|_| dialer.is_none()) {
+            // The A-leg's last dial as a whole: the only trace of a dial that could not
+            // even create a leg (an unregistered phone, a congested trunk).
+            out.push(PbxEvent {
+                at,
+                call: call.clone(),
+                channel: channel_id.clone(),
+                kind: PbxEventKind::DialResult {
+                    outcome: dial_outcome(&disposition),
+                },
+            });
+        }
+        let cause = q850
+            .and_then(|c| c.trim().parse().ok())
+            .or_else(|| cause.as_deref().and_then(q850_of));
+        out.push(PbxEvent {
+            at,
+            call,
+            channel: channel_id,
+            kind: PbxEventKind::HungUp {
+                cause,
+                seen_as: Box::new(SeenAs {
+                    name: channel.as_deref().unwrap_or_default().into(),
+                    endpoint,
+                    caller_number: known(number.as_deref()),
+                    exten: known(dest.as_deref()),
+                    context: known(context.as_deref()),
+                }),
+            },
+        });
+        Ok(())
+    }
+
+    fn variables_of(
+        &self,
+        event: &PlainEvent<'_>,
+        at: Timestamp,
+        call: &Id,
+        channel: &ChannelId,
+        out: &mut Vec<PbxEvent>,
+    ) {
+        for (header, name) in &self.variables {
+            if let Some(value) = event.get(header).filter(|v| !v.is_empty()) {
+                out.push(PbxEvent {
+                    at,
+                    call: call.clone(),
+                    channel: channel.clone(),
+                    kind: PbxEventKind::Variable {
+                        name: name.clone(),
+                        value: value.as_ref().into(),
+                    },
+                });
+            }
+        }
+    }
+
+    fn recording(
+        &mut self,
+        event: &PlainEvent<'_>,
+        received_at: Timestamp,
+        out: &mut Vec<PbxEvent>,
+    ) -> Result<(), Skip> {
+        let [uuid, date, path] = event.get_many([COMMON[0], COMMON[1], "Record-File-Path"]);
+        let uuid = uuid.ok_or(Skip::Malformed("Unique-ID"))?;
+        let path = path
+            .filter(|p| !p.is_empty())
+            .ok_or(Skip::Malformed("Record-File-Path"))?;
+        if self.legs.get(uuid.as_ref()).is_some_and(|l| l.in_voicemail) {
+            // The voicemail application recording the message: `vm::maintenance` names it.
+            return Err(Skip::Ignored);
+        }
+        out.push(PbxEvent {
+            at: timestamp(date.as_deref(), received_at),
+            call: self.call_of(&uuid),
+            channel: ChannelId(uuid.as_ref().into()),
+            kind: PbxEventKind::Recording {
+                path: path.into_owned(),
+            },
+        });
+        Ok(())
+    }
+
+    fn voicemail_left(
+        &mut self,
+        event: &PlainEvent<'_>,
+        received_at: Timestamp,
+        out: &mut Vec<PbxEvent>,
+    ) -> Result<(), Skip> {
+        let [action, user, domain, path, vm_uuid, uuid, date] = event.get_many([
+            "VM-Action",
+            "VM-User",
+            "VM-Domain",
+            "VM-File-Path",
+            "VM-UUID",
+            COMMON[0],
+            COMMON[1],
+        ]);
+        if action.as_deref() != Some("leave-message") {
+            return Err(Skip::Ignored);
+        }
+        let uuid = vm_uuid.or(uuid).ok_or(Skip::Malformed("VM-UUID"))?;
+        let path = path
+            .filter(|p| !p.is_empty())
+            .ok_or(Skip::Malformed("VM-File-Path"))?;
+        let mailbox = format!(
+            "{}@{}",
+            user.as_deref().unwrap_or_default(),
+            domain.as_deref().unwrap_or_default()
+        );
+        out.push(PbxEvent {
+            at: timestamp(date.as_deref(), received_at),
+            call: self.call_of(&uuid),
+            channel: ChannelId(uuid.as_ref().into()),
+            kind: PbxEventKind::VoicemailLeft {
+                mailbox: mailbox.into(),
+                message: path.into_owned(),
+            },
+        });
+        Ok(())
+    }
+
+    fn callcenter(
+        &mut self,
+        event: &PlainEvent<'_>,
+        received_at: Timestamp,
+        out: &mut Vec<PbxEvent>,
+    ) -> Result<(), Skip> {
+        let [action, member, agent, queue, cause, date, channel] = event.get_many([
+            "CC-Action",
+            "CC-Member-Session-UUID",
+            "CC-Agent-UUID",
+            "CC-Queue",
+            "CC-Cause",
+            COMMON[1],
+            COMMON[2],
+        ]);
+        let at = timestamp(date.as_deref(), received_at);
+        let kind = match action.as_deref() {
+            Some("bridge-agent-start") => {
+                let agent = agent.ok_or(Skip::Malformed("CC-Agent-UUID"))?;
+                let endpoint = self
+                    .legs
+                    .get(agent.as_ref())
+                    .and(channel.as_deref())
+                    .and_then(endpoint_of_channel);
+                PbxEventKind::QueueAgentConnected {
+                    queue: queue_name(queue.as_deref().unwrap_or_default()),
+                    dest: Some(ChannelId(agent.as_ref().into())),
+                    endpoint,
+                }
+            }
+            // The caller left the queue without an agent: hung up, or broke out to the
+            // rest of the dialplan (`CC-Cancel-Reason`).
+            Some("member-queue-end") if cause.as_deref() == Some("Cancel") => {
+                PbxEventKind::QueueAbandoned {
+                    queue: queue_name(queue.as_deref().unwrap_or_default()),
+                }
+            }
+            _ => return Err(Skip::Ignored),
+        };
+        let member = member.ok_or(Skip::Malformed("CC-Member-Session-UUID"))?;
+        out.push(PbxEvent {
+            at,
+            call: self.call_of(&member),
+            channel: ChannelId(member.as_ref().into()),
+            kind,
+        });
+        Ok(())
+    }
+}
+
+/// `Event-Date-Timestamp` is microseconds since the epoch.
+fn timestamp(value: Option<&str>, received_at: Timestamp) -> Timestamp {
+    value
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|us| *us > 0)
+        .map(Timestamp)
+        .unwrap_or(received_at)
+}
+
+fn known(value: Option<&str>) -> Option<Id> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "_undef_")
+        .map(Id::from)
+}
+
+/// `sales@default` → `sales`: the queue's name without its domain, as Asterisk names it.
+fn queue_name(queue: &str) -> Id {
+    Id::from(queue.split('@').next().unwrap_or(queue))
+}
+
+/// The extension or number a channel belongs to, from its name:
+/// `sofia/internal/101@127.0.0.1:5090` → `101`, `sofia/external/+7916…@host` →
+/// `+7916…`, `user/102@domain` → `102`, `loopback/103-a` → `103`.
+pub fn endpoint_of_channel(name: &str) -> Option<Id> {
+    let (tech, rest) = name.split_once('/')?;
+    // The user is in the last part: `sofia/<profile>/<user>@…`,
+    // `sofia/gateway/<gateway>/<number>`, `user/<user>@<domain>`.
+    let last = rest.rsplit('/').next()?;
+    let user = last.split('@').next()?;
+    let user = if tech == "loopback" {
+        user.rsplit_once('-').map_or(user, |(u, _)| u)
+    } else {
+        user
+    };
+    let user = user.strip_prefix("sip:").unwrap_or(user);
+    (!user.is_empty()).then(|| Id::from(user))
+}
+
+/// How a dial attempt ended, from a leg's `Hangup-Cause` or a caller's
+/// `originate_disposition`.
+fn dial_outcome(cause: &str) -> DialOutcome {
+    match cause {
+        "SUCCESS" | "ANSWER" => DialOutcome::Answered,
+        "USER_BUSY" | "CALL_REJECTED" => DialOutcome::Busy,
+        "NO_ANSWER"
+        | "NO_USER_RESPONSE"
+        | "ALLOTTED_TIMEOUT"
+        | "RECOVERY_ON_TIMER_EXPIRE"
+        | "PROGRESS_TIMEOUT"
+        | "MEDIA_TIMEOUT" => DialOutcome::NoAnswer,
+        "ORIGINATOR_CANCEL" | "LOSE_RACE" | "PICKED_OFF" | "NORMAL_CLEARING" => {
+            DialOutcome::Cancelled
+        }
+        "" | "NONE" | "UNSPECIFIED" => DialOutcome::Other,
+        _ => DialOutcome::Failed,
+    }
+}
+
+/// Q.850 codes of FreeSWITCH's cause names, for the ones without
+/// `variable_hangup_cause_q850`. FreeSWITCH's own causes (above 127) keep their numbers.
+fn q850_of(cause: &str) -> Option<u16> {
+    Some(match cause {
+        "UNSPECIFIED" => 0,
+        "UNALLOCATED_NUMBER" => 1,
+        "NO_ROUTE_DESTINATION" => 3,
+        "NORMAL_CLEARING" => 16,
+        "USER_BUSY" => 17,
+        "NO_USER_RESPONSE" => 18,
+        "NO_ANSWER" => 19,
+        "SUBSCRIBER_ABSENT" => 20,
+        "CALL_REJECTED" => 21,
+        "DESTINATION_OUT_OF_ORDER" => 27,
+        "INVALID_NUMBER_FORMAT" => 28,
+        "NORMAL_UNSPECIFIED" => 31,
+        "NORMAL_CIRCUIT_CONGESTION" => 34,
+        "NETWORK_OUT_OF_ORDER" => 38,
+        "NORMAL_TEMPORARY_FAILURE" => 41,
+        "SWITCH_CONGESTION" => 42,
+        "ORIGINATOR_CANCEL" => 487,
+        "LOSE_RACE" => 502,
+        "PICKED_OFF" => 601,
+        "ALLOTTED_TIMEOUT" => 602,
+        "USER_NOT_REGISTERED" => 606,
+        "PROGRESS_TIMEOUT" => 607,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pbx::esl::{EslCodec, EslItem};
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    /// Every `PbxEvent` a recording gives, in order.
+    fn events_of(name: &str) -> Vec<PbxEvent> {
+        let path = format!(
+            "{}/tests/fixtures/esl/{name}.esl",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(path).expect("fixture");
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut codec = EslCodec::new();
+        let mut normalizer = EslNormalizer::new();
+        let mut out = Vec::new();
+        while let Ok(Some(item)) = codec.decode(&mut buf) {
+            let EslItem::Message(m) = item else { continue };
+            if m.content_type() == Some("text/event-plain") {
+                let ev = PlainEvent::parse(&m.body);
+                let r = normalizer.normalize(&ev, Timestamp(1), &mut out);
+                assert!(!matches!(r, Err(Skip::Malformed(_))), "{name}: {r:?}");
+            }
+        }
+        assert_eq!(normalizer.live_legs(), 0, "{name}: every leg destroyed");
+        out
+    }
+
+    fn short(ev: &PbxEvent) -> String {
+        let id = |c: &str| c.chars().take(4).collect::<String>();
+        let kind = match &ev.kind {
+            PbxEventKind::ChannelCreated { endpoint, .. } => {
+                format!("created {}", endpoint.as_deref().unwrap_or("-"))
+            }
+            PbxEventKind::DialBegin { dest, dest_endpoint, .. } => format!(
+                "dial {} {}",
+                id(&dest.0),
+                dest_endpoint.as_deref().unwrap_or("-")
+            ),
+            PbxEventKind::DialEnd { dest, outcome, .. } => {
+                format!("dialend {} {outcome:?}", id(&dest.0))
+            }
+            PbxEventKind::HungUp { cause, .. } => format!("hangup {cause:?}"),
+            PbxEventKind::Bridged { .. } => "bridged".into(),
+            PbxEventKind::Unbridged { .. } => "unbridged".into(),
+            PbxEventKind::QueueAgentRinging { queue, endpoint, .. } => {
+                format!("agent ringing {queue} {}", endpoint.as_deref().unwrap_or("-"))
+            }
+            PbxEventKind::QueueAgentConnected { queue, endpoint, .. } => {
+                format!("agent connected {queue} {}", endpoint.as_deref().unwrap_or("-"))
+            }
+            PbxEventKind::QueueAbandoned { queue } => format!("abandoned {queue}"),
+            PbxEventKind::VoicemailStarted { mailbox } => format!("voicemail {mailbox}"),
+            PbxEventKind::VoicemailLeft { mailbox, .. } => format!("message {mailbox}"),
+            PbxEventKind::Recording { .. } => "recording".into(),
+            PbxEventKind::DialResult { outcome } => format!("result {outcome:?}"),
+            other => format!("{other:?}"),
+        };
+        format!("{} {} {kind}", id(&ev.call), id(&ev.channel.0))
+    }
+
+    #[test]
+    fn inbound_answered_reads_as_a_dial_answered_and_a_bridge() {
+        let got: Vec<String> = events_of("inbound_answered").iter().map(short).collect();
+        assert_eq!(
+            got,
+            [
+                "58b4 58b4 created +79161234567",
+                "58b4 58b4 dial e81a 101",
+                "58b4 58b4 dialend e81a Answered",
+                "58b4 58b4 bridged",
+                "58b4 e81a bridged",
+                // 101 hangs up first; its leg is then out of the bridge.
+                "58b4 e81a hangup Some(16)",
+                "58b4 58b4 unbridged",
+                "58b4 58b4 result Answered",
+                "58b4 58b4 hangup Some(16)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_caller_giving_up_ends_the_ringing_leg_as_cancelled_by_the_leg_itself() {
+        let got: Vec<String> = events_of("inbound_missed").iter().map(short).collect();
+        assert_eq!(
+            got,
+            [
+                "012a 012a created +79035556677",
+                "012a 012a dial 12c3 101",
+                "012a 012a result Cancelled",
+                // ORIGINATOR_CANCEL, with `hangup_cause_q850` 16 as FreeSWITCH gives it.
+                "012a 012a hangup Some(16)",
+                // The caller is gone: the dial's end is reported on the ringing leg.
+                "012a 12c3 dialend 12c3 Cancelled",
+                "012a 12c3 hangup Some(16)",
+            ]
+        );
+    }
+
+    #[test]
+    fn ring_group_losers_are_cancelled_and_the_winner_answered() {
+        let events = events_of("ring_group_second_answers");
+        let ends: Vec<String> = events
+            .iter()
+            .filter(|e| matches!(e.kind, PbxEventKind::DialEnd { .. }))
+            .map(short)
+            .collect();
+        assert_eq!(ends.len(), 2, "{ends:?}");
+        assert!(ends.iter().any(|e| e.ends_with("Answered")), "{ends:?}");
+        assert!(ends.iter().any(|e| e.ends_with("Cancelled")), "{ends:?}");
+        let call = &events[0].call;
+        assert!(events.iter().all(|e| &e.call == call), "one call");
+    }
+
+    #[test]
+    fn queue_agent_legs_join_the_members_call() {
+        let got: Vec<String> = events_of("queue_agent_answers").iter().map(short).collect();
+        let call = &got[0][..4];
+        assert!(got.iter().all(|e| e.starts_with(call)), "{got:#?}");
+        let wanted = [
+            "agent ringing sales 102",
+            "dialend 7025 NoAnswer",
+            "agent ringing sales 101",
+            "dialend e9db Answered",
+            "agent connected sales 101",
+            "recording",
+        ];
+        let mut at = 0;
+        for w in wanted {
+            let found = got[at..].iter().position(|e| e.ends_with(w));
+            assert!(found.is_some(), "{w:?} after {at} in {got:#?}");
+            at += found.unwrap_or(0) + 1;
+        }
+    }
+
+    #[test]
+    fn voicemail_recording_is_the_message_not_a_call_recording() {
+        let got: Vec<String> = events_of("inbound_voicemail").iter().map(short).collect();
+        assert!(got.iter().any(|e| e.ends_with("voicemail 102@192.0.2.2")), "{got:#?}");
+        assert!(got.iter().any(|e| e.ends_with("message 102@192.0.2.2")), "{got:#?}");
+        assert!(!got.iter().any(|e| e.ends_with("recording")), "{got:#?}");
+    }
+
+    #[test]
+    fn outbound_trunk_leg_not_answering_is_no_answer() {
+        let got: Vec<String> = events_of("outbound_no_answer").iter().map(short).collect();
+        assert!(got[0].ends_with("created 101"), "{got:#?}");
+        assert!(got.iter().any(|e| e.contains("NoAnswer")), "{got:#?}");
+    }
+
+    #[test]
+    fn an_event_without_its_ids_is_malformed_and_noise_is_ignored() {
+        let mut n = EslNormalizer::new();
+        let mut out = Vec::new();
+        let ev = PlainEvent::parse(b"Event-Name: CHANNEL_CREATE\nChannel-Name: sofia/x/1\n\n");
+        assert_eq!(
+            n.normalize(&ev, Timestamp(1), &mut out),
+            Err(Skip::Malformed("Unique-ID"))
+        );
+        let ev = PlainEvent::parse(b"Event-Name: CHANNEL_STATE\nUnique-ID: a\n\n");
+        assert_eq!(n.normalize(&ev, Timestamp(1), &mut out), Err(Skip::Ignored));
+        let ev = PlainEvent::parse(b"no event at all");
+        assert_eq!(
+            n.normalize(&ev, Timestamp(1), &mut out),
+            Err(Skip::Malformed("Event-Name"))
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn endpoints_are_read_from_channel_names() {
+        for (name, want) in [
+            ("sofia/internal/101@127.0.0.1:5090", Some("101")),
+            ("sofia/external/+79161234567@127.0.0.1", Some("+79161234567")),
+            ("sofia/gateway/carrier/89031112233", Some("89031112233")),
+            ("user/102@example.com", Some("102")),
+            ("loopback/103-a", Some("103")),
+            ("garbage", None),
+        ] {
+            assert_eq!(endpoint_of_channel(name).as_deref(), want, "{name}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_events_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let mut n = EslNormalizer::new();
+            let mut out = Vec::new();
+            let _ = n.normalize(&PlainEvent::parse(&bytes), Timestamp(1), &mut out);
+            let mut with_name = b"Event-Name: CHANNEL_HANGUP_COMPLETE\n".to_vec();
+            with_name.extend_from_slice(&bytes);
+            let _ = n.normalize(&PlainEvent::parse(&with_name), Timestamp(1), &mut out);
+        }
+    }
+}

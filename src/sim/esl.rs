@@ -1,0 +1,492 @@
+//! A FreeSWITCH event socket on 127.0.0.1 (mod_event_socket, inbound mode): sends
+//! `auth/request`, checks `auth`, acknowledges `event plain …`, answers the `api`
+//! commands callbridge sends (`status`, `global_getvar core_uuid`, `show channels as
+//! json`, from the channels its recordings created), says goodbye to `exit`, and plays
+//! recorded ESL byte streams (tests/fixtures/esl) to every subscribed client with their
+//! original read splits and pace (optionally sped up). A wrong password gets what
+//! FreeSWITCH sends: `-ERR invalid`, the disconnect notice, and the socket closed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::pbx::esl::{EslCodec, EslItem, PlainEvent};
+use crate::sim::ami::{Transcript, TranscriptError};
+
+/// What FreeSWITCH sends before closing a socket.
+pub const DISCONNECT_NOTICE: &str = "Content-Type: text/disconnect-notice\nContent-Length: 67\n\nDisconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
+
+#[derive(Debug, Clone)]
+pub struct EslSimOptions {
+    pub password: String,
+}
+
+impl Default for EslSimOptions {
+    fn default() -> Self {
+        EslSimOptions {
+            password: "ClueCon".into(),
+        }
+    }
+}
+
+/// Cuts a recording (`*.esl` + `*.timing`) down to the part a fresh client receives
+/// after its own subscription: drops `auth/request`, the two recorded replies, and the
+/// closing `+OK bye` and disconnect notice.
+pub fn transcript_from_recording(esl: &[u8], timing: &str) -> Result<Transcript, TranscriptError> {
+    let marker = b"Reply-Text: +OK event listener enabled";
+    let at = find(esl, marker, 0).ok_or(TranscriptError::NoLoginAnswer)?;
+    let start = find(esl, b"\n\n", at).ok_or(TranscriptError::NoLoginAnswer)? + 2;
+    let end = find(
+        esl,
+        b"Content-Type: command/reply\nReply-Text: +OK bye",
+        start,
+    )
+    .or_else(|| find(esl, b"Content-Type: text/disconnect-notice", start))
+    .unwrap_or(esl.len());
+    let mut chunks = Vec::new();
+    for (i, line) in timing.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || TranscriptError::BadTiming {
+            line: i + 1,
+            text: line.to_string(),
+        };
+        let mut parts = line.split('\t');
+        let secs: f64 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let offset: usize = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let len: usize = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let (from, to) = (offset.max(start), (offset + len).min(end));
+        if from < to {
+            chunks.push((
+                Duration::from_secs_f64(secs.max(0.0)),
+                Bytes::copy_from_slice(&esl[from..to]),
+            ));
+        }
+    }
+    Ok(Transcript { chunks })
+}
+
+/// The same calls with every event header value passed through `f(name, value)`,
+/// re-encoded event by event (URL-encoding and `Content-Length`s made anew).
+pub fn map_event_values(transcript: &Transcript, f: impl Fn(&str, &str) -> String) -> Transcript {
+    let mut decoder = EslCodec::new();
+    let mut buf = BytesMut::new();
+    let mut chunks = Vec::with_capacity(transcript.chunks.len());
+    for (at, chunk) in &transcript.chunks {
+        buf.extend_from_slice(chunk);
+        let mut out = BytesMut::new();
+        while let Ok(Some(item)) = decoder.decode(&mut buf) {
+            let EslItem::Message(message) = item else {
+                continue;
+            };
+            if message.content_type() != Some("text/event-plain") {
+                for (k, v) in &message.headers {
+                    out.extend_from_slice(format!("{k}: {v}\n").as_bytes());
+                }
+                out.extend_from_slice(b"\n");
+                out.extend_from_slice(&message.body);
+                continue;
+            }
+            let event = PlainEvent::parse(&message.body);
+            let mut body = String::new();
+            for (k, v) in event.headers() {
+                if k == "Content-Length" {
+                    continue;
+                }
+                body.push_str(&k);
+                body.push_str(": ");
+                body.push_str(&url_encode(&f(&k, &v)));
+                body.push('\n');
+            }
+            match event.body() {
+                Some(inner) => {
+                    body.push_str(&format!("Content-Length: {}\n\n{inner}", inner.len()));
+                }
+                None => body.push('\n'),
+            }
+            out.extend_from_slice(
+                format!(
+                    "Content-Length: {}\nContent-Type: text/event-plain\n\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(body.as_bytes());
+        }
+        chunks.push((*at, out.freeze()));
+    }
+    Transcript { chunks }
+}
+
+/// The same calls with every uuid made unique for `replica` (load tests, benchmarks).
+pub fn replica(transcript: &Transcript, replica: u32) -> Transcript {
+    map_event_values(transcript, |key, value| {
+        if value.is_empty() {
+            return String::new();
+        }
+        let is_uuid = |v: &str| v.len() == 36 && v.bytes().filter(|b| *b == b'-').count() == 4;
+        if is_uuid(value) && !key.starts_with("Core-UUID") {
+            return format!("{value}-{replica}");
+        }
+        value.to_string()
+    })
+}
+
+/// FreeSWITCH's `switch_url_encode`: everything but letters, digits and `-._~` as `%XX`.
+fn url_encode(value: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, KEEP).to_string()
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// A channel the sim's recordings created and have not destroyed: a row of
+/// `show channels as json`.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    uuid: String,
+    direction: String,
+    created_epoch: String,
+    name: String,
+    state: String,
+    cid_num: String,
+    dest: String,
+    context: String,
+    application: String,
+    application_data: String,
+    callstate: String,
+    call_uuid: String,
+}
+
+#[derive(Default)]
+struct Channels {
+    decoder: EslCodec,
+    buf: BytesMut,
+    rows: Vec<Row>,
+}
+
+impl Channels {
+    fn observe(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        while let Ok(Some(item)) = self.decoder.decode(&mut self.buf) {
+            let EslItem::Message(m) = item else { continue };
+            if m.content_type() != Some("text/event-plain") {
+                continue;
+            }
+            let ev = PlainEvent::parse(&m.body);
+            let (Some(name), Some(uuid)) = (ev.name(), ev.get("Unique-ID")) else {
+                continue;
+            };
+            let uuid = uuid.into_owned();
+            if name == "CHANNEL_DESTROY" {
+                self.rows.retain(|r| r.uuid != uuid);
+                continue;
+            }
+            let get = |k: &str| ev.get(k).map(|v| v.into_owned()).unwrap_or_default();
+            let pos = match self.rows.iter().position(|r| r.uuid == uuid) {
+                Some(p) => p,
+                None if name == "CHANNEL_CREATE" => {
+                    let created = get("Caller-Channel-Created-Time")
+                        .parse::<i64>()
+                        .map(|us| (us / 1_000_000).to_string())
+                        .unwrap_or_default();
+                    self.rows.push(Row {
+                        uuid: uuid.clone(),
+                        direction: get("Call-Direction"),
+                        created_epoch: created,
+                        name: get("Channel-Name"),
+                        state: get("Channel-State"),
+                        cid_num: get("Caller-Caller-ID-Number"),
+                        dest: get("Caller-Destination-Number"),
+                        context: get("Caller-Context"),
+                        application: String::new(),
+                        application_data: String::new(),
+                        callstate: get("Channel-Call-State"),
+                        call_uuid: get("Channel-Call-UUID"),
+                    });
+                    self.rows.len() - 1
+                }
+                None => continue,
+            };
+            let row = &mut self.rows[pos];
+            if let Some(s) = ev.get("Channel-Call-State") {
+                row.callstate = s.into_owned();
+            }
+            if let Some(s) = ev.get("Channel-State") {
+                row.state = s.into_owned();
+            }
+            if let Some(s) = ev.get("Channel-Call-UUID") {
+                // While a dialed leg is joined its Call-UUID names the A-leg; keep that
+                // rather than the flip back at the end.
+                if s.as_ref() != uuid || row.call_uuid.is_empty() {
+                    row.call_uuid = s.into_owned();
+                }
+            }
+            if name == "CHANNEL_EXECUTE" {
+                row.application = get("Application");
+                row.application_data = get("Application-Data");
+            }
+        }
+    }
+
+    fn json(&self) -> String {
+        if self.rows.is_empty() {
+            return "{\"row_count\":0}".into();
+        }
+        serde_json::json!({ "row_count": self.rows.len(), "rows": self.rows }).to_string()
+    }
+}
+
+struct Inner {
+    options: EslSimOptions,
+    core_uuid: String,
+    channels: Mutex<Channels>,
+    clients: Mutex<Vec<(mpsc::UnboundedSender<Bytes>, CancellationToken)>>,
+    logins: AtomicU64,
+    commands: Mutex<Vec<String>>,
+    stop: CancellationToken,
+}
+
+#[derive(Clone)]
+pub struct EslSim {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl EslSim {
+    pub async fn start(options: EslSimOptions) -> std::io::Result<EslSim> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), options).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, options: EslSimOptions) -> std::io::Result<EslSim> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            options,
+            core_uuid: format!(
+                "c0e1b2a3-0000-4000-8000-{:012x}",
+                crate::time::Timestamp::now().0 & 0xffff_ffff_ffff
+            ),
+            channels: Mutex::new(Channels::default()),
+            clients: Mutex::new(Vec::new()),
+            logins: AtomicU64::new(0),
+            commands: Mutex::new(Vec::new()),
+            stop: CancellationToken::new(),
+        });
+        let accept_inner = inner.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => { tokio::spawn(serve(stream, accept_inner.clone())); }
+                        Err(e) => { debug!(error = %e, "ESL sim accept failed"); }
+                    },
+                    _ = accept_inner.stop.cancelled() => break,
+                }
+            }
+        });
+        Ok(EslSim { addr, inner })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Clients that authenticated and subscribed.
+    pub fn logins(&self) -> u64 {
+        self.inner.logins.load(Ordering::SeqCst)
+    }
+
+    /// Every command received, as sent (the `auth` line included: tests check it).
+    pub fn commands(&self) -> Vec<String> {
+        lock(&self.inner.commands).clone()
+    }
+
+    pub async fn wait_for_logins(&self, n: u64, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.logins() < n {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    pub fn connected(&self) -> usize {
+        lock(&self.inner.clients)
+            .iter()
+            .filter(|(c, _)| !c.is_closed())
+            .count()
+    }
+
+    /// Sends bytes to every subscribed client as they are.
+    pub fn send_raw(&self, bytes: Bytes) -> usize {
+        lock(&self.inner.channels).observe(&bytes);
+        let mut clients = lock(&self.inner.clients);
+        clients.retain(|(c, _)| c.send(bytes.clone()).is_ok());
+        clients.len()
+    }
+
+    pub async fn play(&self, transcript: &Transcript, speed: f64) {
+        let start = tokio::time::Instant::now();
+        let first = transcript
+            .chunks
+            .first()
+            .map(|(t, _)| *t)
+            .unwrap_or_default();
+        for (at, chunk) in &transcript.chunks {
+            let offset = at.saturating_sub(first).div_f64(speed.max(0.001));
+            tokio::time::sleep_until(start + offset).await;
+            self.send_raw(chunk.clone());
+        }
+    }
+
+    pub fn live_channels(&self) -> usize {
+        lock(&self.inner.channels).rows.len()
+    }
+
+    /// Closes every client's socket (what a FreeSWITCH restart or a network cut does).
+    pub fn drop_clients(&self) {
+        for (_, close) in lock(&self.inner.clients).drain(..) {
+            close.cancel();
+        }
+    }
+
+    pub fn stop(&self) {
+        self.inner.stop.cancel();
+        lock(&self.inner.clients).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn reply(text: &str) -> Bytes {
+    Bytes::from(format!(
+        "Content-Type: command/reply\nReply-Text: {text}\n\n"
+    ))
+}
+
+fn api_response(body: &str) -> Bytes {
+    Bytes::from(format!(
+        "Content-Type: api/response\nContent-Length: {}\n\n{body}",
+        body.len()
+    ))
+}
+
+async fn serve(stream: TcpStream, inner: Arc<Inner>) {
+    let _ = stream.set_nodelay(true);
+    let (mut read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let close = inner.stop.child_token();
+    let stop = close.clone();
+    let writer = tokio::spawn(async move {
+        if write
+            .write_all(b"Content-Type: auth/request\n\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(bytes) => if write.write_all(&bytes).await.is_err() { return },
+                    None => return,
+                },
+                _ = stop.cancelled() => {
+                    while let Ok(bytes) = rx.try_recv() {
+                        if write.write_all(&bytes).await.is_err() { return }
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    let mut buf = BytesMut::new();
+    let mut authed = false;
+    'conn: loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::select! {
+            n = read.read(&mut chunk) => n,
+            _ = close.cancelled() => break,
+        };
+        let Ok(n) = n else { break };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = find(&buf, b"\n\n", 0) {
+            let command = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+            let _ = buf.split_to(end + 2);
+            lock(&inner.commands).push(command.clone());
+            let (verb, rest) = command.split_once(' ').unwrap_or((command.as_str(), ""));
+            if !authed && verb != "auth" {
+                let _ = tx.send(reply("-ERR command not found"));
+                continue;
+            }
+            match verb {
+                "auth" => {
+                    if rest == inner.options.password {
+                        authed = true;
+                        let _ = tx.send(reply("+OK accepted"));
+                    } else {
+                        let _ = tx.send(reply("-ERR invalid"));
+                        let _ = tx.send(Bytes::from_static(DISCONNECT_NOTICE.as_bytes()));
+                        break 'conn;
+                    }
+                }
+                "event" => {
+                    let format = rest.split_whitespace().next().unwrap_or("plain");
+                    let _ = tx.send(reply(&format!("+OK event listener enabled {format}")));
+                    lock(&inner.clients).push((tx.clone(), close.clone()));
+                    inner.logins.fetch_add(1, Ordering::SeqCst);
+                }
+                "filter" => {
+                    let _ = tx.send(reply(&format!("+OK filter added. [{rest}]")));
+                }
+                "api" => {
+                    let body = match rest.trim() {
+                        "status" => "UP 0 years, 0 days, 0 hours, 1 minute, 2 seconds, 3 milliseconds, 4 microseconds\nFreeSWITCH (Version 1.10.12-release 64bit) is ready\n".to_string(),
+                        "global_getvar core_uuid" => inner.core_uuid.clone(),
+                        "show channels as json" => lock(&inner.channels).json(),
+                        other => format!("-ERR {} Command not found!\n", other.split_whitespace().next().unwrap_or("")),
+                    };
+                    let _ = tx.send(api_response(&body));
+                }
+                "exit" => {
+                    let _ = tx.send(reply("+OK bye"));
+                    let _ = tx.send(Bytes::from_static(DISCONNECT_NOTICE.as_bytes()));
+                    break 'conn;
+                }
+                _ => {
+                    let _ = tx.send(reply("-ERR command not found"));
+                }
+            }
+        }
+    }
+    drop(tx);
+    close.cancel();
+    let _ = writer.await;
+}
