@@ -411,10 +411,7 @@ pub type Dialed = (ChannelId, ChannelId);
 /// names the A-leg while the legs are joined). Also returns (leg, dialer) pairs. `None`
 /// when the answer is no channel list (FreeSWITCH says `+OK` with no JSON when there are
 /// no channels: an empty list).
-pub fn live_channels(
-    body: &[u8],
-    now: Timestamp,
-) -> Option<(Vec<LiveChannel>, Vec<Dialed>)> {
+pub fn live_channels(body: &[u8], now: Timestamp) -> Option<(Vec<LiveChannel>, Vec<Dialed>)> {
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim();
     if trimmed.starts_with("-ERR") {

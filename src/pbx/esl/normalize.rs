@@ -417,8 +417,8 @@ impl EslNormalizer {
         received_at: Timestamp,
         out: &mut Vec<PbxEvent>,
     ) -> Result<(), Skip> {
-        let [uuid, date, channel, number, dest, context, _, _, cause, _, disposition, q850] = event
-            .get_many([
+        let [uuid, date, channel, number, dest, context, other_type, other, cause, _, disposition, q850, member] =
+            event.get_many([
                 COMMON[0],
                 COMMON[1],
                 COMMON[2],
@@ -431,11 +431,21 @@ impl EslNormalizer {
                 COMMON[9],
                 "variable_originate_disposition",
                 "variable_hangup_cause_q850",
+                "variable_cc_member_session_uuid",
             ]);
         let uuid = uuid.ok_or(Skip::Malformed("Unique-ID"))?;
         let at = timestamp(date.as_deref(), received_at);
         let channel_id = ChannelId(uuid.as_ref().into());
-        let call = self.call_of(&uuid);
+        let call = match self.legs.get(uuid.as_ref()) {
+            Some(leg) => leg.call.clone(),
+            // A leg created before we listened (a restart's gap): a dialed leg still
+            // names the leg it was dialed for.
+            None => match (other_type.as_deref(), other, member) {
+                (Some("originator"), Some(o), _) if !o.is_empty() => self.call_of(&o),
+                (_, _, Some(m)) if !m.is_empty() => self.call_of(&m),
+                _ => uuid.as_ref().into(),
+            },
+        };
         let endpoint = channel.as_deref().and_then(endpoint_of_channel);
         let leg = self.legs.get_mut(uuid.as_ref());
         let dialer = leg.as_ref().and_then(|l| l.dialer.clone());
@@ -762,7 +772,11 @@ mod tests {
             PbxEventKind::ChannelCreated { endpoint, .. } => {
                 format!("created {}", endpoint.as_deref().unwrap_or("-"))
             }
-            PbxEventKind::DialBegin { dest, dest_endpoint, .. } => format!(
+            PbxEventKind::DialBegin {
+                dest,
+                dest_endpoint,
+                ..
+            } => format!(
                 "dial {} {}",
                 id(&dest.0),
                 dest_endpoint.as_deref().unwrap_or("-")
@@ -773,11 +787,21 @@ mod tests {
             PbxEventKind::HungUp { cause, .. } => format!("hangup {cause:?}"),
             PbxEventKind::Bridged { .. } => "bridged".into(),
             PbxEventKind::Unbridged { .. } => "unbridged".into(),
-            PbxEventKind::QueueAgentRinging { queue, endpoint, .. } => {
-                format!("agent ringing {queue} {}", endpoint.as_deref().unwrap_or("-"))
+            PbxEventKind::QueueAgentRinging {
+                queue, endpoint, ..
+            } => {
+                format!(
+                    "agent ringing {queue} {}",
+                    endpoint.as_deref().unwrap_or("-")
+                )
             }
-            PbxEventKind::QueueAgentConnected { queue, endpoint, .. } => {
-                format!("agent connected {queue} {}", endpoint.as_deref().unwrap_or("-"))
+            PbxEventKind::QueueAgentConnected {
+                queue, endpoint, ..
+            } => {
+                format!(
+                    "agent connected {queue} {}",
+                    endpoint.as_deref().unwrap_or("-")
+                )
             }
             PbxEventKind::QueueAbandoned { queue } => format!("abandoned {queue}"),
             PbxEventKind::VoicemailStarted { mailbox } => format!("voicemail {mailbox}"),
@@ -866,8 +890,14 @@ mod tests {
     #[test]
     fn voicemail_recording_is_the_message_not_a_call_recording() {
         let got: Vec<String> = events_of("inbound_voicemail").iter().map(short).collect();
-        assert!(got.iter().any(|e| e.ends_with("voicemail 102@192.0.2.2")), "{got:#?}");
-        assert!(got.iter().any(|e| e.ends_with("message 102@192.0.2.2")), "{got:#?}");
+        assert!(
+            got.iter().any(|e| e.ends_with("voicemail 102@192.0.2.2")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter().any(|e| e.ends_with("message 102@192.0.2.2")),
+            "{got:#?}"
+        );
         assert!(!got.iter().any(|e| e.ends_with("recording")), "{got:#?}");
     }
 
@@ -901,7 +931,10 @@ mod tests {
     fn endpoints_are_read_from_channel_names() {
         for (name, want) in [
             ("sofia/internal/101@127.0.0.1:5090", Some("101")),
-            ("sofia/external/+79161234567@127.0.0.1", Some("+79161234567")),
+            (
+                "sofia/external/+79161234567@127.0.0.1",
+                Some("+79161234567"),
+            ),
             ("sofia/gateway/carrier/89031112233", Some("89031112233")),
             ("user/102@example.com", Some("102")),
             ("loopback/103-a", Some("103")),
