@@ -863,7 +863,7 @@ mod tests {
         assert!(ends.iter().any(|e| e.ends_with("Answered")), "{ends:?}");
         assert!(ends.iter().any(|e| e.ends_with("Cancelled")), "{ends:?}");
         let call = &events[0].call;
-        assert!(events.iter().all(|e| &e.call == call), "one call");
+        assert!(events.iter().all(|e| e.call == *call), "one call");
     }
 
     #[test]
