@@ -142,14 +142,33 @@ pub fn replica(transcript: &Transcript, replica: u32) -> Transcript {
     })
 }
 
-/// FreeSWITCH's `switch_url_encode`: everything but letters, digits and `-._~` as `%XX`.
+/// FreeSWITCH's `switch_url_encode`: control bytes, non-ASCII and
+/// `SWITCH_URL_UNSAFE` (`\r\n "#%&+:;<=>?@[\]^`{|}`) as `%XX`; `/`, `.`, `-` and the
+/// rest as they are (`sofia/external/%2B7916…%40127.0.0.1`).
 fn url_encode(value: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(value, KEEP).to_string()
+    const UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'&')
+        .add(b'+')
+        .add(b':')
+        .add(b';')
+        .add(b'<')
+        .add(b'=')
+        .add(b'>')
+        .add(b'?')
+        .add(b'@')
+        .add(b'[')
+        .add(b'\\')
+        .add(b']')
+        .add(b'^')
+        .add(b'`')
+        .add(b'{')
+        .add(b'|')
+        .add(b'}');
+    percent_encoding::utf8_percent_encode(value, UNSAFE).to_string()
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
