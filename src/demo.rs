@@ -1,9 +1,11 @@
-//! `callbridge demo`: what a new user runs first. Starts the built-in Asterisk AMI and
-//! retailCRM simulators on 127.0.0.1, runs the real daemon against them with a SQLite
-//! store in a temporary directory, and plays every row of the call matrix with calls
-//! recorded from a real Asterisk 22: for each, the CRM is first given the caller the row
-//! needs (nobody, a client with an open order, a client whose orders are closed), then
-//! the call is played and the records it produced in the CRM are printed.
+//! `callbridge demo`: what a new user runs first. Starts the built-in Asterisk AMI,
+//! FreeSWITCH event socket and retailCRM simulators on 127.0.0.1, runs the real daemon
+//! against them (one daemon, two `[[pbx]]`: the Asterisk office and the FreeSWITCH
+//! branch) with a SQLite store in a temporary directory, and plays every row of the call
+//! matrix with calls recorded from a real Asterisk 22, then calls recorded from a real
+//! FreeSWITCH 1.10: for each, the CRM is first given the caller the row needs (nobody, a
+//! client with an open order, a client whose orders are closed), then the call is
+//! played and the records it produced in the CRM are printed.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config;
 use crate::daemon::{self, Running};
 use crate::sim::ami::{AmiSim, AmiSimOptions, Transcript};
+use crate::sim::esl::{self, EslSim, EslSimOptions};
 use crate::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
 
 const INBOUND_ANSWERED: (&[u8], &str) = (
@@ -37,6 +40,31 @@ const OUTBOUND_ANSWERED: (&[u8], &str) = (
     include_bytes!("../tests/fixtures/asterisk/iax2/outbound_answered.ami"),
     include_str!("../tests/fixtures/asterisk/iax2/outbound_answered.timing"),
 );
+const FS_INBOUND_ANSWERED: (&[u8], &str) = (
+    include_bytes!("../tests/fixtures/esl/inbound_answered.esl"),
+    include_str!("../tests/fixtures/esl/inbound_answered.timing"),
+);
+const FS_QUEUE: (&[u8], &str) = (
+    include_bytes!("../tests/fixtures/esl/queue_agent_answers.esl"),
+    include_str!("../tests/fixtures/esl/queue_agent_answers.timing"),
+);
+const FS_INBOUND_MISSED: (&[u8], &str) = (
+    include_bytes!("../tests/fixtures/esl/inbound_missed.esl"),
+    include_str!("../tests/fixtures/esl/inbound_missed.timing"),
+);
+const FS_VOICEMAIL: (&[u8], &str) = (
+    include_bytes!("../tests/fixtures/esl/inbound_voicemail.esl"),
+    include_str!("../tests/fixtures/esl/inbound_voicemail.timing"),
+);
+
+/// Which PBX a row's call comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pbx {
+    /// The office: Asterisk through AMI.
+    Asterisk,
+    /// The branch: FreeSWITCH through the event socket.
+    FreeSwitch,
+}
 
 /// Who the caller is in the CRM before the call.
 #[derive(Clone, Copy)]
@@ -53,6 +81,7 @@ enum Client {
 struct Row {
     name: &'static str,
     what: &'static str,
+    pbx: Pbx,
     recording: (&'static [u8], &'static str),
     recorded_number: &'static str,
     number: &'static str,
@@ -66,6 +95,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "1",
         what: "inbound, answered by Anna (101), new client",
+        pbx: Pbx::Asterisk,
         recording: INBOUND_ANSWERED,
         recorded_number: "9161234567",
         number: "9161230001",
@@ -74,6 +104,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "2a",
         what: "inbound, answered by Anna, existing client of Anna",
+        pbx: Pbx::Asterisk,
         recording: INBOUND_ANSWERED,
         recorded_number: "9161234567",
         number: "9161230002",
@@ -82,6 +113,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "2b",
         what: "inbound, answered by Anna, existing client of Boris",
+        pbx: Pbx::Asterisk,
         recording: INBOUND_ANSWERED,
         recorded_number: "9161234567",
         number: "9161230003",
@@ -90,6 +122,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "2c",
         what: "inbound, answered on 102, an extension mapped to nobody",
+        pbx: Pbx::Asterisk,
         recording: RING_GROUP,
         recorded_number: "9261112233",
         number: "9161230004",
@@ -98,6 +131,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "3a",
         what: "inbound, answered by Anna, returning client of Anna",
+        pbx: Pbx::Asterisk,
         recording: INBOUND_ANSWERED,
         recorded_number: "9161234567",
         number: "9161230005",
@@ -106,6 +140,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "3b",
         what: "inbound, answered by Anna, returning client of Boris",
+        pbx: Pbx::Asterisk,
         recording: INBOUND_ANSWERED,
         recorded_number: "9161234567",
         number: "9161230006",
@@ -114,6 +149,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "4a",
         what: "inbound, missed, existing client with an open order",
+        pbx: Pbx::Asterisk,
         recording: INBOUND_MISSED,
         recorded_number: "9035556677",
         number: "9161230007",
@@ -122,6 +158,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "4b",
         what: "inbound, missed, new client",
+        pbx: Pbx::Asterisk,
         recording: INBOUND_MISSED,
         recorded_number: "9035556677",
         number: "9161230008",
@@ -130,6 +167,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "5a",
         what: "outbound by Anna, answered, client of Anna",
+        pbx: Pbx::Asterisk,
         recording: OUTBOUND_ANSWERED,
         recorded_number: "9031112233",
         number: "9161230009",
@@ -138,6 +176,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "5b",
         what: "outbound by Anna, answered, client of Boris",
+        pbx: Pbx::Asterisk,
         recording: OUTBOUND_ANSWERED,
         recorded_number: "9031112233",
         number: "9161230010",
@@ -146,6 +185,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "5c",
         what: "outbound by Anna to a number not in the CRM",
+        pbx: Pbx::Asterisk,
         recording: OUTBOUND_ANSWERED,
         recorded_number: "9031112233",
         number: "9161230011",
@@ -154,6 +194,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "6a",
         what: "inbound to voicemail, new number",
+        pbx: Pbx::Asterisk,
         recording: VOICEMAIL,
         recorded_number: "9167778800",
         number: "9161230012",
@@ -162,6 +203,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "6b",
         what: "inbound to voicemail, existing client of Boris",
+        pbx: Pbx::Asterisk,
         recording: VOICEMAIL,
         recorded_number: "9167778800",
         number: "9161230013",
@@ -169,10 +211,51 @@ const ROWS: &[Row] = &[
     },
 ];
 
+/// The same rows with calls from the FreeSWITCH branch (the same daemon).
+const FS_ROWS: &[Row] = &[
+    Row {
+        name: "1 (FreeSWITCH)",
+        what: "inbound to the branch, answered by Anna (101), new client",
+        pbx: Pbx::FreeSwitch,
+        recording: FS_INBOUND_ANSWERED,
+        recorded_number: "9161234567",
+        number: "9161230021",
+        client: Client::New,
+    },
+    Row {
+        name: "2a (FreeSWITCH)",
+        what: "inbound to the branch's sales queue: 102 does not answer, Anna does; existing client of Anna",
+        pbx: Pbx::FreeSwitch,
+        recording: FS_QUEUE,
+        recorded_number: "9857778899",
+        number: "9161230022",
+        client: Client::Existing(ANNA),
+    },
+    Row {
+        name: "4a (FreeSWITCH)",
+        what: "inbound to the branch, missed, existing client with an open order",
+        pbx: Pbx::FreeSwitch,
+        recording: FS_INBOUND_MISSED,
+        recorded_number: "9035556677",
+        number: "9161230023",
+        client: Client::Existing(BORIS),
+    },
+    Row {
+        name: "6a (FreeSWITCH)",
+        what: "inbound to the branch's voicemail, new number",
+        pbx: Pbx::FreeSwitch,
+        recording: FS_VOICEMAIL,
+        recorded_number: "9167778800",
+        number: "9161230024",
+        client: Client::New,
+    },
+];
+
 /// Row 7 runs with `create_on = "ring"`.
 const ROW_7: Row = Row {
     name: "7",
     what: "create_on = \"ring\": inbound, answered by Anna, new client",
+    pbx: Pbx::Asterisk,
     recording: INBOUND_ANSWERED,
     recorded_number: "9161234567",
     number: "9161230014",
@@ -188,6 +271,10 @@ pub async fn run(speed: f64) -> anyhow::Result<()> {
     let pbx = AmiSim::start(ami_options.clone())
         .await
         .context("starting the AMI simulator")?;
+    let esl_options = EslSimOptions::default();
+    let branch = EslSim::start(esl_options.clone())
+        .await
+        .context("starting the FreeSWITCH event socket simulator")?;
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let db = dir.path().join("callbridge.db");
     let toml = |create_on: &str| {
@@ -205,6 +292,12 @@ host = "127.0.0.1"
 port = {ami_port}
 username = "{user}"
 secret = "{secret}"
+[[pbx]]
+name = "branch"
+kind = "freeswitch"
+host = "127.0.0.1"
+port = {esl_port}
+secret = "{esl_password}"
 [crm]
 kind = "retailcrm"
 url = "{crm_url}"
@@ -220,23 +313,36 @@ create_on = "{create_on}"
             ami_port = pbx.addr().port(),
             user = ami_options.username,
             secret = ami_options.secret,
+            esl_port = branch.addr().port(),
+            esl_password = esl_options.password,
             crm_url = crm.base_url(),
             api_key = SimOptions::default().api_key,
         )
     };
 
-    println!("callbridge demo: every row of the call matrix, with calls recorded from a real Asterisk 22");
-    println!("  Asterisk AMI simulator   127.0.0.1:{}", pbx.addr().port());
-    println!("  retailCRM simulator      {}", crm.base_url());
-    println!("  store                    {}", db.display());
-    println!("  the office               Anna (user 3) on 101, Boris (user 4), senior manager Svetlana (user 7); 102 belongs to nobody");
+    println!("callbridge demo: every row of the call matrix, with calls recorded from a real Asterisk 22 and a real FreeSWITCH 1.10");
+    println!(
+        "  Asterisk AMI simulator           127.0.0.1:{} (the office)",
+        pbx.addr().port()
+    );
+    println!(
+        "  FreeSWITCH event socket simulator 127.0.0.1:{} (the branch)",
+        branch.addr().port()
+    );
+    println!("  retailCRM simulator              {}", crm.base_url());
+    println!("  store                            {}", db.display());
+    println!("  the people                       Anna (user 3) on 101, Boris (user 4), senior manager Svetlana (user 7); 102 belongs to nobody");
 
     let mut dead = 0;
     let mut replica = 0;
-    for (create_on, rows) in [("answer", ROWS), ("ring", std::slice::from_ref(&ROW_7))] {
+    for (create_on, rows) in [
+        ("answer", ROWS),
+        ("answer", FS_ROWS),
+        ("ring", std::slice::from_ref(&ROW_7)),
+    ] {
         let cfg = config::from_toml_str(&toml(create_on))
             .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
-        let logins = pbx.logins();
+        let (logins, branch_logins) = (pbx.logins(), branch.logins());
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = oneshot::channel();
         let daemon = tokio::spawn(daemon::run(cfg, shutdown.clone(), Some(ready_tx)));
@@ -253,9 +359,15 @@ create_on = "{create_on}"
         {
             bail!("the daemon did not log in to the AMI simulator within 10 s");
         }
+        if !branch
+            .wait_for_logins(branch_logins + 1, Duration::from_secs(10))
+            .await
+        {
+            bail!("the daemon did not subscribe to the FreeSWITCH simulator within 10 s");
+        }
         for row in rows {
             replica += 1;
-            play_row(&pbx, &crm, &running, row, replica, speed).await?;
+            play_row(&pbx, &branch, &crm, &running, row, replica, speed).await?;
         }
         dead += running.store.outbox_counts().await?.dead;
         shutdown.cancel();
@@ -272,6 +384,7 @@ create_on = "{create_on}"
         state.requests.len()
     );
     pbx.stop();
+    branch.stop();
     crm.shutdown();
     if dead > 0 {
         bail!("{dead} CRM actions were refused; see `callbridge outbox list --state dead`");
@@ -283,6 +396,7 @@ create_on = "{create_on}"
 /// prints what the call made.
 async fn play_row(
     pbx: &AmiSim,
+    branch: &EslSim,
     crm: &RetailCrmSim,
     running: &Running,
     row: &Row,
@@ -316,13 +430,40 @@ async fn play_row(
     println!();
     println!("Row {}: {}", row.name, row.what);
     println!("  in the CRM before:  {seeded}");
-    let (ami, timing) = row.recording;
-    let call = Transcript::from_recording(ami, timing)
-        .context("reading a recorded call")?
-        .replica(replica)
-        .with_value(row.recorded_number, row.number);
-    let calls_before = running.store.calls().await?.len();
-    pbx.play(&call, speed).await;
+    let (bytes, timing) = row.recording;
+    match row.pbx {
+        Pbx::Asterisk => {
+            let call = Transcript::from_recording(bytes, timing)
+                .context("reading a recorded call")?
+                .replica(replica)
+                .with_value(row.recorded_number, row.number);
+            let calls_before = running.store.calls().await?.len();
+            pbx.play(&call, speed).await;
+            wait_row(running, row, replica, calls_before, &phone).await?;
+        }
+        Pbx::FreeSwitch => {
+            let call =
+                esl::transcript_from_recording(bytes, timing).context("reading a recorded call")?;
+            let call = esl::map_event_values(&esl::replica(&call, replica), |_, v| {
+                v.replace(row.recorded_number, row.number)
+            });
+            let calls_before = running.store.calls().await?.len();
+            branch.play(&call, speed).await;
+            wait_row(running, row, replica, calls_before, &phone).await?;
+        }
+    }
+    print_made(&before, &crm.state());
+    Ok(())
+}
+
+/// Waits until the row's call ended and everything it caused was delivered.
+async fn wait_row(
+    running: &Running,
+    row: &Row,
+    replica: u32,
+    calls_before: usize,
+    phone: &str,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let calls = running.store.calls().await?;
@@ -351,7 +492,6 @@ async fn play_row(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    print_made(&before, &crm.state());
     Ok(())
 }
 

@@ -324,4 +324,21 @@ fn demo_plays_every_matrix_row() {
         stdout.contains("new customer #") && stdout.contains("responsible Svetlana, senior (7)"),
         "{stdout}"
     );
+    // Calls from the FreeSWITCH branch, in the same daemon as the Asterisk office.
+    let fs = stdout
+        .split("\nRow 1 (FreeSWITCH): ")
+        .nth(1)
+        .expect("FreeSWITCH rows");
+    let fs = fs.split("\nRow 7: ").next().unwrap_or(fs);
+    assert!(
+        fs.contains("the call:           inbound answered +79161230021, employee 101"),
+        "{fs}"
+    );
+    assert!(
+        fs.contains("pop-up (in) for ext 102")
+            && fs.contains("talk 5 s, with a link to the recording"),
+        "the queue call: {fs}"
+    );
+    assert!(fs.contains("inbound missed +79161230023"), "{fs}");
+    assert!(fs.contains("inbound voicemail +79161230024"), "{fs}");
 }
