@@ -1549,13 +1549,16 @@ impl Config {
             self.http.listen, self.http.public_url
         ));
         for pbx in &self.pbx {
+            let login = match pbx.kind {
+                PbxKind::Asterisk => format!("AMI user {:?}", pbx.username),
+                PbxKind::FreeSwitch => "the event socket's password".to_string(),
+            };
             lines.push(format!(
-                "pbx {:?}: {} at {}:{} as user {:?}, recordings in {}",
+                "pbx {:?}: {} at {}:{} with {login}, recordings in {}",
                 pbx.name,
                 pbx.kind,
                 pbx.host,
                 pbx.port,
-                pbx.username,
                 pbx.recordings_dir.display()
             ));
         }
@@ -1642,6 +1645,33 @@ api_key = "crm-key"
     }
 
     /// MINIMAL with more sections appended.
+    #[test]
+    fn freeswitch_needs_only_host_and_password_and_defaults_to_port_8021() {
+        let text = MINIMAL
+            .replace("kind = \"asterisk\"", "kind = \"freeswitch\"")
+            .replace("username = \"callbridge\"\n", "")
+            .replace("ami-pass", "esl-pass");
+        let cfg = from_toml_str(&text).unwrap();
+        let pbx = &cfg.pbx[0];
+        assert_eq!(pbx.kind, PbxKind::FreeSwitch);
+        assert_eq!(pbx.port, 8021);
+        assert_eq!(
+            pbx.recordings_dir,
+            PathBuf::from("/usr/local/freeswitch/recordings")
+        );
+        let summary = cfg.summary();
+        assert!(
+            summary.contains(
+                "pbx \"office\": freeswitch at 10.0.0.5:8021 with the event socket's password"
+            ),
+            "{summary}"
+        );
+        assert!(!summary.contains("esl-pass"), "{summary}");
+        // An Asterisk still needs its AMI user.
+        let text = MINIMAL.replace("username = \"callbridge\"\n", "");
+        assert_eq!(errors(&text), ["pbx[0].username: missing"]);
+    }
+
     fn minimal_with(extra: &str) -> String {
         format!("{MINIMAL}\n{extra}\n")
     }
@@ -2016,7 +2046,7 @@ api_key = "k"
         assert_eq!(
             errors(text),
             vec![
-                "pbx[0].kind: unknown kind \"sip\"; expected \"asterisk\"",
+                "pbx[0].kind: unknown kind \"sip\"; expected \"asterisk\" or \"freeswitch\"",
                 "pbx[0].port: expected an integer between 1 and 65535, got \"fifty\"",
                 "pbx[0].secret: missing",
             ]

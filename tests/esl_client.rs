@@ -413,3 +413,77 @@ async fn daemon_killed_mid_call_resumes_it_after_restart() {
     pbx.stop();
     crm.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_follows_an_asterisk_and_a_freeswitch_at_once() {
+    let ami = callbridge::sim::ami::AmiSim::start(common::ami_options())
+        .await
+        .expect("AMI sim");
+    let fs = EslSim::start(EslSimOptions {
+        password: ESL_PASSWORD.into(),
+    })
+    .await
+    .expect("ESL sim");
+    let crm = RetailCrmSim::start(crm_options()).await.expect("CRM sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let branch = format!(
+        "[[pbx]]\nname = \"branch\"\nkind = \"freeswitch\"\nhost = \"127.0.0.1\"\nport = {}\nsecret = \"{ESL_PASSWORD}\"\n",
+        fs.addr().port()
+    );
+    let toml = common::config_toml(
+        ami.addr().port(),
+        &crm.base_url(),
+        &dir.path().join("cb.db"),
+        &branch,
+    );
+    let cfg = callbridge::config::from_toml_str(&toml).expect("config");
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = oneshot::channel();
+    let daemon = tokio::spawn(daemon::run(cfg, shutdown.clone(), Some(tx)));
+    let running = rx.await.expect("daemon ready");
+    assert!(ami.wait_for_logins(1, Duration::from_secs(10)).await);
+    assert!(fs.wait_for_logins(1, Duration::from_secs(10)).await);
+    // A call on each PBX at the same time.
+    let (on_asterisk, on_freeswitch) = (
+        common::fixture("iax2/inbound_answered"),
+        esl_fixture("queue_agent_answers"),
+    );
+    tokio::join!(ami.play(&on_asterisk, 20.0), fs.play(&on_freeswitch, 20.0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while crm.state().calls.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both calls in the history: {:#?}",
+            crm.state().calls
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let state = crm.state();
+    assert_eq!(state.calls.len(), 2, "{:#?}", state.calls);
+    let on = |prefix: &str| {
+        state
+            .calls
+            .iter()
+            .find(|c| {
+                c.external_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(prefix))
+            })
+            .unwrap_or_else(|| panic!("a call from {prefix}: {:#?}", state.calls))
+    };
+    let office = on("cb-office-");
+    assert_eq!(office.phone, "+79161234567");
+    assert_eq!(office.result.as_deref(), Some("answered"));
+    let branch = on("cb-branch-");
+    assert_eq!(branch.phone, "+79857778899");
+    assert_eq!(branch.result.as_deref(), Some("answered"));
+    assert_eq!(branch.code.as_deref(), Some("101"));
+    assert!(branch.record_url.is_some(), "the queue call was recorded");
+    let links = running.pbx.snapshot();
+    assert!(links.contains_key("office") && links.contains_key("branch"));
+    shutdown.cancel();
+    daemon.await.expect("join").expect("daemon stops cleanly");
+    ami.stop();
+    fs.stop();
+    crm.shutdown();
+}

@@ -35,7 +35,7 @@ pub enum Skip {
 
 /// The events the client subscribes to: everything `normalize` reads, nothing more
 /// (`CHANNEL_STATE` and `CODEC` alone are a third of `ALL`).
-pub const SUBSCRIPTION: &str = "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_EXECUTE CHANNEL_HANGUP_COMPLETE CHANNEL_DESTROY RECORD_START HEARTBEAT CUSTOM callcenter::info vm::maintenance";
+pub const SUBSCRIPTION: &str = "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_EXECUTE CHANNEL_HANGUP_COMPLETE CHANNEL_DESTROY RECORD_START RECORD_STOP HEARTBEAT CUSTOM callcenter::info vm::maintenance";
 
 /// Legs remembered at most; a leg is forgotten at its `CHANNEL_DESTROY`, so this bounds
 /// only what destroys missed during a disconnect would leave behind.
@@ -164,7 +164,9 @@ impl EslNormalizer {
                 self.legs.remove(uuid.as_ref());
                 Err(Skip::Ignored)
             }
-            "RECORD_START" => self.recording(event, received_at, out),
+            // Both name the file; the first one the tracker sees stands (a `RECORD_START`
+            // lost in a reconnect still leaves the `RECORD_STOP`).
+            "RECORD_START" | "RECORD_STOP" => self.recording(event, received_at, out),
             "CUSTOM" => match event.get("Event-Subclass").as_deref() {
                 Some("callcenter::info") => self.callcenter(event, received_at, out),
                 Some("vm::maintenance") => self.voicemail_left(event, received_at, out),
@@ -906,6 +908,117 @@ mod tests {
         let got: Vec<String> = events_of("outbound_no_answer").iter().map(short).collect();
         assert!(got[0].ends_with("created 101"), "{got:#?}");
         assert!(got.iter().any(|e| e.contains("NoAnswer")), "{got:#?}");
+    }
+
+    /// The caller hanging up while the queue rings an agent: the real member-queue-end
+    /// event of the recording, as mod_callcenter sends it for a caller who left
+    /// (`CC-Cause: Cancel`).
+    #[test]
+    fn a_caller_leaving_the_queue_is_an_abandon_and_the_call_is_missed() {
+        let path = format!(
+            "{}/tests/fixtures/esl/queue_agent_answers.esl",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(path).expect("fixture");
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut codec = EslCodec::new();
+        let mut normalizer = EslNormalizer::new();
+        let mut tracker = crate::call::CallTracker::new(crate::call::TrackerConfig {
+            pbx: "office".into(),
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        let mut summary = None;
+        let mut start: Option<String> = None;
+        while let Ok(Some(item)) = codec.decode(&mut buf) {
+            let EslItem::Message(m) = item else { continue };
+            if m.content_type() != Some("text/event-plain") {
+                continue;
+            }
+            let ev = PlainEvent::parse(&m.body);
+            if ev.get("CC-Action").as_deref() == Some("member-queue-start") {
+                start = Some(String::from_utf8_lossy(&m.body).into_owned());
+            }
+            let agent_answers = ev.name() == Some("CHANNEL_ANSWER")
+                && ev.get("variable_cc_member_session_uuid").is_some();
+            if agent_answers {
+                // The caller leaves while 101 still rings: mod_callcenter ends the
+                // member with `CC-Cause: Cancel` (the member-queue-start event of the
+                // recording, as member-queue-end).
+                let left = start
+                    .take()
+                    .expect("member-queue-start before")
+                    .replace(
+                        "CC-Action: member-queue-start",
+                        "CC-Action: member-queue-end",
+                    )
+                    .replace(
+                        "CC-Action:",
+                        "CC-Cause: Cancel\nCC-Cancel-Reason: NONE\nCC-Action:",
+                    );
+                let _ = normalizer.normalize(
+                    &PlainEvent::parse(left.as_bytes()),
+                    Timestamp(2),
+                    &mut out,
+                );
+                break;
+            }
+            let _ = normalizer.normalize(&ev, Timestamp(1), &mut out);
+        }
+        assert!(
+            out.iter().any(
+                |e| matches!(&e.kind, PbxEventKind::QueueAbandoned { queue } if queue == "sales")
+            ),
+            "{out:#?}"
+        );
+        for ev in &out {
+            for u in tracker.apply(ev) {
+                if let crate::call::CallStage::Ended(s) = u.stage {
+                    summary = Some(s);
+                }
+            }
+        }
+        // The caller's leg and the ringing agent leg hang up.
+        let hangups: Vec<PbxEvent> = tracker_hangups(&out);
+        for ev in &hangups {
+            for u in tracker.apply(ev) {
+                if let crate::call::CallStage::Ended(s) = u.stage {
+                    summary = Some(s);
+                }
+            }
+        }
+        let s = summary.expect("the call ended");
+        assert_eq!(s.outcome, crate::call::Outcome::Missed);
+        assert_eq!(s.queue.as_deref(), Some("sales"));
+        assert_eq!(s.employee, None);
+    }
+
+    /// Hang-ups of every channel the events named, as the PBX would send them.
+    fn tracker_hangups(events: &[PbxEvent]) -> Vec<PbxEvent> {
+        let mut seen: Vec<(Id, ChannelId)> = Vec::new();
+        for ev in events {
+            let mut add = |c: &ChannelId| {
+                if !seen.iter().any(|(_, s)| s == c) {
+                    seen.push((ev.call.clone(), c.clone()));
+                }
+            };
+            add(&ev.channel);
+            if let PbxEventKind::DialBegin { dest, .. } = &ev.kind {
+                add(dest);
+            }
+        }
+        seen.into_iter()
+            .rev()
+            .map(|(call, channel)| PbxEvent {
+                at: Timestamp(3),
+                call,
+                channel,
+                kind: PbxEventKind::HungUp {
+                    cause: Some(16),
+                    seen_as: Box::default(),
+                },
+            })
+            .collect()
     }
 
     #[test]
