@@ -49,8 +49,9 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         speed: f64,
     },
-    /// Run a recorded AMI stream (a file of raw bytes, greeting first) through the
-    /// tracker and print each call's steps and the CRM actions they cause. Offline.
+    /// Run a recorded AMI stream (a file of raw bytes, greeting first) or FreeSWITCH
+    /// event socket stream (`event plain`) through the tracker and print each call's
+    /// steps and the CRM actions they cause. Offline.
     Replay {
         #[arg(value_name = "FILE")]
         file: PathBuf,

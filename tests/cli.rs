@@ -342,3 +342,27 @@ fn demo_plays_every_matrix_row() {
     assert!(fs.contains("inbound missed +79161230023"), "{fs}");
     assert!(fs.contains("inbound voicemail +79161230024"), "{fs}");
 }
+
+#[test]
+fn replay_reads_a_freeswitch_capture_as_well_as_an_asterisk_one() {
+    let run = |file: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+            .args(["replay", file])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run replay");
+        assert!(out.status.success(), "{file}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let fs = run("tests/fixtures/esl/ring_group_second_answers.esl");
+    assert!(fs.contains("0 malformed"), "{fs}");
+    assert!(
+        fs.contains("ended answered employee 102 rang [101,102] talk 5 s"),
+        "{fs}"
+    );
+    let ast = run("tests/fixtures/asterisk/iax2/ring_group_second_answers.ami");
+    assert!(
+        ast.contains("ended answered employee 102 rang [101,102] talk 5 s"),
+        "{ast}"
+    );
+}

@@ -386,10 +386,30 @@ impl EslNormalizer {
     ) -> Result<(), Skip> {
         let [app, data, uuid, date] =
             event.get_many(["Application", "Application-Data", COMMON[0], COMMON[1]]);
-        if app.as_deref() != Some("voicemail") {
+        let app = app.as_deref().unwrap_or_default();
+        if !matches!(app, "voicemail" | "bridge" | "callcenter") {
             return Err(Skip::Ignored);
         }
         let uuid = uuid.ok_or(Skip::Malformed("Unique-ID"))?;
+        let at = timestamp(date.as_deref(), received_at);
+        // The caller's campaign (UTM) variables, set by the dialplan before it rings
+        // anyone: known before the call rings, as on Asterisk.
+        let caller = self
+            .legs
+            .get(uuid.as_ref())
+            .is_some_and(|l| l.dialer.is_none());
+        let before = out.len();
+        if caller && !self.variables.is_empty() {
+            let call = self.call_of(&uuid);
+            self.variables_of(event, at, &call, &ChannelId(uuid.as_ref().into()), out);
+        }
+        if app != "voicemail" {
+            return if out.len() > before {
+                Ok(())
+            } else {
+                Err(Skip::Ignored)
+            };
+        }
         // `voicemail [check] [auth] <profile> <domain> [<id>]`: `check` is a caller
         // listening to their own mailbox, not a message being left.
         let words: Vec<&str> = data
@@ -398,14 +418,18 @@ impl EslNormalizer {
             .split_whitespace()
             .collect();
         if words.first().is_some_and(|w| *w == "check") || words.len() < 3 {
-            return Err(Skip::Ignored);
+            return if out.len() > before {
+                Ok(())
+            } else {
+                Err(Skip::Ignored)
+            };
         }
         let mailbox = Id::from(format!("{}@{}", words[2], words[1]));
         if let Some(leg) = self.legs.get_mut(uuid.as_ref()) {
             leg.in_voicemail = true;
         }
         out.push(PbxEvent {
-            at: timestamp(date.as_deref(), received_at),
+            at,
             call: self.call_of(&uuid),
             channel: ChannelId(uuid.as_ref().into()),
             kind: PbxEventKind::VoicemailStarted { mailbox },
@@ -1019,6 +1043,50 @@ mod tests {
                 },
             })
             .collect()
+    }
+
+    #[test]
+    fn campaign_variables_set_before_the_bridge_are_known_when_it_rings() {
+        let path = format!(
+            "{}/tests/fixtures/esl/inbound_answered.esl",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(path).expect("fixture");
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut codec = EslCodec::new();
+        let mut normalizer = EslNormalizer::with_variables(&["UTM_SOURCE", "UTM_CAMPAIGN"]);
+        let mut tracker = crate::call::CallTracker::new(crate::call::TrackerConfig {
+            pbx: "office".into(),
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        let mut ringing = None;
+        while let Ok(Some(item)) = codec.decode(&mut buf) {
+            let EslItem::Message(m) = item else { continue };
+            if m.content_type() != Some("text/event-plain") {
+                continue;
+            }
+            // The dialplan ran `set UTM_SOURCE=yandex` and `set UTM_CAMPAIGN=winter sale`
+            // on the caller's leg before `bridge`: its later events show them.
+            let text = String::from_utf8_lossy(&m.body).replace(
+                "\nvariable_direction: inbound\n",
+                "\nvariable_direction: inbound\nvariable_UTM_SOURCE: yandex\nvariable_UTM_CAMPAIGN: winter%20sale\n",
+            );
+            let ev = PlainEvent::parse(text.as_bytes());
+            let _ = normalizer.normalize(&ev, Timestamp(1), &mut out);
+            for e in out.drain(..) {
+                for u in tracker.apply(&e) {
+                    if matches!(u.stage, crate::call::CallStage::Ringing { .. })
+                        && ringing.is_none()
+                    {
+                        ringing = Some(u.header.campaign.clone());
+                    }
+                }
+            }
+        }
+        let campaign = ringing.expect("it rang");
+        assert_eq!(campaign.source.as_deref(), Some("yandex"));
+        assert_eq!(campaign.campaign.as_deref(), Some("winter sale"));
     }
 
     #[test]
