@@ -509,3 +509,80 @@ async fn serve(stream: TcpStream, inner: Arc<Inner>) {
     close.cancel();
     let _ = writer.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(t: &Transcript) -> Vec<Vec<(String, String)>> {
+        let mut codec = EslCodec::new();
+        let mut buf = BytesMut::from(&t.bytes()[..]);
+        let mut out = Vec::new();
+        while let Ok(Some(item)) = codec.decode(&mut buf) {
+            if let EslItem::Message(m) = item {
+                let ev = PlainEvent::parse(&m.body);
+                out.push(
+                    ev.headers()
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
+    fn recording(name: &str) -> Transcript {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/esl");
+        let esl = std::fs::read(format!("{dir}/{name}.esl")).expect("fixture");
+        let timing = std::fs::read_to_string(format!("{dir}/{name}.timing")).expect("timing");
+        transcript_from_recording(&esl, &timing).expect("transcript")
+    }
+
+    #[test]
+    fn a_transcript_starts_after_the_subscription_and_ends_before_the_goodbye() {
+        let t = recording("inbound_answered");
+        let bytes = t.bytes();
+        assert!(bytes.starts_with(b"Content-Length: "), "first an event");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("auth/request") && !text.contains("+OK bye"));
+        assert!(!text.contains("disconnect-notice"));
+        assert_eq!(events(&t).len(), 53);
+    }
+
+    #[test]
+    fn re_encoding_keeps_every_header_and_value() {
+        for name in [
+            "inbound_answered",
+            "queue_agent_answers",
+            "inbound_voicemail",
+        ] {
+            let t = recording(name);
+            let same = map_event_values(&t, |_, v| v.to_string());
+            assert_eq!(events(&t), events(&same), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_replica_has_its_own_uuids_and_the_same_calls() {
+        let t = recording("inbound_answered");
+        let r = replica(&t, 7);
+        let (a, b) = (events(&t), events(&r));
+        assert_eq!(a.len(), b.len());
+        let uuid = |e: &Vec<(String, String)>| {
+            e.iter()
+                .find(|(k, _)| k == "Unique-ID")
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            uuid(&b[0]),
+            uuid(&a[0]).map(|u| format!("{u}-7")),
+            "ids get the replica's suffix"
+        );
+        let name = |e: &Vec<(String, String)>| {
+            e.iter()
+                .find(|(k, _)| k == "Channel-Name")
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(name(&a[0]), name(&b[0]), "names stay");
+    }
+}
