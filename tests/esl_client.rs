@@ -7,36 +7,20 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use callbridge::daemon::{self, Running};
-use callbridge::sim::ami::Transcript;
-use callbridge::sim::esl::{transcript_from_recording, EslSim, EslSimOptions, DISCONNECT_NOTICE};
+use callbridge::sim::esl::{EslSim, EslSimOptions, DISCONNECT_NOTICE};
 use callbridge::sim::retailcrm::{RetailCrmSim, SimState};
-use common::{crm_options, DaemonProcess, CRM_KEY};
+use common::{crm_options, esl_fixture, DaemonProcess, CRM_KEY, ESL_PASSWORD};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const ESL_PASSWORD: &str = "esl-Pass-4kd0";
-
-fn esl_fixture(name: &str) -> Transcript {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esl");
-    let esl = std::fs::read(dir.join(format!("{name}.esl"))).expect("fixture .esl");
-    let timing =
-        std::fs::read_to_string(dir.join(format!("{name}.timing"))).expect("fixture .timing");
-    transcript_from_recording(&esl, &timing).expect("transcript")
-}
-
 /// A configuration with one FreeSWITCH `[[pbx]]`.
 fn config(esl_port: u16, crm: &RetailCrmSim, dir: &std::path::Path, extra_pbx: &str) -> String {
-    common::config_toml(0, &crm.base_url(), &dir.join("cb.db"), extra_pbx)
-        .replace("kind = \"asterisk\"", "kind = \"freeswitch\"")
-        .replace("port = 0", &format!("port = {esl_port}"))
-        .replace(common::AMI_SECRET, ESL_PASSWORD)
-        .replace("username = \"callbridge\"\n", "")
+    common::freeswitch_config(esl_port, &crm.base_url(), &dir.join("cb.db"), extra_pbx)
 }
 
 fn popups(state: &SimState) -> usize {

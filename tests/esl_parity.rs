@@ -19,22 +19,13 @@ use std::time::Duration;
 
 use callbridge::call::{CallStage, CallSummary};
 use callbridge::daemon;
-use callbridge::sim::ami::{AmiSim, Transcript};
-use callbridge::sim::esl::{transcript_from_recording, EslSim, EslSimOptions};
+use callbridge::sim::ami::AmiSim;
+use callbridge::sim::esl::{EslSim, EslSimOptions};
 use callbridge::sim::retailcrm::{RetailCrmSim, SimState};
+use common::{esl_fixture, ESL_PASSWORD};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-
-const ESL_PASSWORD: &str = "esl-Pass-4kd0";
-
-fn esl_fixture(name: &str) -> Transcript {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esl");
-    let esl = std::fs::read(dir.join(format!("{name}.esl"))).expect("fixture .esl");
-    let timing =
-        std::fs::read_to_string(dir.join(format!("{name}.timing"))).expect("fixture .timing");
-    transcript_from_recording(&esl, &timing).expect("transcript")
-}
 
 fn read(dir: &str, name: &str, ext: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -63,17 +54,12 @@ async fn crm_effects(pbx: Pbx) -> SimState {
     })
     .await
     .expect("ESL sim");
-    let mut toml = common::config_toml(ami.addr().port(), &crm.base_url(), &db, "");
-    if let Pbx::FreeSwitch(_) = pbx {
-        toml = toml
-            .replace("kind = \"asterisk\"", "kind = \"freeswitch\"")
-            .replace(
-                &format!("port = {}", ami.addr().port()),
-                &format!("port = {}", esl.addr().port()),
-            )
-            .replace(common::AMI_SECRET, ESL_PASSWORD)
-            .replace("username = \"callbridge\"\n", "");
-    }
+    let toml = match pbx {
+        Pbx::Asterisk(_) => common::config_toml(ami.addr().port(), &crm.base_url(), &db, ""),
+        Pbx::FreeSwitch(_) => {
+            common::freeswitch_config(esl.addr().port(), &crm.base_url(), &db, "")
+        }
+    };
     let cfg = callbridge::config::from_toml_str(&toml).expect("config");
     let shutdown = CancellationToken::new();
     let (tx, rx) = oneshot::channel();

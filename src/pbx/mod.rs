@@ -4,6 +4,7 @@
 pub mod ami;
 pub mod esl;
 pub mod event;
+pub mod reconnect;
 pub mod status;
 
 pub use event::{ChannelId, LiveChannel, PbxEvent, PbxEventKind, PbxInput};

@@ -3,7 +3,7 @@
 //! logged-in client with their original read splits and pace (optionally sped up).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::pbx::ami::{AmiCodec, AmiFrame, AmiItem};
+use crate::sim::subscribers::{lock, play, Subscribers};
 
 pub const GREETING: &str = "Asterisk Call Manager/11.0.0\r\n";
 
@@ -276,8 +277,7 @@ struct Inner {
     startup: String,
     channels: Mutex<Channels>,
     /// Logged-in connections: their outgoing queue and a switch that closes them.
-    clients: Mutex<Vec<(mpsc::UnboundedSender<Bytes>, CancellationToken)>>,
-    logins: AtomicU64,
+    subscribers: Subscribers,
     actions: Mutex<Vec<AmiFrame>>,
     answer_pings: AtomicBool,
     stop: CancellationToken,
@@ -305,8 +305,7 @@ impl AmiSim {
             channels: Mutex::new(Channels::default()),
             answer_pings: AtomicBool::new(options.answer_pings),
             options,
-            clients: Mutex::new(Vec::new()),
-            logins: AtomicU64::new(0),
+            subscribers: Subscribers::default(),
             actions: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
         });
@@ -331,7 +330,7 @@ impl AmiSim {
 
     /// Successful logins so far.
     pub fn logins(&self) -> u64 {
-        self.inner.logins.load(Ordering::SeqCst)
+        self.inner.subscribers.logins()
     }
 
     /// Every action received from clients, in order.
@@ -345,45 +344,26 @@ impl AmiSim {
 
     /// Waits until at least `n` logins happened.
     pub async fn wait_for_logins(&self, n: u64, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.logins() < n {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
+        self.inner.subscribers.wait_for_logins(n, within).await
     }
 
     /// Logged-in clients whose connection is still open.
     pub fn connected(&self) -> usize {
-        lock(&self.inner.clients)
-            .iter()
-            .filter(|(c, _)| !c.is_closed())
-            .count()
+        self.inner.subscribers.connected()
     }
 
     /// Sends raw bytes to every logged-in client; returns how many got them.
     pub fn send_raw(&self, bytes: Bytes) -> usize {
         lock(&self.inner.channels).observe(&bytes);
-        let mut clients = lock(&self.inner.clients);
-        clients.retain(|(c, _)| c.send(bytes.clone()).is_ok());
-        clients.len()
+        self.inner.subscribers.broadcast(bytes)
     }
 
     /// Plays a transcript with its original pace divided by `speed` (1.0 = real time).
     pub async fn play(&self, transcript: &Transcript, speed: f64) {
-        let start = tokio::time::Instant::now();
-        let first = transcript
-            .chunks
-            .first()
-            .map(|(t, _)| *t)
-            .unwrap_or_default();
-        for (at, chunk) in &transcript.chunks {
-            let offset = at.saturating_sub(first).div_f64(speed.max(0.001));
-            tokio::time::sleep_until(start + offset).await;
-            self.send_raw(chunk.clone());
-        }
+        play(transcript, speed, |chunk| {
+            self.send_raw(chunk);
+        })
+        .await
     }
 
     /// Channels the simulated PBX has now.
@@ -394,20 +374,14 @@ impl AmiSim {
     /// Drops every client connection but keeps listening and keeps its channels: the
     /// network between callbridge and the PBX broke, the PBX did not.
     pub fn drop_clients(&self) {
-        for (_, close) in lock(&self.inner.clients).drain(..) {
-            close.cancel();
-        }
+        self.inner.subscribers.drop_all();
     }
 
     /// Closes the listener and every connection, like a PBX that went down.
     pub fn stop(&self) {
         self.inner.stop.cancel();
-        lock(&self.inner.clients).clear();
+        self.inner.subscribers.clear();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn serve(stream: TcpStream, inner: Arc<Inner>) {
@@ -475,8 +449,7 @@ async fn serve(stream: TcpStream, inner: Arc<Inner>) {
                             .with("Status", "Fully Booted"),
                         &mut codec,
                     );
-                    lock(&inner.clients).push((tx.clone(), close.clone()));
-                    inner.logins.fetch_add(1, Ordering::SeqCst);
+                    inner.subscribers.add(tx.clone(), close.clone());
                 } else {
                     // Asterisk waits a second before refusing, then closes.
                     tokio::time::sleep(Duration::from_secs(1)).await;

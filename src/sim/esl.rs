@@ -7,7 +7,6 @@
 //! FreeSWITCH sends: `-ERR invalid`, the disconnect notice, and the socket closed.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use tracing::debug;
 
 use crate::pbx::esl::{EslCodec, EslItem, PlainEvent};
 use crate::sim::ami::{Transcript, TranscriptError};
+use crate::sim::subscribers::{lock, play, Subscribers};
 
 /// What FreeSWITCH sends before closing a socket.
 pub const DISCONNECT_NOTICE: &str = "Content-Type: text/disconnect-notice\nContent-Length: 67\n\nDisconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
@@ -279,8 +279,7 @@ struct Inner {
     options: EslSimOptions,
     core_uuid: String,
     channels: Mutex<Channels>,
-    clients: Mutex<Vec<(mpsc::UnboundedSender<Bytes>, CancellationToken)>>,
-    logins: AtomicU64,
+    subscribers: Subscribers,
     commands: Mutex<Vec<String>>,
     stop: CancellationToken,
 }
@@ -306,8 +305,7 @@ impl EslSim {
                 crate::time::Timestamp::now().0 & 0xffff_ffff_ffff
             ),
             channels: Mutex::new(Channels::default()),
-            clients: Mutex::new(Vec::new()),
-            logins: AtomicU64::new(0),
+            subscribers: Subscribers::default(),
             commands: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
         });
@@ -332,7 +330,7 @@ impl EslSim {
 
     /// Clients that authenticated and subscribed.
     pub fn logins(&self) -> u64 {
-        self.inner.logins.load(Ordering::SeqCst)
+        self.inner.subscribers.logins()
     }
 
     /// Every command received, as sent (the `auth` line included: tests check it).
@@ -341,43 +339,24 @@ impl EslSim {
     }
 
     pub async fn wait_for_logins(&self, n: u64, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.logins() < n {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
+        self.inner.subscribers.wait_for_logins(n, within).await
     }
 
     pub fn connected(&self) -> usize {
-        lock(&self.inner.clients)
-            .iter()
-            .filter(|(c, _)| !c.is_closed())
-            .count()
+        self.inner.subscribers.connected()
     }
 
     /// Sends bytes to every subscribed client as they are.
     pub fn send_raw(&self, bytes: Bytes) -> usize {
         lock(&self.inner.channels).observe(&bytes);
-        let mut clients = lock(&self.inner.clients);
-        clients.retain(|(c, _)| c.send(bytes.clone()).is_ok());
-        clients.len()
+        self.inner.subscribers.broadcast(bytes)
     }
 
     pub async fn play(&self, transcript: &Transcript, speed: f64) {
-        let start = tokio::time::Instant::now();
-        let first = transcript
-            .chunks
-            .first()
-            .map(|(t, _)| *t)
-            .unwrap_or_default();
-        for (at, chunk) in &transcript.chunks {
-            let offset = at.saturating_sub(first).div_f64(speed.max(0.001));
-            tokio::time::sleep_until(start + offset).await;
-            self.send_raw(chunk.clone());
-        }
+        play(transcript, speed, |chunk| {
+            self.send_raw(chunk);
+        })
+        .await
     }
 
     pub fn live_channels(&self) -> usize {
@@ -386,19 +365,13 @@ impl EslSim {
 
     /// Closes every client's socket (what a FreeSWITCH restart or a network cut does).
     pub fn drop_clients(&self) {
-        for (_, close) in lock(&self.inner.clients).drain(..) {
-            close.cancel();
-        }
+        self.inner.subscribers.drop_all();
     }
 
     pub fn stop(&self) {
         self.inner.stop.cancel();
-        lock(&self.inner.clients).clear();
+        self.inner.subscribers.clear();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn reply(text: &str) -> Bytes {
@@ -479,8 +452,7 @@ async fn serve(stream: TcpStream, inner: Arc<Inner>) {
                 "event" => {
                     let format = rest.split_whitespace().next().unwrap_or("plain");
                     let _ = tx.send(reply(&format!("+OK event listener enabled {format}")));
-                    lock(&inner.clients).push((tx.clone(), close.clone()));
-                    inner.logins.fetch_add(1, Ordering::SeqCst);
+                    inner.subscribers.add(tx.clone(), close.clone());
                 }
                 "filter" => {
                     let _ = tx.send(reply(&format!("+OK filter added. [{rest}]")));

@@ -6,3 +6,4 @@
 pub mod ami;
 pub mod esl;
 pub mod retailcrm;
+pub mod subscribers;

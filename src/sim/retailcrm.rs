@@ -95,6 +95,8 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::sim::subscribers::lock;
+
 /// The API key of [`SimOptions::default`].
 pub const DEFAULT_API_KEY: &str = "demo-key";
 /// The only store (site) of the simulated account.
@@ -564,12 +566,6 @@ struct Inner {
     limiter: Mutex<HashMap<String, KeyBuckets>>,
     log: Mutex<VecDeque<RequestLog>>,
     shutdown: watch::Sender<bool>,
-}
-
-/// Locks without panicking: a poisoned lock still holds consistent data here, because every
-/// mutation validates first and writes after.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn handle(

@@ -29,6 +29,33 @@ pub fn fixture(name: &str) -> Transcript {
     Transcript::from_recording(&ami, &timing).expect("transcript")
 }
 
+/// The event socket password of the FreeSWITCH tests.
+pub const ESL_PASSWORD: &str = "esl-Pass-4kd0";
+
+/// A FreeSWITCH recording (`tests/fixtures/esl/<name>.esl` + `.timing`), cut to what a
+/// client receives after subscribing.
+pub fn esl_fixture(name: &str) -> Transcript {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esl");
+    let esl = std::fs::read(dir.join(format!("{name}.esl"))).expect("fixture .esl");
+    let timing =
+        std::fs::read_to_string(dir.join(format!("{name}.timing"))).expect("fixture .timing");
+    callbridge::sim::esl::transcript_from_recording(&esl, &timing).expect("transcript")
+}
+
+/// The test configuration with its one `[[pbx]]` a FreeSWITCH at `esl_port`.
+pub fn freeswitch_config(
+    esl_port: u16,
+    crm_url: &str,
+    db: &std::path::Path,
+    extra_pbx: &str,
+) -> String {
+    config_toml(0, crm_url, db, extra_pbx)
+        .replace("kind = \"asterisk\"", "kind = \"freeswitch\"")
+        .replace("port = 0", &format!("port = {esl_port}"))
+        .replace(AMI_SECRET, ESL_PASSWORD)
+        .replace("username = \"callbridge\"\n", "")
+}
+
 pub fn ami_options() -> AmiSimOptions {
     AmiSimOptions {
         username: "callbridge".into(),

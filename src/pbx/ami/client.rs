@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -19,6 +18,7 @@ use crate::pbx::ami::codec::AmiCodecError;
 use crate::pbx::ami::normalize::{live_channel, normalize_with, Skip};
 use crate::pbx::ami::{AmiCodec, AmiFrame, AmiItem};
 use crate::pbx::event::{LiveChannel, PbxInput};
+use crate::pbx::reconnect::reconnect_backoff;
 use crate::pbx::status::PbxStatus;
 use crate::time::Timestamp;
 
@@ -99,15 +99,6 @@ pub async fn run(
             }
         }
     }
-}
-
-fn reconnect_backoff(config: &PbxConfig) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1).min(config.reconnect_max_delay))
-        .with_max_delay(config.reconnect_max_delay)
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// One connection, from TCP connect to its end. Returns only on failure (or never, when

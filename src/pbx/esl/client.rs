@@ -11,7 +11,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -25,6 +24,7 @@ use crate::pbx::esl::codec::EslCodecError;
 use crate::pbx::esl::normalize::{EslNormalizer, Skip, SUBSCRIPTION};
 use crate::pbx::esl::{EslCodec, EslCommand, EslItem, EslMessage, PlainEvent};
 use crate::pbx::event::{ChannelId, Id, LiveChannel, PbxInput};
+use crate::pbx::reconnect::reconnect_backoff;
 use crate::pbx::status::PbxStatus;
 use crate::time::Timestamp;
 
@@ -102,15 +102,6 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
         }
     }
-}
-
-fn reconnect_backoff(config: &PbxConfig) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1).min(config.reconnect_max_delay))
-        .with_max_delay(config.reconnect_max_delay)
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// What outlives one connection: which legs belong to which calls, and which

@@ -769,8 +769,8 @@ mod tests {
     use bytes::BytesMut;
     use tokio_util::codec::Decoder;
 
-    /// Every `PbxEvent` a recording gives, in order.
-    fn events_of(name: &str) -> Vec<PbxEvent> {
+    /// The event bodies of a recording, in order.
+    fn bodies(name: &str) -> Vec<bytes::Bytes> {
         let path = format!(
             "{}/tests/fixtures/esl/{name}.esl",
             env!("CARGO_MANIFEST_DIR")
@@ -778,15 +778,24 @@ mod tests {
         let bytes = std::fs::read(path).expect("fixture");
         let mut buf = BytesMut::from(&bytes[..]);
         let mut codec = EslCodec::new();
-        let mut normalizer = EslNormalizer::new();
         let mut out = Vec::new();
         while let Ok(Some(item)) = codec.decode(&mut buf) {
-            let EslItem::Message(m) = item else { continue };
-            if m.content_type() == Some("text/event-plain") {
-                let ev = PlainEvent::parse(&m.body);
-                let r = normalizer.normalize(&ev, Timestamp(1), &mut out);
-                assert!(!matches!(r, Err(Skip::Malformed(_))), "{name}: {r:?}");
+            if let EslItem::Message(m) = item {
+                if m.content_type() == Some("text/event-plain") {
+                    out.push(m.body);
+                }
             }
+        }
+        out
+    }
+
+    /// Every `PbxEvent` a recording gives, in order.
+    fn events_of(name: &str) -> Vec<PbxEvent> {
+        let mut normalizer = EslNormalizer::new();
+        let mut out = Vec::new();
+        for body in bodies(name) {
+            let r = normalizer.normalize(&PlainEvent::parse(&body), Timestamp(1), &mut out);
+            assert!(!matches!(r, Err(Skip::Malformed(_))), "{name}: {r:?}");
         }
         assert_eq!(normalizer.live_legs(), 0, "{name}: every leg destroyed");
         out
@@ -939,13 +948,6 @@ mod tests {
     /// (`CC-Cause: Cancel`).
     #[test]
     fn a_caller_leaving_the_queue_is_an_abandon_and_the_call_is_missed() {
-        let path = format!(
-            "{}/tests/fixtures/esl/queue_agent_answers.esl",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let bytes = std::fs::read(path).expect("fixture");
-        let mut buf = BytesMut::from(&bytes[..]);
-        let mut codec = EslCodec::new();
         let mut normalizer = EslNormalizer::new();
         let mut tracker = crate::call::CallTracker::new(crate::call::TrackerConfig {
             pbx: "office".into(),
@@ -954,14 +956,11 @@ mod tests {
         let mut out = Vec::new();
         let mut summary = None;
         let mut start: Option<String> = None;
-        while let Ok(Some(item)) = codec.decode(&mut buf) {
-            let EslItem::Message(m) = item else { continue };
-            if m.content_type() != Some("text/event-plain") {
-                continue;
-            }
-            let ev = PlainEvent::parse(&m.body);
+        for body in bodies("queue_agent_answers") {
+            let m = &body;
+            let ev = PlainEvent::parse(m);
             if ev.get("CC-Action").as_deref() == Some("member-queue-start") {
-                start = Some(String::from_utf8_lossy(&m.body).into_owned());
+                start = Some(String::from_utf8_lossy(m).into_owned());
             }
             let agent_answers = ev.name() == Some("CHANNEL_ANSWER")
                 && ev.get("variable_cc_member_session_uuid").is_some();
@@ -1047,13 +1046,6 @@ mod tests {
 
     #[test]
     fn campaign_variables_set_before_the_bridge_are_known_when_it_rings() {
-        let path = format!(
-            "{}/tests/fixtures/esl/inbound_answered.esl",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let bytes = std::fs::read(path).expect("fixture");
-        let mut buf = BytesMut::from(&bytes[..]);
-        let mut codec = EslCodec::new();
         let mut normalizer = EslNormalizer::with_variables(&["UTM_SOURCE", "UTM_CAMPAIGN"]);
         let mut tracker = crate::call::CallTracker::new(crate::call::TrackerConfig {
             pbx: "office".into(),
@@ -1061,14 +1053,10 @@ mod tests {
         });
         let mut out = Vec::new();
         let mut ringing = None;
-        while let Ok(Some(item)) = codec.decode(&mut buf) {
-            let EslItem::Message(m) = item else { continue };
-            if m.content_type() != Some("text/event-plain") {
-                continue;
-            }
+        for body in bodies("inbound_answered") {
             // The dialplan ran `set UTM_SOURCE=yandex` and `set UTM_CAMPAIGN=winter sale`
             // on the caller's leg before `bridge`: its later events show them.
-            let text = String::from_utf8_lossy(&m.body).replace(
+            let text = String::from_utf8_lossy(&body).replace(
                 "\nvariable_direction: inbound\n",
                 "\nvariable_direction: inbound\nvariable_UTM_SOURCE: yandex\nvariable_UTM_CAMPAIGN: winter%20sale\n",
             );
