@@ -9,7 +9,7 @@
 //! daemon receives). Target (issue 7): ≥ 500,000 ESL events/s.
 
 use bytes::BytesMut;
-use callbridge::call::{CallTracker, TrackerConfig};
+use callbridge::call::{CallTracker, CampaignVariables, TrackerConfig};
 use callbridge::pbx::esl::normalize::SUBSCRIPTION;
 use callbridge::pbx::esl::{EslCodec, EslItem, EslNormalizer, PlainEvent};
 use callbridge::sim::ami::Transcript;
@@ -17,6 +17,10 @@ use callbridge::sim::esl::{replica, transcript_from_recording};
 use callbridge::time::Timestamp;
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use tokio_util::codec::Decoder;
+
+/// The daemon's allocator (as in `main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RECORDINGS: &[&str] = &[
     "inbound_answered",
@@ -98,9 +102,14 @@ fn event_stream(calls: usize, concurrent: usize, only_subscribed: bool) -> (Vec<
     (out, frames)
 }
 
+/// The normalizer as the daemon makes it: reading the default campaign variables.
+fn normalizer() -> EslNormalizer {
+    EslNormalizer::with_variables(&CampaignVariables::default().names())
+}
+
 fn run_pipeline(mut buf: BytesMut) -> (usize, usize) {
     let mut codec = EslCodec::new();
-    let mut normalizer = EslNormalizer::new();
+    let mut normalizer = normalizer();
     let mut tracker = CallTracker::new(TrackerConfig::default());
     let mut events = Vec::new();
     let (mut messages, mut updates) = (0, 0);
@@ -134,7 +143,7 @@ fn pipeline(c: &mut Criterion) {
                 input,
                 |mut buf| {
                     let mut codec = EslCodec::new();
-                    let mut normalizer = EslNormalizer::new();
+                    let mut normalizer = normalizer();
                     let mut events = Vec::new();
                     while let Ok(Some(item)) = codec.decode(&mut buf) {
                         if let EslItem::Message(m) = item {

@@ -204,7 +204,8 @@ impl EslNormalizer {
         received_at: Timestamp,
         out: &mut Vec<PbxEvent>,
     ) -> Result<(), Skip> {
-        let [uuid, date, channel, number, dest, context, other_type, other, _, caller_name, member, queue] =
+        // The channel's own headers come first and are all there: this stops early.
+        let [uuid, date, channel, number, dest, context, caller_name, direction] =
             event.get_many([
                 COMMON[0],
                 COMMON[1],
@@ -212,13 +213,21 @@ impl EslNormalizer {
                 COMMON[3],
                 COMMON[4],
                 COMMON[5],
+                COMMON[9],
+                "Call-Direction",
+            ]);
+        // Only a leg FreeSWITCH dialed (`outbound`) may have an originator or be a
+        // queue's agent leg; looking for those headers reads the whole event.
+        let [other_type, other, member, queue] = if direction.as_deref() == Some("inbound") {
+            [None, None, None, None]
+        } else {
+            event.get_many([
                 COMMON[6],
                 COMMON[7],
-                COMMON[8],
-                COMMON[9],
                 "variable_cc_member_session_uuid",
                 "variable_cc_queue",
-            ]);
+            ])
+        };
         let uuid = Id::from(uuid.ok_or(Skip::Malformed("Unique-ID"))?.as_ref());
         let at = timestamp(date.as_deref(), received_at);
         let channel = channel.unwrap_or_default();
@@ -384,12 +393,14 @@ impl EslNormalizer {
         received_at: Timestamp,
         out: &mut Vec<PbxEvent>,
     ) -> Result<(), Skip> {
-        let [app, data, uuid, date] =
-            event.get_many(["Application", "Application-Data", COMMON[0], COMMON[1]]);
+        // `Application` is among the last headers: read from the end, most executes
+        // (`set`, `answer` …) are dropped without reading the rest.
+        let [app, data] = event.get_many_from_end(["Application", "Application-Data"]);
         let app = app.as_deref().unwrap_or_default();
         if !matches!(app, "voicemail" | "bridge" | "callcenter") {
             return Err(Skip::Ignored);
         }
+        let [uuid, date] = event.get_many([COMMON[0], COMMON[1]]);
         let uuid = uuid.ok_or(Skip::Malformed("Unique-ID"))?;
         let at = timestamp(date.as_deref(), received_at);
         // The caller's campaign (UTM) variables, set by the dialplan before it rings
@@ -499,7 +510,8 @@ impl EslNormalizer {
                 });
             }
         }
-        if !self.variables.is_empty() {
+        if dialer.is_none() && !self.variables.is_empty() {
+            // The caller's leg: its campaign variables as they were at the end.
             self.variables_of(event, at, &call, &channel_id, out);
         }
         if let Some(disposition) = disposition.filter(|_| dialer.is_none()) {
@@ -543,8 +555,9 @@ impl EslNormalizer {
         channel: &ChannelId,
         out: &mut Vec<PbxEvent>,
     ) {
-        for (header, name) in &self.variables {
-            if let Some(value) = event.get(header).filter(|v| !v.is_empty()) {
+        let headers: Vec<&str> = self.variables.iter().map(|(h, _)| h.as_str()).collect();
+        for ((_, name), value) in self.variables.iter().zip(event.get_each(&headers)) {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
                 out.push(PbxEvent {
                     at,
                     call: call.clone(),
@@ -564,7 +577,8 @@ impl EslNormalizer {
         received_at: Timestamp,
         out: &mut Vec<PbxEvent>,
     ) -> Result<(), Skip> {
-        let [uuid, date, path] = event.get_many([COMMON[0], COMMON[1], "Record-File-Path"]);
+        let [path] = event.get_many_from_end(["Record-File-Path"]);
+        let [uuid, date] = event.get_many([COMMON[0], COMMON[1]]);
         let uuid = uuid.ok_or(Skip::Malformed("Unique-ID"))?;
         let path = path
             .filter(|p| !p.is_empty())
@@ -590,18 +604,17 @@ impl EslNormalizer {
         received_at: Timestamp,
         out: &mut Vec<PbxEvent>,
     ) -> Result<(), Skip> {
-        let [action, user, domain, path, vm_uuid, uuid, date] = event.get_many([
+        let [action, user, domain, path, vm_uuid] = event.get_many_from_end([
             "VM-Action",
             "VM-User",
             "VM-Domain",
             "VM-File-Path",
             "VM-UUID",
-            COMMON[0],
-            COMMON[1],
         ]);
         if action.as_deref() != Some("leave-message") {
             return Err(Skip::Ignored);
         }
+        let [uuid, date] = event.get_many([COMMON[0], COMMON[1]]);
         let uuid = vm_uuid.or(uuid).ok_or(Skip::Malformed("VM-UUID"))?;
         let path = path
             .filter(|p| !p.is_empty())
@@ -629,15 +642,20 @@ impl EslNormalizer {
         received_at: Timestamp,
         out: &mut Vec<PbxEvent>,
     ) -> Result<(), Skip> {
-        let [action, member, agent, queue, cause, date, channel] = event.get_many([
+        let [action, member, agent, queue, cause] = event.get_many_from_end([
             "CC-Action",
             "CC-Member-Session-UUID",
             "CC-Agent-UUID",
             "CC-Queue",
             "CC-Cause",
-            COMMON[1],
-            COMMON[2],
         ]);
+        if !matches!(
+            action.as_deref(),
+            Some("bridge-agent-start" | "member-queue-end")
+        ) {
+            return Err(Skip::Ignored);
+        }
+        let [date, channel] = event.get_many([COMMON[1], COMMON[2]]);
         let at = timestamp(date.as_deref(), received_at);
         let kind = match action.as_deref() {
             Some("bridge-agent-start") => {

@@ -59,34 +59,114 @@ impl<'a> PlainEvent<'a> {
         self.raw(name).map(decode)
     }
 
-    /// Several headers: slot `i` holds the first header named `names[i]`.
+    /// Several headers in one pass: slot `i` holds the first header named `names[i]`.
     ///
-    /// Hot path: a channel event has 150-250 headers (3-6 KB) and the normalizer wants
-    /// a handful, several of them absent from most events (`Hangup-Cause` before the
-    /// hang-up, `Other-Leg-Unique-ID` on an A-leg), so walking the lines would read every
-    /// event to its end. Instead each name is looked for as `\n<name>: ` with a SIMD
-    /// substring search (memchr's `memmem`, searchers kept per thread), within the
-    /// header block.
-    pub fn get_many<const N: usize>(&self, names: [&'static str; N]) -> [Option<Cow<'a, str>>; N] {
-        let block = self.header_block();
-        FINDERS.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            names.map(|name| {
-                let finder = cache.entry(name).or_insert_with(|| {
-                    memchr::memmem::Finder::new(format!("\n{name}: ").as_bytes()).into_owned()
-                });
-                find_value(block, name, finder).map(decode)
-            })
-        })
+    /// Hot path: a channel event has 150-250 headers (3-6 KB) and the normalizer wants a
+    /// handful, several of them absent from most events (`Hangup-Cause` before the
+    /// hang-up, `Other-Leg-Unique-ID` on an A-leg), so the pass usually reads the whole
+    /// block. It finds line ends and colons together in one SIMD scan (`memchr2`); a
+    /// line whose name has a length no wanted name has is passed over after one bit
+    /// test, without comparing bytes. (FreeSWITCH URL-encodes values, so the first colon
+    /// of a line ends its name; later ones are ignored all the same.)
+    pub fn get_many<const N: usize>(&self, names: [&str; N]) -> [Option<Cow<'a, str>>; N] {
+        let mut raw: [Option<&'a [u8]>; N] = [None; N];
+        self.scan(&names, &mut raw);
+        raw.map(|v| v.map(decode))
     }
 
-    /// The bytes up to the blank line that ends the headers.
-    fn header_block(&self) -> &'a [u8] {
+    /// [`get_many`](Self::get_many) for a list of names known only at run time (the
+    /// configured campaign variables); slot `i` of the answer is `names[i]`'s.
+    pub fn get_each(&self, names: &[&str]) -> Vec<Option<Cow<'a, str>>> {
+        let mut raw: Vec<Option<&'a [u8]>> = vec![None; names.len()];
+        self.scan(names, &mut raw);
+        raw.into_iter().map(|v| v.map(decode)).collect()
+    }
+
+    /// The one pass behind `get_many` and `get_each`: fills `raw[i]` with the raw value
+    /// of the first header named `names[i]` (at most 32 names).
+    ///
+    /// Per line: one `memchr` for its end, then only the wanted names that begin with
+    /// the line's first byte are compared (a `variable_*` line is compared only with the
+    /// wanted `variable_*` names), each first by the byte where its colon would be.
+    fn scan(&self, names: &[&str], raw: &mut [Option<&'a [u8]>]) {
         let bytes = self.bytes;
-        match memchr::memmem::find(bytes, b"\n\n") {
-            Some(end) => &bytes[..end + 1],
-            None => bytes,
+        let names = &names[..names.len().min(32)];
+        let mut by_first = [0u32; 256];
+        for (i, n) in names.iter().enumerate() {
+            if let Some(&f) = n.as_bytes().first() {
+                by_first[f as usize] |= 1 << i;
+            }
         }
+        let mut missing = names.len();
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |nl| start + nl);
+            let line = &bytes[start..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(&first) = line.first() else {
+                // The blank line: the headers end here.
+                return;
+            };
+            let mut candidates = by_first[first as usize];
+            while candidates != 0 {
+                let i = candidates.trailing_zeros() as usize;
+                candidates &= candidates - 1;
+                let name = names[i].as_bytes();
+                if raw[i].is_none()
+                    && line.get(name.len()) == Some(&b':')
+                    && &line[..name.len()] == name
+                {
+                    let mut value = &line[name.len() + 1..];
+                    if let [b' ', rest @ ..] = value {
+                        value = rest;
+                    }
+                    raw[i] = Some(value);
+                    missing -= 1;
+                    if missing == 0 {
+                        return;
+                    }
+                }
+            }
+            start = end + 1;
+        }
+    }
+
+    /// Several headers read from the end of the block: slot `i` holds the last header
+    /// named `names[i]`. For the headers an event adds after the channel's (FreeSWITCH
+    /// puts `Application`, `Record-File-Path`, `CC-*` and `VM-*` after the 70-130
+    /// `variable_*` lines), where reading from the start would walk the whole event.
+    pub fn get_many_from_end<const N: usize>(&self, names: [&str; N]) -> [Option<Cow<'a, str>>; N] {
+        let bytes = self.bytes;
+        // The header block ends at its blank line (a body may follow).
+        let mut end = match memchr::memmem::find(bytes, b"\n\n") {
+            Some(blank) => blank,
+            None => bytes.len(),
+        };
+        let mut raw: [Option<&'a [u8]>; N] = [None; N];
+        let mut missing = names.len();
+        while end > 0 && missing > 0 {
+            let start = memchr::memrchr(b'\n', &bytes[..end]).map_or(0, |nl| nl + 1);
+            let line = &bytes[start..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(colon) = memchr::memchr(b':', line) {
+                let key = &line[..colon];
+                if let Some(i) = names.iter().position(|n| n.as_bytes() == key) {
+                    if raw[i].is_none() {
+                        let mut value = &line[colon + 1..];
+                        if let [b' ', rest @ ..] = value {
+                            value = rest;
+                        }
+                        raw[i] = Some(value);
+                        missing -= 1;
+                    }
+                }
+            }
+            end = start.saturating_sub(1);
+            if start == 0 {
+                break;
+            }
+        }
+        raw.map(|v| v.map(decode))
     }
 
     /// Every header, decoded (for tools and tests; the hot path uses `get_many`).
@@ -145,33 +225,6 @@ impl<'a> Iterator for Lines<'a> {
     }
 }
 
-thread_local! {
-    /// A substring searcher per header name looked for (`\n<name>: `).
-    /// Names are `'static` (they come from the code, never from input), so this holds
-    /// only the few dozen the normalizer asks for.
-    static FINDERS: std::cell::RefCell<rustc_hash::FxHashMap<&'static str, memchr::memmem::Finder<'static>>> =
-        std::cell::RefCell::new(rustc_hash::FxHashMap::default());
-}
-
-/// The value of the first `name: value` line of `block` (CRLF or LF lines).
-fn find_value<'a>(
-    block: &'a [u8],
-    name: &str,
-    finder: &memchr::memmem::Finder<'_>,
-) -> Option<&'a [u8]> {
-    let start = if block.starts_with(name.as_bytes()) && block[name.len()..].starts_with(b": ") {
-        name.len() + 2
-    } else {
-        finder.find(block)? + finder.needle().len()
-    };
-    let rest = &block[start..];
-    let line = match memchr::memchr(b'\n', rest) {
-        Some(nl) => &rest[..nl],
-        None => rest,
-    };
-    Some(line.strip_suffix(b"\r").unwrap_or(line))
-}
-
 /// URL-decodes a value (FreeSWITCH encodes with `%XX` and never uses `+` for a space:
 /// `+79161234567` stays as it is).
 fn decode(raw: &[u8]) -> Cow<'_, str> {
@@ -204,6 +257,44 @@ mod tests {
         assert_eq!(x.as_deref(), Some("a b"));
         assert_eq!(none, None);
         assert_eq!(ev.body(), None);
+    }
+
+    #[test]
+    fn get_many_takes_the_first_header_of_each_name_and_stops_at_the_blank_line() {
+        let ev = PlainEvent::parse(
+            b"Event-Name: X\r\nA: 1\r\nB: a:b:c\r\nA: 2\r\nno colon\r\n: empty name\r\nC:3\r\n\r\nD: body",
+        );
+        let [a, b, c, d] = ev.get_many(["A", "B", "C", "D"]);
+        assert_eq!(a.as_deref(), Some("1"), "the first A");
+        assert_eq!(
+            b.as_deref(),
+            Some("a:b:c"),
+            "colons after the first are the value's"
+        );
+        assert_eq!(c.as_deref(), Some("3"), "no space after the colon");
+        assert_eq!(d, None, "the body is no header");
+        let ev = PlainEvent::parse(b"Event-Name: X\nLast: at the end");
+        let [last] = ev.get_many(["Last"]);
+        assert_eq!(
+            last.as_deref(),
+            Some("at the end"),
+            "a last line without a newline"
+        );
+    }
+
+    #[test]
+    fn get_many_from_end_reads_the_last_headers_first_and_not_the_body() {
+        let ev = PlainEvent::parse(
+            b"Event-Name: CHANNEL_EXECUTE\nUnique-ID: u\nvariable_a: 1\nApplication: set\r\nApplication-Data: x%3Dy\n\nApplication: body",
+        );
+        let [app, data, uuid, none] =
+            ev.get_many_from_end(["Application", "Application-Data", "Unique-ID", "Nope"]);
+        assert_eq!(app.as_deref(), Some("set"));
+        assert_eq!(data.as_deref(), Some("x=y"));
+        assert_eq!(uuid.as_deref(), Some("u"));
+        assert_eq!(none, None);
+        let [first] = PlainEvent::parse(b"Only: one").get_many_from_end(["Only"]);
+        assert_eq!(first.as_deref(), Some("one"));
     }
 
     #[test]
