@@ -218,15 +218,19 @@ impl EslNormalizer {
             ]);
         // Only a leg FreeSWITCH dialed (`outbound`) may have an originator or be a
         // queue's agent leg; looking for those headers reads the whole event.
-        let [other_type, other, member, queue] = if direction.as_deref() == Some("inbound") {
-            [None, None, None, None]
+        let [other_type, other] = if direction.as_deref() == Some("inbound") {
+            [None, None]
         } else {
-            event.get_many([
-                COMMON[6],
-                COMMON[7],
-                "variable_cc_member_session_uuid",
-                "variable_cc_queue",
-            ])
+            event.get_many([COMMON[6], COMMON[7]])
+        };
+        // A queue's agent leg has no originator; only then are its queue variables
+        // looked for (they are among the `variable_*` lines: the pass reads to the end).
+        let [member, queue] = if direction.as_deref() == Some("inbound")
+            || other_type.as_deref() == Some("originator")
+        {
+            [None, None]
+        } else {
+            event.get_many(["variable_cc_member_session_uuid", "variable_cc_queue"])
         };
         let uuid = Id::from(uuid.ok_or(Skip::Malformed("Unique-ID"))?.as_ref());
         let at = timestamp(date.as_deref(), received_at);
@@ -454,22 +458,22 @@ impl EslNormalizer {
         received_at: Timestamp,
         out: &mut Vec<PbxEvent>,
     ) -> Result<(), Skip> {
-        let [uuid, date, channel, number, dest, context, other_type, other, cause, _, disposition, q850, member] =
-            event.get_many([
-                COMMON[0],
-                COMMON[1],
-                COMMON[2],
-                COMMON[3],
-                COMMON[4],
-                COMMON[5],
-                COMMON[6],
-                COMMON[7],
-                COMMON[8],
-                COMMON[9],
-                "variable_originate_disposition",
-                "variable_hangup_cause_q850",
-                "variable_cc_member_session_uuid",
-            ]);
+        // One pass for the channel's headers, its outcome variables and the campaign
+        // variables (all of them among the `variable_*` lines: the pass reads to the end).
+        let mut names: Vec<&str> = COMMON.to_vec();
+        names.extend([
+            "variable_originate_disposition",
+            "variable_hangup_cause_q850",
+            "variable_cc_member_session_uuid",
+        ]);
+        names.extend(self.variables.iter().map(|(h, _)| h.as_str()));
+        let mut values = event.get_each(&names).into_iter();
+        let mut next = || values.next().flatten();
+        let (uuid, date, channel, number, dest, context) =
+            (next(), next(), next(), next(), next(), next());
+        let (other_type, other, cause, _caller_name) = (next(), next(), next(), next());
+        let (disposition, q850, member) = (next(), next(), next());
+        let campaign: Vec<_> = values.collect();
         let uuid = uuid.ok_or(Skip::Malformed("Unique-ID"))?;
         let at = timestamp(date.as_deref(), received_at);
         let channel_id = ChannelId(uuid.as_ref().into());
@@ -510,9 +514,9 @@ impl EslNormalizer {
                 });
             }
         }
-        if dialer.is_none() && !self.variables.is_empty() {
+        if dialer.is_none() {
             // The caller's leg: its campaign variables as they were at the end.
-            self.variables_of(event, at, &call, &channel_id, out);
+            self.push_variables(campaign, at, &call, &channel_id, out);
         }
         if let Some(disposition) = disposition.filter(|_| dialer.is_none()) {
             // The A-leg's last dial as a whole: the only trace of a dial that could not
@@ -556,7 +560,19 @@ impl EslNormalizer {
         out: &mut Vec<PbxEvent>,
     ) {
         let headers: Vec<&str> = self.variables.iter().map(|(h, _)| h.as_str()).collect();
-        for ((_, name), value) in self.variables.iter().zip(event.get_each(&headers)) {
+        self.push_variables(event.get_each(&headers), at, call, channel, out);
+    }
+
+    /// `Variable`s of the configured campaign variables, from their values in order.
+    fn push_variables(
+        &self,
+        values: Vec<Option<std::borrow::Cow<'_, str>>>,
+        at: Timestamp,
+        call: &Id,
+        channel: &ChannelId,
+        out: &mut Vec<PbxEvent>,
+    ) {
+        for ((_, name), value) in self.variables.iter().zip(values) {
             if let Some(value) = value.filter(|v| !v.is_empty()) {
                 out.push(PbxEvent {
                     at,
