@@ -75,19 +75,17 @@ fn event_stream(calls: usize, concurrent: usize, only_subscribed: bool) -> (Vec<
     let base = transcripts();
     let subscribed: Vec<&str> = SUBSCRIPTION.split_whitespace().collect();
     let keep = |name: &str| !only_subscribed || subscribed.contains(&name);
-    // Replicas are made from a few templates, then given their own ids cheaply: every
-    // uuid in a replica ends with the replica's number.
+    // Every call is a replica of a recording with its own uuids (each ends with the
+    // replica's number), split into its messages.
     let mut out = Vec::new();
     let mut frames = 0;
     let mut next_call = 0;
     let mut live: Vec<std::collections::VecDeque<Vec<u8>>> = Vec::new();
-    let templates: Vec<Vec<Vec<u8>>> = (0..base.len() * 8)
+    let templates: Vec<Vec<Vec<u8>>> = (0..calls.max(base.len()))
         .map(|i| messages(&replica(&base[i % base.len()], i as u32).bytes(), &keep))
         .collect();
     while next_call < calls || !live.is_empty() {
         while live.len() < concurrent && next_call < calls {
-            // Templates repeat every `templates.len()` calls: far more than the 1,000 in
-            // progress at once, so no two live calls share ids.
             live.push(templates[next_call % templates.len()].clone().into());
             next_call += 1;
         }
@@ -130,12 +128,12 @@ fn pipeline(c: &mut Criterion) {
         ("all events (event plain ALL)", false),
         ("subscribed events", true),
     ] {
-        let (stream, frames) = event_stream(64, 64, only_subscribed);
+        let (stream, frames) = event_stream(256, 128, only_subscribed);
         let mut group = c.benchmark_group(format!("esl, {label}"));
         group.throughput(Throughput::Elements(frames as u64));
         group.sample_size(20);
         let input = || BytesMut::from(&stream[..]);
-        group.bench_function("codec+normalize+tracker, 64 concurrent calls", |b| {
+        group.bench_function("codec+normalize+tracker, 128 concurrent calls", |b| {
             b.iter_batched(input, run_pipeline, BatchSize::LargeInput)
         });
         group.bench_function("codec+normalize", |b| {
