@@ -49,6 +49,8 @@ pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_VOICEMAIL_DIR: &str = "/var/spool/asterisk/voicemail";
 pub const DEFAULT_STALE_CALL_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(300);
+/// Recording links stay valid 90 days: long enough for the call's follow-up.
+pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(90 * 86_400);
 pub const DEFAULT_CRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// retailCRM's published limit per API key: 10 requests/s, 40/s for `/telephony*`
 /// (the official Go client's `rate.go`; see docs/retailcrm.md).
@@ -132,6 +134,8 @@ pub struct HttpConfig {
     /// How the CRM reaches us, without a trailing slash.
     pub public_url: String,
     pub link_secret: Secret,
+    /// How long a recording link the CRM gets stays valid (`[http] link_ttl`).
+    pub link_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -1112,18 +1116,20 @@ fn read_http(ck: &mut Checker<'_>, f: Field<'_>) -> HttpConfig {
             if f.value.is_none() {
                 ck.warn(
                     &f.key,
-                    "not set; recording links will not be protected (set a long random string)",
+                    "not set; recording links are signed with a random key and stop working when callbridge restarts (set a long random string)",
                 );
             }
             Secret::default()
         }
     };
+    let link_ttl = ck.duration(&t.field("link_ttl"), DEFAULT_LINK_TTL, false);
 
     t.finish(ck);
     HttpConfig {
         listen,
         public_url,
         link_secret,
+        link_ttl,
     }
 }
 
@@ -1754,7 +1760,7 @@ api_key = "crm-key"
         assert_eq!(cfg.daemon.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(
             warnings(&cfg),
-            vec!["http.link_secret: not set; recording links will not be protected (set a long random string)"]
+            vec!["http.link_secret: not set; recording links are signed with a random key and stop working when callbridge restarts (set a long random string)"]
         );
     }
 

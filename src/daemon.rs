@@ -60,20 +60,24 @@ pub async fn run(
         status.register(&pbx.name, &pbx.kind.to_string());
     }
 
+    // One key for the links decisions make and the HTTP side that checks them.
+    let link_key = crate::decider::link_key(&config);
     let http_stop = CancellationToken::new();
     let (http_addr, http_task) = http::serve(
         config.http.listen,
         HttpState {
             pbx: status.clone(),
             store: store.clone(),
+            pbxs: std::sync::Arc::new(config.pbx.clone()),
+            link_key: link_key.clone(),
         },
         http_stop.clone(),
     )
     .await
     .with_context(|| format!("listening on http.listen = {}", config.http.listen))?;
-    info!(%http_addr, "HTTP side listening (GET /health)");
+    info!(%http_addr, "HTTP side listening (GET /health, GET /recordings/…)");
 
-    let decider = Decider::new(crm.clone(), &config).context("crm.default_region")?;
+    let decider = Decider::new(crm.clone(), &config, link_key).context("crm.default_region")?;
     // Loads the phone-number metadata in the background (decisions wait for it).
     tokio::spawn(decider.clone().warm_up());
     if let Some(code) = config.crm.module_code.clone() {

@@ -16,6 +16,7 @@ use crate::actions::{CrmAction, DecideRequest, Moment};
 use crate::config::{Config, CreateOn};
 use crate::crm::{CrmError, RetailCrm};
 use crate::directory::Directory;
+use crate::links::LinkKey;
 use crate::matrix::{self, CrmSnapshot, Customer, Earlier, MatrixConfig, Order};
 use crate::phone::{PhoneNormalizer, PhoneNumber};
 use crate::store::{Store, StoreError};
@@ -55,8 +56,23 @@ pub struct Decider {
     warm: Arc<tokio::sync::OnceCell<()>>,
 }
 
+/// The key recording links are signed with: `[http] link_secret`, or a random one.
+pub fn link_key(config: &Config) -> LinkKey {
+    if config.http.link_secret.is_empty() {
+        LinkKey::random()
+    } else {
+        LinkKey::new(config.http.link_secret.expose())
+    }
+}
+
 impl Decider {
-    pub fn new(crm: RetailCrm, config: &Config) -> Result<Self, crate::phone::PhoneError> {
+    /// `link_key` signs the recording links of its decisions (the HTTP side checks them
+    /// with the same key: see [`link_key`]).
+    pub fn new(
+        crm: RetailCrm,
+        config: &Config,
+        link_key: LinkKey,
+    ) -> Result<Self, crate::phone::PhoneError> {
         let directory = Directory::new(
             config.employees.extensions.clone(),
             config.employees.senior.clone(),
@@ -68,6 +84,8 @@ impl Decider {
                 create_on: config.matrix.create_on,
                 order_method: config.crm.order_method.clone(),
                 public_url: config.http.public_url.clone(),
+                link_key,
+                link_ttl: config.http.link_ttl,
                 directory,
             }),
             final_groups: Arc::new(config.crm.final_status_groups.clone()),

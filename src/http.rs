@@ -1,31 +1,125 @@
 //! The small HTTP side: `GET /health` for monitoring (each PBX link; the outbox: pending,
-//! in flight, failed, dead, done, delivery latency; the version). Recording links and
-//! Prometheus metrics come here too.
+//! in flight, failed, dead, done, delivery latency; the version), and
+//! `GET /recordings/{call_id}?exp=…&sig=…`, the signed links the CRM gets to listen to a
+//! call (403 for a bad or expired signature, 404 for an unknown call or a missing file;
+//! `Range` requests answered, so a browser can seek). Prometheus metrics come here too.
 
 use std::net::SocketAddr;
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tracing::{debug, warn};
 
+use crate::call::Voicemail;
+use crate::config::PbxConfig;
+use crate::links::{LinkError, LinkKey};
 use crate::pbx::status::PbxStatus;
 use crate::store::Store;
+use crate::time::Timestamp;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub pbx: PbxStatus,
     pub store: Store,
+    /// The PBXs, for the directories their recordings may be served from.
+    pub pbxs: Arc<Vec<PbxConfig>>,
+    pub link_key: LinkKey,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/recordings/{call_id}", get(recording))
         .with_state(state)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LinkQuery {
+    #[serde(default)]
+    exp: String,
+    #[serde(default)]
+    sig: String,
+}
+
+/// Streams a call's recording (or the voicemail its caller left) to whoever holds a
+/// valid link.
+async fn recording(
+    State(state): State<HttpState>,
+    Path(call_id): Path<String>,
+    Query(link): Query<LinkQuery>,
+    request: Request,
+) -> Response {
+    if let Err(e) = state
+        .link_key
+        .verify(&call_id, &link.exp, &link.sig, Timestamp::now())
+    {
+        debug!(%call_id, error = %e, "recording link refused");
+        let text = match e {
+            LinkError::Expired => "this link has expired",
+            LinkError::BadSignature => "this link is not valid",
+        };
+        return (StatusCode::FORBIDDEN, text).into_response();
+    }
+    let not_found = || (StatusCode::NOT_FOUND, "no recording for this call").into_response();
+    let row = match state.store.call(&call_id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return not_found(),
+        Err(e) => {
+            warn!(%call_id, error = %e, "could not read the call for its recording");
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
+        }
+    };
+    let Some(pbx) = state
+        .pbxs
+        .iter()
+        .find(|p| call_id.starts_with(&format!("cb-{}-", p.name)))
+    else {
+        return not_found();
+    };
+    let named = row.recording.clone().or_else(|| {
+        row.voicemail
+            .as_deref()
+            .and_then(|v| serde_json::from_str::<Voicemail>(v).ok())
+            .and_then(|v| v.message)
+    });
+    let Some(named) = named else {
+        return not_found();
+    };
+    let allowed = vec![pbx.recordings_dir.clone(), pbx.voicemail_dir.clone()];
+    let file = tokio::task::spawn_blocking(move || crate::recordings::audio_file(&named, &allowed))
+        .await
+        .ok()
+        .flatten();
+    let Some(file) = file else {
+        debug!(%call_id, "recording named but not on disk here");
+        return not_found();
+    };
+    // tower-http serves the file: Content-Type from its extension, Content-Length,
+    // `Range` (206, 416), `If-Modified-Since`; it streams, never holding the file.
+    match tower_http::services::ServeFile::new(file)
+        .oneshot(request)
+        .await
+    {
+        Ok(response) => response.map(Body::new),
+        Err(e) => {
+            warn!(%call_id, error = %e, "could not read the recording");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not read the recording",
+            )
+                .into_response()
+        }
+    }
 }
 
 /// 200 when every PBX is connected, 503 otherwise; the body says which is not.

@@ -15,6 +15,7 @@ pub mod decider;
 pub mod demo;
 pub mod directory;
 pub mod http;
+pub mod links;
 pub mod load;
 pub mod logging;
 pub mod matrix;

@@ -22,6 +22,7 @@ use crate::call::{CallHeader, CallSummary, Direction, Outcome};
 use crate::config::CreateOn;
 use crate::directory::{Directory, UserId};
 use crate::phone::PhoneNumber;
+use crate::time::Timestamp;
 
 /// What the matrix needs from the configuration.
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub struct MatrixConfig {
     pub order_method: String,
     /// `[http] public_url`: recording links point there.
     pub public_url: String,
+    /// Recording links are signed with this key and valid this long after the call.
+    pub link_key: crate::links::LinkKey,
+    pub link_ttl: std::time::Duration,
     pub directory: Directory,
 }
 
@@ -708,7 +712,18 @@ pub fn recording_link(summary: &CallSummary, config: &MatrixConfig) -> Option<St
             .voicemail
             .as_ref()
             .is_some_and(|v| v.message.is_some());
-    has_audio.then(|| crate::recordings::link(&config.public_url, &summary.header.external_id()))
+    // Valid from the call's end, so that deciding again gives the same link.
+    let expires = Timestamp(
+        summary
+            .ended_at
+            .0
+            .saturating_add(i64::try_from(config.link_ttl.as_micros()).unwrap_or(i64::MAX)),
+    );
+    has_audio.then(|| {
+        config
+            .link_key
+            .link(&config.public_url, &summary.header.external_id(), expires)
+    })
 }
 
 fn history(summary: &CallSummary, phone: &PhoneNumber, record_url: Option<String>) -> CrmAction {

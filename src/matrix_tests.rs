@@ -30,7 +30,23 @@ fn config(create_on: CreateOn) -> MatrixConfig {
         create_on,
         order_method: "phone".into(),
         public_url: "https://cb.example.com".into(),
+        link_key: crate::links::LinkKey::new("matrix-test-key"),
+        link_ttl: std::time::Duration::from_secs(90 * 86_400),
         directory,
+    }
+}
+
+/// A link without its `?exp=…&sig=…` (the signature is tested on its own).
+fn unsigned(link: &str) -> String {
+    match link.split_once("?exp=") {
+        Some((path, rest)) => {
+            let tail = rest.split_once(char::is_whitespace).map(|(_, t)| t);
+            match tail {
+                Some(t) => format!("{path} {t}"),
+                None => path.to_string(),
+            }
+        }
+        None => link.to_string(),
     }
 }
 
@@ -177,7 +193,7 @@ fn describe(actions: &[CrmAction]) -> Vec<String> {
                 h.result,
                 h.phone,
                 h.code,
-                h.record_url.as_deref().unwrap_or("-")
+                h.record_url.as_deref().map(unsigned).unwrap_or("-".into())
             ),
         })
         .collect()
@@ -468,9 +484,40 @@ fn row_6a_voicemail_new_number() {
         _ => None,
     });
     assert_eq!(
-        task.and_then(|t| t.commentary.clone()),
+        task.and_then(|t| t.commentary.as_deref().map(unsigned)),
         Some(format!("Recording: {RECORDING}")),
         "the voicemail's link is in the task"
+    );
+}
+
+#[test]
+fn recording_links_are_signed_and_valid_for_the_ttl_after_the_call() {
+    let s = summary(Direction::Inbound, Outcome::Answered, &["101"]);
+    let link = recording_link(&s, &config(CreateOn::Answer)).expect("a link");
+    let (path, query) = link.split_once('?').expect("signed");
+    assert_eq!(path, RECORDING);
+    let exp = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("exp="))
+        .expect("exp");
+    let sig = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("sig="))
+        .expect("sig");
+    let key = crate::links::LinkKey::new("matrix-test-key");
+    let id = s.header.external_id();
+    assert_eq!(key.verify(&id, exp, sig, s.ended_at), Ok(()));
+    let day_89 = Timestamp(s.ended_at.0 + 89 * 86_400_000_000);
+    assert_eq!(key.verify(&id, exp, sig, day_89), Ok(()));
+    let day_91 = Timestamp(s.ended_at.0 + 91 * 86_400_000_000);
+    assert_eq!(
+        key.verify(&id, exp, sig, day_91),
+        Err(crate::links::LinkError::Expired)
+    );
+    assert_eq!(
+        recording_link(&s, &config(CreateOn::Answer)),
+        Some(link),
+        "deciding again gives the same link"
     );
 }
 

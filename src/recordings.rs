@@ -1,21 +1,52 @@
-//! Recordings and voicemail messages on the PBX's disk: the link the CRM gets for a
-//! call, and finding a file when Asterisk did not name it in an event (a recording made
-//! without MixMonitor's variable, a voicemail left on an Asterisk that does not set
-//! `VM_MESSAGEFILE`). File look-ups run at the edge, after the call ended.
+//! Recordings and voicemail messages on the PBX's disk: the file a recording link
+//! serves (only from the PBX's configured directories), and finding a file when
+//! Asterisk did not name it in an event (a recording made without MixMonitor's
+//! variable, a voicemail left on an Asterisk that does not set `VM_MESSAGEFILE`). File
+//! look-ups run at the edge, after the call ended. The links are made in `links.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::time::Timestamp;
 
-/// The one place the CRM's link to a call's recording is made. The recordings issue
-/// serves it (with a signature); the form stays `{public_url}/recordings/{call_id}`.
-pub fn link(public_url: &str, call_external_id: &str) -> String {
-    format!(
-        "{}/recordings/{}",
-        public_url.trim_end_matches('/'),
-        call_external_id
-    )
+/// Extensions tried for a path named without one (Asterisk's `VM_MESSAGEFILE` is a stem:
+/// `…/INBOX/msg0000`), in the order voicemail.conf formats usually come.
+const AUDIO_EXTENSIONS: &[&str] = &["wav", "WAV", "gsm", "mp3", "ogg", "opus"];
+
+/// The file to serve for a call's recording or voicemail message as the PBX named it,
+/// if it exists inside one of `allowed` (the PBX's recordings and voicemail
+/// directories). The PBX's path is tried as it is, then by its file name in each
+/// allowed directory (a PBX whose spool is mounted elsewhere on this machine). Paths are
+/// resolved (symlinks, `..`) before the check, so nothing outside the directories is
+/// ever served.
+pub fn audio_file(named: &str, allowed: &[PathBuf]) -> Option<PathBuf> {
+    let roots: Vec<PathBuf> = allowed
+        .iter()
+        .filter_map(|d| d.canonicalize().ok())
+        .collect();
+    if roots.is_empty() || named.is_empty() || named.contains('\0') {
+        return None;
+    }
+    let named = Path::new(named);
+    let mut candidates: Vec<PathBuf> = vec![named.to_path_buf()];
+    if let Some(file) = named.file_name() {
+        candidates.extend(allowed.iter().map(|d| d.join(file)));
+    }
+    for base in candidates {
+        let mut tries = vec![base.clone()];
+        if base.extension().is_none() {
+            tries.extend(AUDIO_EXTENSIONS.iter().map(|e| base.with_extension(e)));
+        }
+        for path in tries {
+            let Ok(real) = path.canonicalize() else {
+                continue;
+            };
+            if real.is_file() && roots.iter().any(|root| real.starts_with(root)) {
+                return Some(real);
+            }
+        }
+    }
+    None
 }
 
 /// How many directory entries a look-up reads at most: recording directories of busy
@@ -134,10 +165,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn link_form() {
+    fn audio_files_are_served_only_from_the_pbx_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let monitor = dir.path().join("monitor");
+        let voicemail = dir.path().join("voicemail/default/102/INBOX");
+        std::fs::create_dir_all(&monitor).expect("mkdir");
+        std::fs::create_dir_all(&voicemail).expect("mkdir");
+        std::fs::write(monitor.join("call.wav"), b"RIFF").expect("write");
+        std::fs::write(voicemail.join("msg0000.wav"), b"RIFF").expect("write");
+        std::fs::write(dir.path().join("secret.txt"), b"no").expect("write");
+        let allowed = vec![monitor.clone(), dir.path().join("voicemail")];
+        let real = |p: &Path| p.canonicalize().expect("exists");
+
+        // As the PBX named it; by file name when the PBX's path is another machine's.
+        let path = monitor.join("call.wav");
         assert_eq!(
-            link("http://127.0.0.1:8089/", "cb-office-1.2"),
-            "http://127.0.0.1:8089/recordings/cb-office-1.2"
+            audio_file(path.to_str().unwrap_or(""), &allowed),
+            Some(real(&path))
+        );
+        assert_eq!(
+            audio_file("/var/spool/asterisk/monitor/call.wav", &allowed),
+            Some(real(&path))
+        );
+        // A voicemail stem gets its extension.
+        let stem = voicemail.join("msg0000");
+        assert_eq!(
+            audio_file(stem.to_str().unwrap_or(""), &allowed),
+            Some(real(&voicemail.join("msg0000.wav")))
+        );
+        // Nothing outside: `..`, an absolute path elsewhere, a symlink out, a directory.
+        let outside = format!("{}/../secret.txt", monitor.display());
+        assert_eq!(audio_file(&outside, &allowed), None);
+        assert_eq!(audio_file("/etc/passwd", &allowed), None);
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(dir.path().join("secret.txt"), monitor.join("link.wav"))
+                .expect("symlink");
+            let link = monitor.join("link.wav");
+            assert_eq!(audio_file(link.to_str().unwrap_or(""), &allowed), None);
+        }
+        assert_eq!(audio_file(monitor.to_str().unwrap_or(""), &allowed), None);
+        assert_eq!(audio_file("", &allowed), None);
+        assert_eq!(
+            audio_file("/var/spool/asterisk/monitor/none.wav", &allowed),
+            None
         );
     }
 

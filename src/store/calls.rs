@@ -103,6 +103,19 @@ impl Store {
         })
     }
 
+    /// One call by its id (`cb-<pbx>-<id>`).
+    pub async fn call(&self, call_id: &str) -> Result<Option<CallRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, direction, customer_number, did, stage, employee, outcome, talk_secs, started_at,
+                    rang, talkers, recording, voicemail, reconstructed
+             FROM calls WHERE id = $1",
+        )
+        .bind(call_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(call_row).transpose()
+    }
+
     pub async fn calls(&self) -> Result<Vec<CallRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, direction, customer_number, did, stage, employee, outcome, talk_secs, started_at,
