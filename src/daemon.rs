@@ -51,6 +51,9 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<oneshot::Sender<Running>>,
 ) -> anyhow::Result<()> {
+    if crate::metrics::install().is_none() {
+        warn!("another metrics recorder is installed in this process: /metrics will be empty");
+    }
     let store = Store::open(&config.store.url)
         .await
         .with_context(|| format!("opening the store (store.url = {:?})", config.store.url))?;
@@ -296,6 +299,7 @@ async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker,
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshots = SnapshotSchedule::default();
     let mut clock = PbxClock::default();
+    let mut meters = crate::metrics::PbxMeters::new(&p.pbx.name);
     loop {
         let mut updates = Vec::new();
         let snapshot_due = snapshots.due_in();
@@ -310,6 +314,9 @@ async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker,
                     }
                 }
                 for input in batch {
+                    if let PbxInput::Event(event) = &input {
+                        meters.event(event);
+                    }
                     let pbx_now = clock.now(&tracker);
                     updates.extend(apply(&mut tracker, pbx_now, input));
                     clock.observe(&tracker);
@@ -325,6 +332,12 @@ async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker,
             }
             _ = tokio::time::sleep(snapshot_due.unwrap_or(SWEEP_EVERY)), if snapshot_due.is_some() => {}
         }
+        for update in &updates {
+            if let CallStage::Ended(summary) = &update.stage {
+                meters.call_ended(summary);
+            }
+        }
+        meters.live_calls(tracker.live_calls());
         write(&p, &mut tracker, &mut snapshots, updates).await;
     }
 }

@@ -40,6 +40,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/recordings/{call_id}", get(recording))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -49,6 +50,26 @@ struct LinkQuery {
     exp: String,
     #[serde(default)]
     sig: String,
+}
+
+/// Prometheus text format (see `metrics.rs` for the series).
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let outbox = state.store.outbox_metrics(Timestamp::now()).await.ok();
+    match crate::metrics::render(&state.pbx, outbox.as_ref()) {
+        Some(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are not recorded in this process",
+        )
+            .into_response(),
+    }
 }
 
 /// Streams a call's recording (or the voicemail its caller left) to whoever holds a

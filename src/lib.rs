@@ -19,6 +19,7 @@ pub mod links;
 pub mod load;
 pub mod logging;
 pub mod matrix;
+pub mod metrics;
 pub mod outbox;
 pub mod outbox_cmd;
 pub mod pbx;

@@ -426,7 +426,7 @@ impl RetailCrm {
             .get(&url)
             .header("X-API-KEY", self.api_key.expose())
             .query(query);
-        self.finish(request).await
+        self.finish(path, request).await
     }
 
     /// [`Self::post_form`] for the other modules of the CRM side.
@@ -451,15 +451,23 @@ impl RetailCrm {
             .post(&url)
             .header("X-API-KEY", self.api_key.expose())
             .form(fields);
-        self.finish(request).await
+        self.finish(path, request).await
     }
 
-    async fn finish(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value), CrmError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| CrmError::Transport(transport_text(&e)))?;
+    async fn finish(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, Value), CrmError> {
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                crate::metrics::crm_request(path, None);
+                return Err(CrmError::Transport(transport_text(&e)));
+            }
+        };
         let status = response.status().as_u16();
+        crate::metrics::crm_request(path, Some(status));
         let retry_after = retry_after(response.headers());
         let text = response
             .text()
