@@ -73,6 +73,7 @@ pub async fn run(
             store: store.clone(),
             pbxs: std::sync::Arc::new(config.pbx.clone()),
             link_key: link_key.clone(),
+            crm: crm.clone(),
         },
         http_stop.clone(),
     )
@@ -166,15 +167,22 @@ pub async fn run(
     // with an error instead, so the service manager restarts callbridge, which resumes
     // from the store.
     let mut delivery = Some(delivery);
-    let failed = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        Some(ended) = readers.join_next() => Some(("a PBX connection", ended)),
-        Some(ended) = processors.join_next() => Some(("a PBX call processor", ended)),
-        ended = async { match delivery.as_mut() { Some(d) => d.await, None => std::future::pending().await } } => {
-            delivery = None;
-            Some(("the CRM delivery", ended))
+    crate::service::ready();
+    // The watchdog is kept alive from this loop: if it stops turning, systemd restarts us.
+    let mut watchdog = crate::service::Watchdog::from_env();
+    let failed = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break None,
+            Some(ended) = readers.join_next() => break Some(("a PBX connection", ended)),
+            Some(ended) = processors.join_next() => break Some(("a PBX call processor", ended)),
+            ended = async { match delivery.as_mut() { Some(d) => d.await, None => std::future::pending().await } } => {
+                delivery = None;
+                break Some(("the CRM delivery", ended));
+            }
+            _ = watchdog.tick() => watchdog.keep_alive(),
         }
     };
+    crate::service::stopping();
     let failure = failed.map(|(what, ended)| {
         let why = match ended {
             Ok(()) => "ended".to_string(),

@@ -34,6 +34,8 @@ pub struct HttpState {
     /// The PBXs, for the directories their recordings may be served from.
     pub pbxs: Arc<Vec<PbxConfig>>,
     pub link_key: LinkKey,
+    /// For whether the CRM answers.
+    pub crm: crate::crm::RetailCrm,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -159,6 +161,7 @@ async fn health(State(state): State<HttpState>) -> impl IntoResponse {
         "status": if all_connected { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "pbx": links,
+        "crm": state.crm.reach(),
         "outbox": outbox,
     });
     let code = if all_connected {

@@ -26,6 +26,7 @@ pub mod pbx;
 pub mod phone;
 pub mod recordings;
 pub mod replay;
+pub mod service;
 pub mod sim;
 pub mod store;
 pub mod time;

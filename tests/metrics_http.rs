@@ -91,6 +91,11 @@ async fn metrics_and_health_follow_calls_the_crm_and_the_pbx_link() {
     );
     let (status, _, body) = get(&format!("{base}/health")).await;
     assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(health["crm"]["reachable"], true, "{body}");
+    assert!(health["crm"]["last_answer_at"].is_string(), "{body}");
+    assert_eq!(health["pbx"]["office"]["state"], "connected", "{body}");
+    assert!(health["version"].is_string(), "{body}");
 
     // The PBX goes away: /health says 503, /metrics says disconnected.
     h.pbx.stop();

@@ -36,6 +36,20 @@ pub struct RetailCrm {
     /// Shared by every clone: all workers together stay under the key's limit.
     limit: RateLimiter,
     telephony_limit: RateLimiter,
+    /// How the last request went, for `/health` (shared by every clone).
+    reach: std::sync::Arc<std::sync::Mutex<Reach>>,
+}
+
+/// Whether the CRM answered lately: any HTTP answer counts (a refusal is an answer);
+/// no answer at all (connect error, timeout) does not.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Reach {
+    /// `None` until the first request.
+    pub reachable: Option<bool>,
+    /// When the CRM last answered (ISO 8601, UTC).
+    pub last_answer_at: Option<String>,
+    /// The last request that got no answer, and why.
+    pub last_error: Option<String>,
 }
 
 const TELEPHONY: &str = "/api/v5/telephony/";
@@ -55,7 +69,30 @@ impl RetailCrm {
             site: config.site.clone(),
             limit: RateLimiter::new(config.rate_limit_per_sec),
             telephony_limit: RateLimiter::new(config.telephony_rate_limit_per_sec),
+            reach: Default::default(),
         })
+    }
+
+    /// Whether the CRM answered its last request (for `/health`).
+    pub fn reach(&self) -> Reach {
+        self.reach
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn answered(&self, error: Option<String>) {
+        let mut reach = self.reach.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            None => {
+                reach.reachable = Some(true);
+                reach.last_answer_at = Some(chrono::Utc::now().to_rfc3339());
+            }
+            Some(e) => {
+                reach.reachable = Some(false);
+                reach.last_error = Some(e);
+            }
+        }
     }
 
     /// Sends one action; `Ok` only when the CRM confirmed it. `in_doubt`: an earlier
@@ -463,11 +500,14 @@ impl RetailCrm {
             Ok(response) => response,
             Err(e) => {
                 crate::metrics::crm_request(path, None);
-                return Err(CrmError::Transport(transport_text(&e)));
+                let text = transport_text(&e);
+                self.answered(Some(text.clone()));
+                return Err(CrmError::Transport(text));
             }
         };
         let status = response.status().as_u16();
         crate::metrics::crm_request(path, Some(status));
+        self.answered(None);
         let retry_after = retry_after(response.headers());
         let text = response
             .text()

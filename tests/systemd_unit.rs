@@ -1,0 +1,155 @@
+//! The systemd side: `systemd/callbridge.service` passes `systemd-analyze verify` and
+//! scores "OK" or better in `systemd-analyze security`; the real binary tells the
+//! service manager `READY=1`, keeps the watchdog alive and says `STOPPING=1` on SIGTERM,
+//! over a real `NOTIFY_SOCKET`.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use callbridge::sim::ami::AmiSim;
+use callbridge::sim::retailcrm::RetailCrmSim;
+
+/// The unit with its commands pointing at the binary under test.
+fn unit_under_test(dir: &std::path::Path) -> PathBuf {
+    let unit = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/callbridge.service"),
+    )
+    .expect("systemd/callbridge.service");
+    assert!(unit.contains("ExecStart=/usr/local/bin/callbridge run --config "));
+    let path = dir.join("callbridge.service");
+    std::fs::write(
+        &path,
+        unit.replace(
+            "/usr/local/bin/callbridge",
+            env!("CARGO_BIN_EXE_callbridge"),
+        ),
+    )
+    .expect("write unit");
+    path
+}
+
+fn systemd_analyze() -> bool {
+    // .ci/run installs Debian's systemd when the machine lacks it.
+    let found = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        eprintln!("systemd-analyze is not installed: the unit is not checked here (apt-get install systemd)");
+    }
+    found
+}
+
+#[test]
+fn the_unit_verifies_and_its_sandbox_scores_ok() {
+    if !systemd_analyze() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = unit_under_test(dir.path());
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze verify");
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "verify failed: {stderr}");
+    assert!(
+        !stderr.contains("callbridge.service"),
+        "warnings about the unit: {stderr}"
+    );
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze security");
+    let text = String::from_utf8_lossy(&security.stdout);
+    let overall = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no score in: {text}"));
+    let score: f64 = overall
+        .split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable score: {overall}"));
+    assert!(
+        ["PERFECT", "SAFE", "OK"]
+            .iter()
+            .any(|w| overall.contains(w))
+            && score < 5.0,
+        "{overall}"
+    );
+    eprintln!("{overall}");
+}
+
+#[test]
+fn the_daemon_notifies_ready_keeps_the_watchdog_alive_and_says_stopping() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (pbx, crm) = rt.block_on(async {
+        (
+            AmiSim::start(common::ami_options()).await.expect("AMI sim"),
+            RetailCrmSim::start(common::crm_options())
+                .await
+                .expect("CRM sim"),
+        )
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = common::write_config(dir.path(), &pbx, &crm);
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    // systemd sets WATCHDOG_PID to the service's pid: a shell exports its own and
+    // `exec`s the daemon, which keeps that pid.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" run --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_callbridge"))
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut seen: Vec<String> = Vec::new();
+    // Waits until `what` was received `times` times in all.
+    let mut wait_for = |what: &str, times: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let count =
+            |seen: &Vec<String>| seen.iter().filter(|m| m.lines().any(|l| l == what)).count();
+        while count(&seen) < times {
+            assert!(
+                Instant::now() < deadline,
+                "{what} not {times} times in {seen:?}"
+            );
+            let mut buf = [0u8; 1024];
+            if let Ok(n) = socket.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        seen.clone()
+    };
+    let first = wait_for("READY=1", 1);
+    assert!(first[0].starts_with("READY=1"), "ready first: {first:?}");
+    // Half of WATCHDOG_USEC: a keep-alive every 200 ms.
+    wait_for("WATCHDOG=1", 3);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    wait_for("STOPPING=1", 1);
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "clean exit after SIGTERM: {exit:?}");
+    pbx.stop();
+    crm.shutdown();
+}
