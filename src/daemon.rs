@@ -51,6 +51,19 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<oneshot::Sender<Running>>,
 ) -> anyhow::Result<()> {
+    let (_no_reloads, reloads) = mpsc::channel(1);
+    run_reloadable(config, shutdown, ready, reloads).await
+}
+
+/// [`run`], also taking reloaded configurations (SIGHUP): their employees map and matrix
+/// options apply from the next decision on, without touching the PBX connections.
+/// Everything else in a reloaded file waits for a restart.
+pub async fn run_reloadable(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: Option<oneshot::Sender<Running>>,
+    mut reloads: mpsc::Receiver<Config>,
+) -> anyhow::Result<()> {
     if crate::metrics::install().is_none() {
         warn!("another metrics recorder is installed in this process: /metrics will be empty");
     }
@@ -107,7 +120,7 @@ pub async fn run(
                     config.crm.concurrency as f64 / config.crm.rate_limit_per_sec,
                 )
                 + Duration::from_secs(10),
-            decider: Some(decider),
+            decider: Some(decider.clone()),
             ..DeliveryOptions::default()
         },
         delivery_stop.clone(),
@@ -180,6 +193,14 @@ pub async fn run(
                 break Some(("the CRM delivery", ended));
             }
             _ = watchdog.tick() => watchdog.keep_alive(),
+            Some(new) = reloads.recv() => {
+                crate::service::reloading();
+                decider.reconfigure(&new).await;
+                info!(extensions = new.employees.extensions.len(), seniors = new.employees.senior.len(),
+                      create_on = ?new.matrix.create_on,
+                      "configuration reloaded: employees map and matrix options (the rest applies at the next restart)");
+                crate::service::ready();
+            }
         }
     };
     crate::service::stopping();

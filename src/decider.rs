@@ -48,7 +48,8 @@ const RETRY_READ: Duration = Duration::from_secs(30);
 pub struct Decider {
     crm: RetailCrm,
     normalizer: PhoneNormalizer,
-    config: Arc<MatrixConfig>,
+    /// Replaced whole on a reload (SIGHUP); a decision reads the one current then.
+    config: Arc<std::sync::RwLock<Arc<MatrixConfig>>>,
     final_groups: Arc<Vec<String>>,
     module_code: Option<String>,
     refresh: Duration,
@@ -80,14 +81,14 @@ impl Decider {
         Ok(Decider {
             crm,
             normalizer: PhoneNormalizer::new(&config.crm.default_region)?,
-            config: Arc::new(MatrixConfig {
+            config: Arc::new(std::sync::RwLock::new(Arc::new(MatrixConfig {
                 create_on: config.matrix.create_on,
                 order_method: config.crm.order_method.clone(),
                 public_url: config.http.public_url.clone(),
                 link_key,
                 link_ttl: config.http.link_ttl,
                 directory,
-            }),
+            }))),
             final_groups: Arc::new(config.crm.final_status_groups.clone()),
             module_code: config.crm.module_code.clone(),
             refresh: config.crm.directory_refresh,
@@ -241,11 +242,42 @@ impl Decider {
         Ok(groups)
     }
 
+    /// The configuration as loaded (or last reloaded), before the CRM's directory.
+    fn base(&self) -> Arc<MatrixConfig> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Takes a reloaded configuration's employees map and matrix options (the links'
+    /// address, key and lifetime stay: the HTTP side serves with them). The CRM's
+    /// managers and codes are read again at the next decision.
+    pub async fn reconfigure(&self, config: &Config) {
+        let old = self.base();
+        let next = MatrixConfig {
+            create_on: config.matrix.create_on,
+            order_method: config.crm.order_method.clone(),
+            directory: Directory::new(
+                config.employees.extensions.clone(),
+                config.employees.senior.clone(),
+            ),
+            ..(*old).clone()
+        };
+        match self.config.write() {
+            Ok(mut c) => *c = Arc::new(next),
+            Err(p) => *p.into_inner() = Arc::new(next),
+        }
+        let mut cached = self.cached.lock().await;
+        cached.read_at = None;
+        cached.directory = None;
+    }
+
     /// The matrix configuration with the directory as last read from the CRM.
     async fn current_config(&self) -> Result<MatrixConfig, DecideError> {
         self.refresh_if_stale().await;
         let cached = self.cached.lock().await;
-        let mut config = (*self.config).clone();
+        let mut config = (*self.base()).clone();
         if let Some(directory) = &cached.directory {
             config.directory = directory.clone();
         }
@@ -260,7 +292,7 @@ impl Decider {
         if cached.read_at.is_some_and(|t| t.elapsed() < self.refresh) {
             return;
         }
-        let mut directory = self.config.directory.clone();
+        let mut directory = self.base().directory.clone();
         let mut complete = true;
         match self.crm.active_managers().await {
             Ok(managers) => directory.sync_managers(managers),

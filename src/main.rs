@@ -223,9 +223,46 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         info!("signal received; shutting down");
         signals.cancel();
     });
-    callbridge::daemon::run(cfg, shutdown, None)
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(reload_on_sighup(path, reload_tx));
+    callbridge::daemon::run_reloadable(cfg, shutdown, None, reloads)
         .await
         .context("callbridge stopped with an error")
+}
+
+/// SIGHUP (`systemctl reload`): reads the configuration file again; a valid one goes to
+/// the daemon, an invalid one is logged key by key and the running configuration stays.
+async fn reload_on_sighup(path: PathBuf, reloads: tokio::sync::mpsc::Sender<config::Config>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reloading the configuration needs a restart");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            info!(config = %path.display(), "SIGHUP: reading the configuration again");
+            match config::load(&path) {
+                Ok(cfg) => {
+                    for w in &cfg.warnings {
+                        tracing::warn!("config: {w}");
+                    }
+                    if reloads.send(cfg).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    for line in e.to_string().lines() {
+                        tracing::error!("configuration not reloaded: {line}");
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, reloads);
+    }
 }
 
 /// SIGTERM (systemd stop) or SIGINT (Ctrl-C).

@@ -1,7 +1,8 @@
 //! Talking to systemd (`Type=notify`): `READY=1` once the store is migrated, the HTTP
 //! side listens and the PBX connections are started; `WATCHDOG=1` from the daemon's
 //! supervising loop at half the unit's `WatchdogSec` (a loop that stops turning gets
-//! the service restarted); `STOPPING=1` at shutdown. Outside systemd (no
+//! the service restarted); `RELOADING=1` … `READY=1` around a reload; `STOPPING=1` at
+//! shutdown. Outside systemd (no
 //! `NOTIFY_SOCKET`) every call does nothing.
 
 use std::time::Duration;
@@ -18,6 +19,15 @@ fn notify(state: &[NotifyState]) {
 /// Start-up is done.
 pub fn ready() {
     notify(&[NotifyState::Ready, NotifyState::Status("following calls")]);
+}
+
+/// A reload (SIGHUP) has begun; `ready` ends it. systemd 253+ wants the monotonic time
+/// with it.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
 }
 
 /// Shutdown has begun.

@@ -153,3 +153,109 @@ fn the_daemon_notifies_ready_keeps_the_watchdog_alive_and_says_stopping() {
     pbx.stop();
     crm.shutdown();
 }
+
+#[test]
+fn sighup_reloads_the_employees_map_without_dropping_the_pbx() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (pbx, crm) = rt.block_on(async {
+        (
+            AmiSim::start(common::ami_options()).await.expect("AMI sim"),
+            RetailCrmSim::start(common::crm_options())
+                .await
+                .expect("CRM sim"),
+        )
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = common::write_config(dir.path(), &pbx, &crm);
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut seen: Vec<String> = Vec::new();
+    let mut wait_for = |what: &str, times: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let count =
+            |seen: &Vec<String>| seen.iter().filter(|m| m.lines().any(|l| l == what)).count();
+        while count(&seen) < times {
+            assert!(
+                Instant::now() < deadline,
+                "{what} not {times} times in {seen:?}"
+            );
+            let mut buf = [0u8; 1024];
+            if let Ok(n) = socket.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    };
+    wait_for("READY=1", 1);
+    assert!(rt.block_on(pbx.wait_for_logins(1, Duration::from_secs(10))));
+    // A new client answered on 101 (Anna, user 3): the customer is Anna's.
+    let call = |replica: u32, number: &str| {
+        common::fixture("iax2/inbound_answered")
+            .replica(replica)
+            .with_value("9161234567", number)
+    };
+    let manager_of = |number: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let state = crm.state();
+            if let Some(c) = state
+                .customers
+                .iter()
+                .find(|c| c.phones.iter().any(|p| p.number.contains(number)))
+            {
+                return c.manager_id;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no customer {number}: {state:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    rt.block_on(pbx.play(&call(1, "9161230091"), 20.0));
+    assert_eq!(manager_of("9161230091"), Some(3));
+
+    // 101 now belongs to Boris (user 4); an invalid edit first is refused and logged.
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("\"101\" = 3", "\"101\" = \"four\"")).expect("edit");
+    let hup = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    hup(child.id());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "still running after a bad reload"
+    );
+    std::fs::write(&config, text.replace("\"101\" = 3", "\"101\" = 4")).expect("edit");
+    hup(child.id());
+    wait_for("RELOADING=1", 1);
+    wait_for("READY=1", 2);
+    rt.block_on(pbx.play(&call(2, "9161230092"), 20.0));
+    assert_eq!(manager_of("9161230092"), Some(4), "the reloaded map");
+    assert_eq!(pbx.logins(), 1, "the PBX connection stayed up");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(child.wait().expect("wait").success());
+    pbx.stop();
+    crm.shutdown();
+}
