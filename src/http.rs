@@ -102,10 +102,13 @@ async fn recording(
             return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
         }
     };
+    // Call ids are `cb-<pbx>-<id>`; of names that are prefixes of one another
+    // ("office", "office-2") the longest that fits is the call's PBX.
     let Some(pbx) = state
         .pbxs
         .iter()
-        .find(|p| call_id.starts_with(&format!("cb-{}-", p.name)))
+        .filter(|p| call_id.starts_with(&format!("cb-{}-", p.name)))
+        .max_by_key(|p| p.name.len())
     else {
         return not_found();
     };
