@@ -88,6 +88,48 @@ fn the_unit_verifies_and_its_sandbox_scores_ok() {
     eprintln!("{overall}");
 }
 
+/// A `NOTIFY_SOCKET` as systemd listens on it: what the daemon tells the service manager.
+struct NotifySocket {
+    path: PathBuf,
+    socket: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &std::path::Path) -> Self {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        NotifySocket {
+            path,
+            socket,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until `what` was received `times` times in all; returns every message so far.
+    fn wait_for(&mut self, what: &str, times: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let count =
+            |seen: &Vec<String>| seen.iter().filter(|m| m.lines().any(|l| l == what)).count();
+        while count(&self.seen) < times {
+            assert!(
+                Instant::now() < deadline,
+                "{what} not {times} times in {:?}",
+                self.seen
+            );
+            let mut buf = [0u8; 1024];
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        self.seen.clone()
+    }
+}
+
 #[test]
 fn the_daemon_notifies_ready_keeps_the_watchdog_alive_and_says_stopping() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -101,11 +143,7 @@ fn the_daemon_notifies_ready_keeps_the_watchdog_alive_and_says_stopping() {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let config = common::write_config(dir.path(), &pbx, &crm);
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
+    let mut notify = NotifySocket::bind(dir.path());
     // systemd sets WATCHDOG_PID to the service's pid: a shell exports its own and
     // `exec`s the daemon, which keeps that pid.
     let mut child = Command::new("sh")
@@ -113,41 +151,23 @@ fn the_daemon_notifies_ready_keeps_the_watchdog_alive_and_says_stopping() {
         .arg("WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" run --config \"$1\"")
         .arg(env!("CARGO_BIN_EXE_callbridge"))
         .arg(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
+        .env("NOTIFY_SOCKET", &notify.path)
         .env("WATCHDOG_USEC", "400000")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let mut seen: Vec<String> = Vec::new();
-    // Waits until `what` was received `times` times in all.
-    let mut wait_for = |what: &str, times: usize| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let count =
-            |seen: &Vec<String>| seen.iter().filter(|m| m.lines().any(|l| l == what)).count();
-        while count(&seen) < times {
-            assert!(
-                Instant::now() < deadline,
-                "{what} not {times} times in {seen:?}"
-            );
-            let mut buf = [0u8; 1024];
-            if let Ok(n) = socket.recv(&mut buf) {
-                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-        seen.clone()
-    };
-    let first = wait_for("READY=1", 1);
+    let first = notify.wait_for("READY=1", 1);
     assert!(first[0].starts_with("READY=1"), "ready first: {first:?}");
     // Half of WATCHDOG_USEC: a keep-alive every 200 ms.
-    wait_for("WATCHDOG=1", 3);
+    notify.wait_for("WATCHDOG=1", 3);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
-    wait_for("STOPPING=1", 1);
+    notify.wait_for("STOPPING=1", 1);
     let exit = child.wait().expect("wait");
     assert!(exit.success(), "clean exit after SIGTERM: {exit:?}");
     pbx.stop();
@@ -167,37 +187,17 @@ fn sighup_reloads_the_employees_map_without_dropping_the_pbx() {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let config = common::write_config(dir.path(), &pbx, &crm);
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
+    let mut notify = NotifySocket::bind(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
         .args(["run", "--config"])
         .arg(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
+        .env("NOTIFY_SOCKET", &notify.path)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let mut seen: Vec<String> = Vec::new();
-    let mut wait_for = |what: &str, times: usize| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let count =
-            |seen: &Vec<String>| seen.iter().filter(|m| m.lines().any(|l| l == what)).count();
-        while count(&seen) < times {
-            assert!(
-                Instant::now() < deadline,
-                "{what} not {times} times in {seen:?}"
-            );
-            let mut buf = [0u8; 1024];
-            if let Ok(n) = socket.recv(&mut buf) {
-                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-    };
-    wait_for("READY=1", 1);
+    notify.wait_for("READY=1", 1);
     assert!(rt.block_on(pbx.wait_for_logins(1, Duration::from_secs(10))));
     // A new client answered on 101 (Anna, user 3): the customer is Anna's.
     let call = |replica: u32, number: &str| {
@@ -244,8 +244,8 @@ fn sighup_reloads_the_employees_map_without_dropping_the_pbx() {
     );
     std::fs::write(&config, text.replace("\"101\" = 3", "\"101\" = 4")).expect("edit");
     hup(child.id());
-    wait_for("RELOADING=1", 1);
-    wait_for("READY=1", 2);
+    notify.wait_for("RELOADING=1", 1);
+    notify.wait_for("READY=1", 2);
     rt.block_on(pbx.play(&call(2, "9161230092"), 20.0));
     assert_eq!(manager_of("9161230092"), Some(4), "the reloaded map");
     assert_eq!(pbx.logins(), 1, "the PBX connection stayed up");
