@@ -51,6 +51,9 @@ pub const DEFAULT_STALE_CALL_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 /// Recording links stay valid 90 days: long enough for the call's follow-up.
 pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(90 * 86_400);
+/// How long after a call ended a recording that is not (completely) on disk yet is
+/// waited for: MixMonitor closing its file, a post-processing step converting it.
+pub const DEFAULT_RECORDING_WAIT: Duration = Duration::from_secs(120);
 pub const DEFAULT_CRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// retailCRM's published limit per API key: 10 requests/s, 40/s for `/telephony*`
 /// (the official Go client's `rate.go`; see docs/retailcrm.md).
@@ -136,6 +139,9 @@ pub struct HttpConfig {
     pub link_secret: Secret,
     /// How long a recording link the CRM gets stays valid (`[http] link_ttl`).
     pub link_ttl: Duration,
+    /// How long after a call's end a link whose file is not written yet waits for it
+    /// (`[http] recording_wait`): the link answers once the file is there.
+    pub recording_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -1123,6 +1129,17 @@ fn read_http(ck: &mut Checker<'_>, f: Field<'_>) -> HttpConfig {
         }
     };
     let link_ttl = ck.duration(&t.field("link_ttl"), DEFAULT_LINK_TTL, false);
+    let recording_wait = ck.duration(&t.field("recording_wait"), DEFAULT_RECORDING_WAIT, true);
+    // Transcoding is not built: say so rather than serve another format than asked.
+    let f = t.field("recording_format");
+    if let Some(format) = ck.string(&f) {
+        if format != "original" {
+            ck.problem(
+                &f.key,
+                format!("{format:?} is not supported: recordings are served as the PBX wrote them (set the format in MixMonitor or record_session); remove the key or set \"original\""),
+            );
+        }
+    }
 
     t.finish(ck);
     HttpConfig {
@@ -1130,6 +1147,7 @@ fn read_http(ck: &mut Checker<'_>, f: Field<'_>) -> HttpConfig {
         public_url,
         link_secret,
         link_ttl,
+        recording_wait,
     }
 }
 
@@ -1551,8 +1569,11 @@ impl Config {
         let mut lines = Vec::new();
         lines.push(format!("store: {}", redact_url_password(&self.store.url)));
         lines.push(format!(
-            "http: listening on {}, reachable by the CRM as {}",
-            self.http.listen, self.http.public_url
+            "http: listening on {}, reachable by the CRM as {}; recording links valid {}, a recording not on disk yet waited for {} after the call",
+            self.http.listen,
+            self.http.public_url,
+            humantime::format_duration(self.http.link_ttl),
+            humantime::format_duration(self.http.recording_wait)
         ));
         for pbx in &self.pbx {
             let login = match pbx.kind {
@@ -1883,6 +1904,28 @@ shutdown_grace = "0s"
         assert_eq!(cfg.log.level, "callbridge=debug,info");
         assert_eq!(cfg.log.format, LogFormat::Json);
         assert_eq!(cfg.daemon.shutdown_grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn recording_keys_have_defaults_and_transcoding_is_refused_by_name() {
+        let cfg = from_toml_str(&minimal_with("")).unwrap();
+        assert_eq!(cfg.http.recording_wait, DEFAULT_RECORDING_WAIT);
+        let cfg = from_toml_str(&minimal_with(
+            "[http]\nrecording_wait = \"0s\"\nrecording_format = \"original\"",
+        ))
+        .unwrap();
+        assert_eq!(cfg.http.recording_wait, Duration::ZERO);
+        let e = errors(&minimal_with("[http]\nrecording_format = \"mp3\""));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("http.recording_format: \"mp3\" is not supported"),
+            "{e:?}"
+        );
+        let e = errors(&minimal_with("[http]\nrecording_wait = \"soon\""));
+        assert!(
+            e[0].starts_with("http.recording_wait: expected a duration"),
+            "{e:?}"
+        );
     }
 
     #[test]

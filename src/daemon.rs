@@ -86,6 +86,7 @@ pub async fn run_reloadable(
             store: store.clone(),
             pbxs: std::sync::Arc::new(config.pbx.clone()),
             link_key: link_key.clone(),
+            recording_wait: config.http.recording_wait,
             crm: crm.clone(),
         },
         http_stop.clone(),

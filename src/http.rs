@@ -2,7 +2,8 @@
 //! in flight, failed, dead, done, delivery latency; the version), and
 //! `GET /recordings/{call_id}?exp=…&sig=…`, the signed links the CRM gets to listen to a
 //! call (403 for a bad or expired signature, 404 for an unknown call or a missing file;
-//! `Range` requests answered, so a browser can seek). Prometheus metrics come here too.
+//! `Range` requests answered, so a browser can seek; a recording still being written
+//! right after the call is waited for, then 503 with `Retry-After`). Prometheus metrics come here too.
 
 use std::net::SocketAddr;
 
@@ -27,6 +28,13 @@ use crate::pbx::status::PbxStatus;
 use crate::store::Store;
 use crate::time::Timestamp;
 
+/// How long an opened link is held while its recording is being written before the
+/// answer is 503 with `Retry-After`: players give up on requests that hang much longer.
+const HOLD_OPEN_LINK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often a held link looks for its file.
+const POLL_FOR_FILE: std::time::Duration = std::time::Duration::from_millis(200);
+
 #[derive(Clone)]
 pub struct HttpState {
     pub pbx: PbxStatus,
@@ -34,6 +42,8 @@ pub struct HttpState {
     /// The PBXs, for the directories their recordings may be served from.
     pub pbxs: Arc<Vec<PbxConfig>>,
     pub link_key: LinkKey,
+    /// How long after a call's end its recording is waited for (`[http] recording_wait`).
+    pub recording_wait: std::time::Duration,
     /// For whether the CRM answers.
     pub crm: crate::crm::RetailCrm,
 }
@@ -122,13 +132,43 @@ async fn recording(
         return not_found();
     };
     let allowed = vec![pbx.recordings_dir.clone(), pbx.voicemail_dir.clone()];
-    let file = tokio::task::spawn_blocking(move || crate::recordings::audio_file(&named, &allowed))
+    // Until `recording_wait` after the call's end, a file not written yet (or still
+    // growing) is waited for: MixMonitor closes its file after the hang-up, a
+    // post-processing step may convert it later.
+    let window_ends = row
+        .updated_at
+        .saturating_add(i64::try_from(state.recording_wait.as_micros()).unwrap_or(i64::MAX));
+    let held = std::time::Instant::now();
+    let file = loop {
+        let (named, allowed) = (named.clone(), allowed.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            crate::recordings::audio_file(&named, &allowed).map(|f| {
+                let growing = crate::recordings::still_written(&f, std::time::SystemTime::now());
+                (f, growing)
+            })
+        })
         .await
         .ok()
         .flatten();
-    let Some(file) = file else {
-        debug!(%call_id, "recording named but not on disk here");
-        return not_found();
+        let waiting = Timestamp::now().0 < window_ends;
+        match found {
+            Some((file, growing)) if !(growing && waiting) => break file,
+            None if !waiting => {
+                debug!(%call_id, "recording named but not on disk here");
+                return not_found();
+            }
+            _ => {}
+        }
+        if held.elapsed() >= HOLD_OPEN_LINK {
+            debug!(%call_id, "recording not written yet; the client is asked to come back");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, "5")],
+                "the recording is still being written; try again in a few seconds",
+            )
+                .into_response();
+        }
+        tokio::time::sleep(POLL_FOR_FILE).await;
     };
     // tower-http serves the file: Content-Type from its extension, Content-Length,
     // `Range` (206, 416), `If-Modified-Since`; it streams, never holding the file.

@@ -16,9 +16,11 @@ const AUDIO_EXTENSIONS: &[&str] = &["wav", "WAV", "gsm", "mp3", "ogg", "opus"];
 /// The file to serve for a call's recording or voicemail message as the PBX named it,
 /// if it exists inside one of `allowed` (the PBX's recordings and voicemail
 /// directories). The PBX's path is tried as it is, then by its file name in each
-/// allowed directory (a PBX whose spool is mounted elsewhere on this machine). Paths are
-/// resolved (symlinks, `..`) before the check, so nothing outside the directories is
-/// ever served.
+/// allowed directory (a PBX whose spool is mounted elsewhere on this machine). A name
+/// without an extension (a voicemail stem), or one whose file is gone, is tried with the
+/// usual audio extensions: a MixMonitor post-processing command that turns `…wav` into
+/// `…mp3` leaves only the latter. Paths are resolved (symlinks, `..`) before the check,
+/// so nothing outside the directories is ever served.
 pub fn audio_file(named: &str, allowed: &[PathBuf]) -> Option<PathBuf> {
     let roots: Vec<PathBuf> = allowed
         .iter()
@@ -34,9 +36,7 @@ pub fn audio_file(named: &str, allowed: &[PathBuf]) -> Option<PathBuf> {
     }
     for base in candidates {
         let mut tries = vec![base.clone()];
-        if base.extension().is_none() {
-            tries.extend(AUDIO_EXTENSIONS.iter().map(|e| base.with_extension(e)));
-        }
+        tries.extend(AUDIO_EXTENSIONS.iter().map(|e| base.with_extension(e)));
         for path in tries {
             let Ok(real) = path.canonicalize() else {
                 continue;
@@ -47,6 +47,18 @@ pub fn audio_file(named: &str, allowed: &[PathBuf]) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// A file written to less than this long ago may still be growing: MixMonitor closes
+/// (and fixes the WAV header of) its file only after the call's channels hung up.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// Whether `path` was written to within [`SETTLE`] of `now` (an unreadable time counts
+/// as settled: nothing better can be known).
+pub fn still_written(path: &Path, now: SystemTime) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|modified| modified + SETTLE > now)
 }
 
 /// How many directory entries a look-up reads at most: recording directories of busy
@@ -210,6 +222,27 @@ mod tests {
             audio_file("/var/spool/asterisk/monitor/none.wav", &allowed),
             None
         );
+        // Converted after the call (MixMonitor's post-processing): the named .wav is
+        // gone, the .mp3 beside it is the recording.
+        std::fs::write(monitor.join("converted.mp3"), b"ID3").expect("write");
+        assert_eq!(
+            audio_file("/var/spool/asterisk/monitor/converted.wav", &allowed),
+            Some(real(&monitor.join("converted.mp3")))
+        );
+    }
+
+    #[test]
+    fn a_file_just_written_may_still_be_growing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("call.wav");
+        std::fs::write(&path, b"RIFF").expect("write");
+        let now = SystemTime::now();
+        assert!(still_written(&path, now));
+        assert!(!still_written(
+            &path,
+            now + SETTLE + Duration::from_millis(10)
+        ));
+        assert!(!still_written(&dir.path().join("none.wav"), now));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Recording links from the real HTTP server: a recorded call's link, as the CRM got it
 //! in the call history, streams the file's bytes; `Range` works (browsers seek in
 //! audio); a tampered or expired link gets 403, a link to an unknown call 404, and
-//! nothing outside the PBX's directories is ever served.
+//! nothing outside the PBX's directories is ever served. A link opened while the
+//! recording is still being written (MixMonitor closes its file after the hang-up, a
+//! post-processing step converts it) waits for the file.
 
 mod common;
 
@@ -132,5 +134,92 @@ async fn a_recorded_calls_link_streams_the_file_and_refuses_everything_else() {
         );
         assert_ne!(r.bytes().await.unwrap_or_default().as_ref(), b"not audio");
     }
+    h.stop().await;
+}
+
+/// Starts the daemon with `recordings_dir` and `[http] recording_wait`, plays the
+/// recorded call and returns the link the CRM got, as reachable here.
+async fn recorded_call(monitor: &std::path::Path, wait: &str) -> (Harness, String) {
+    let dir = format!("recordings_dir = \"{}\"", monitor.display());
+    let h = Harness::start_custom(common::crm_options(), |toml| {
+        toml.replace("{extra_pbx}", &dir).replace(
+            "link_secret = \"test-link-secret\"",
+            &format!("link_secret = \"test-link-secret\"\nrecording_wait = \"{wait}\""),
+        )
+    })
+    .await;
+    h.play("iax2/recording").await;
+    let state = h
+        .wait_crm("the recorded call in the history", |s| !s.calls.is_empty())
+        .await;
+    let link = state.calls[0].record_url.clone().expect("recordUrl");
+    let (_, path_and_query) = link.split_once("/recordings/").expect("a recordings link");
+    let url = format!("http://{}/recordings/{path_and_query}", h.running.http_addr);
+    (h, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_opened_before_the_recording_is_written_waits_for_it() {
+    let spool = tempfile::tempdir().expect("tempdir");
+    let monitor = spool.path().join("monitor");
+    std::fs::create_dir_all(&monitor).expect("mkdir");
+    // Nothing on disk yet when the call ends: the history still gets its link.
+    let (h, url) = recorded_call(&monitor, "5m").await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+
+    // Opened now; the file appears a second later, converted to mp3 by a
+    // post-processing step (the .wav MixMonitor named is gone).
+    let opened = std::time::Instant::now();
+    let get = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(&url).send().await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mp3 = RECORDING.replace(".wav", ".mp3");
+    std::fs::write(monitor.join(&mp3), audio()).expect("write recording");
+    let response = get.await.expect("join").expect("GET");
+    assert_eq!(response.status(), 200);
+    assert!(
+        opened.elapsed() >= Duration::from_secs(1),
+        "answered only once the file was there"
+    );
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("audio/mpeg")
+    );
+    assert_eq!(response.bytes().await.expect("body").to_vec(), audio());
+
+    // A recording that does not come within the time a player waits: come back later.
+    std::fs::remove_file(monitor.join(&mp3)).expect("rm");
+    let r = client.get(&url).send().await.expect("GET");
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_still_missing_after_the_wait_is_not_found() {
+    let spool = tempfile::tempdir().expect("tempdir");
+    let monitor = spool.path().join("monitor");
+    std::fs::create_dir_all(&monitor).expect("mkdir");
+    let (h, url) = recorded_call(&monitor, "1s").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let client = reqwest::Client::new();
+    let opened = std::time::Instant::now();
+    let r = client.get(&url).send().await.expect("GET");
+    assert_eq!(r.status(), 404);
+    assert!(
+        opened.elapsed() < Duration::from_secs(5),
+        "not held once the wait is over"
+    );
     h.stop().await;
 }

@@ -107,7 +107,7 @@ impl Store {
     pub async fn call(&self, call_id: &str) -> Result<Option<CallRow>, StoreError> {
         let row = sqlx::query(
             "SELECT id, direction, customer_number, did, stage, employee, outcome, talk_secs, started_at,
-                    rang, talkers, recording, voicemail, reconstructed
+                    rang, talkers, recording, voicemail, reconstructed, updated_at
              FROM calls WHERE id = $1",
         )
         .bind(call_id)
@@ -119,7 +119,7 @@ impl Store {
     pub async fn calls(&self) -> Result<Vec<CallRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, direction, customer_number, did, stage, employee, outcome, talk_secs, started_at,
-                    rang, talkers, recording, voicemail, reconstructed
+                    rang, talkers, recording, voicemail, reconstructed, updated_at
              FROM calls ORDER BY started_at, id",
         )
         .fetch_all(&self.pool)
@@ -144,6 +144,7 @@ fn call_row(r: &AnyRow) -> Result<CallRow, StoreError> {
         recording: r.try_get("recording")?,
         voicemail: r.try_get("voicemail")?,
         reconstructed: r.try_get::<i64, _>("reconstructed")? != 0,
+        updated_at: r.try_get("updated_at")?,
     })
 }
 

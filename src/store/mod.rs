@@ -145,6 +145,9 @@ pub struct CallRow {
     pub recording: Option<String>,
     pub voicemail: Option<String>,
     pub reconstructed: bool,
+    /// When this process last wrote the row, by its own clock (for an ended call: about
+    /// when it learned of the end).
+    pub updated_at: i64,
 }
 
 /// One thing to write in a `Store::commit` batch.
