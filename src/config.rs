@@ -1562,6 +1562,17 @@ pub fn redact_url_password(url: &str) -> String {
     }
 }
 
+/// A duration as the configuration would write it: whole days as days (humantime
+/// would say "2months 29days 2h 52m 48s" for 90 days).
+fn human_duration(d: Duration) -> String {
+    const DAY: u64 = 86_400;
+    if d.as_secs() >= DAY && d.as_secs().is_multiple_of(DAY) && d.subsec_nanos() == 0 {
+        format!("{}days", d.as_secs() / DAY)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
 impl Config {
     /// A short human summary for `check-config`; never contains a secret. Warnings are
     /// not included (see [`Config::warnings`]).
@@ -1572,8 +1583,8 @@ impl Config {
             "http: listening on {}, reachable by the CRM as {}; recording links valid {}, a recording not on disk yet waited for {} after the call",
             self.http.listen,
             self.http.public_url,
-            humantime::format_duration(self.http.link_ttl),
-            humantime::format_duration(self.http.recording_wait)
+            human_duration(self.http.link_ttl),
+            human_duration(self.http.recording_wait)
         ));
         for pbx in &self.pbx {
             let login = match pbx.kind {

@@ -1,8 +1,14 @@
 //! The daemon: wires the edges to the pure middle. For each PBX a client task reads
 //! events and a processor task runs them through the call tracker and the action
 //! rules into the outbox; one delivery worker sends the outbox to the CRM; the HTTP
-//! side reports health. Shutdown stops reading first, lets the last events reach the
-//! outbox, then gives requests in flight a grace period, then closes the store.
+//! side reports health.
+//!
+//! Start-up goes config → store → HTTP → CRM caches → PBX connections, so that the first
+//! event read has somewhere to go and the first decision knows the managers. Shutdown
+//! (SIGTERM, a cancelled token) goes the other way: stop reading the PBXs, let the last
+//! events reach the outbox, give CRM requests in flight a grace period (everything else
+//! stays in the outbox for the next start), stop the background tasks and the HTTP
+//! side, close the store.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,6 +18,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::actions::actions_for;
@@ -31,6 +38,10 @@ use crate::recordings;
 use crate::store::Commit;
 use crate::store::Store;
 use crate::time::Timestamp;
+
+/// The longest start-up waits for the CRM's managers and statuses before connecting to
+/// the PBXs.
+const PRIME_AT_MOST: Duration = Duration::from_secs(5);
 
 /// Events buffered between a PBX reader and its processor. When the processor falls
 /// behind (a slow store), the reader waits instead of dropping events.
@@ -95,16 +106,35 @@ pub async fn run_reloadable(
     .with_context(|| format!("listening on http.listen = {}", config.http.listen))?;
     info!(%http_addr, "HTTP side listening (GET /health, GET /recordings/…)");
 
+    // Tasks beside the main ones (start-up reads, the module registration): tracked, so
+    // shutdown ends them and waits for them instead of leaving them mid-request.
+    let background = TaskTracker::new();
+    let background_stop = CancellationToken::new();
     let decider = Decider::new(crm.clone(), &config, link_key).context("crm.default_region")?;
     // Loads the phone-number metadata in the background (decisions wait for it).
-    tokio::spawn(decider.clone().warm_up());
+    background.spawn(decider.clone().warm_up());
+    // The CRM's managers, codes and statuses, read before the PBXs' first event (never
+    // waiting long for a CRM that does not answer: the calls must be read meanwhile).
+    let prime_limit = config.crm.timeout.min(PRIME_AT_MOST);
+    if decider.prime(prime_limit).await {
+        info!("CRM managers, extension codes and order statuses read");
+    } else {
+        warn!(waited = ?prime_limit, "the CRM's managers and statuses could not be read at start-up; calls are followed meanwhile and they are read again at the first decision");
+    }
     if let Some(code) = config.crm.module_code.clone() {
-        tokio::spawn(register_module(
+        let stop = background_stop.clone();
+        let register = register_module(
             crm.clone(),
             code,
             config.http.public_url.clone(),
             config.employees.extensions.clone(),
-        ));
+        );
+        background.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = register => {}
+            }
+        });
     }
     let outbox = Outbox::new(store.clone());
     let delivery_stop = CancellationToken::new();
@@ -225,6 +255,9 @@ pub async fn run_reloadable(
     if let Some(delivery) = delivery {
         let _ = delivery.await;
     }
+    background_stop.cancel();
+    background.close();
+    background.wait().await;
     http_stop.cancel();
     let _ = http_task.await;
     store.close().await;

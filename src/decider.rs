@@ -242,6 +242,16 @@ impl Decider {
         Ok(groups)
     }
 
+    /// Reads the CRM's managers, extension codes and order statuses before the first
+    /// call needs them (at start-up, before the PBX connections), for at most `limit`:
+    /// a CRM that does not answer in time is read again at the first decision, and the
+    /// PBXs are not kept waiting for it. Says whether everything was read.
+    pub async fn prime(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.refresh_if_stale())
+            .await
+            .unwrap_or(false)
+    }
+
     /// The configuration as loaded (or last reloaded), before the CRM's directory.
     fn base(&self) -> Arc<MatrixConfig> {
         match self.config.read() {
@@ -286,11 +296,12 @@ impl Decider {
 
     /// Reads the CRM's managers, extension codes and statuses again when the last read
     /// is older than `directory_refresh`. A failed read keeps what was read before (the
-    /// configuration alone, at first) and is tried again at the next decision.
-    async fn refresh_if_stale(&self) {
+    /// configuration alone, at first) and is tried again at the next decision. Says
+    /// whether the cache is complete.
+    async fn refresh_if_stale(&self) -> bool {
         let mut cached = self.cached.lock().await;
         if cached.read_at.is_some_and(|t| t.elapsed() < self.refresh) {
-            return;
+            return true;
         }
         let mut directory = self.base().directory.clone();
         let mut complete = true;
@@ -337,5 +348,6 @@ impl Decider {
             RETRY_READ.min(self.refresh)
         };
         cached.read_at = Instant::now().checked_sub(self.refresh.saturating_sub(retry_in));
+        complete
     }
 }

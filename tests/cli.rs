@@ -150,6 +150,119 @@ async fn run_delivers_a_call_stops_on_sigterm_and_never_logs_secrets() {
     crm.shutdown();
 }
 
+/// SIGTERM while a CRM request is in flight: callbridge stops reading the PBX, lets the
+/// request finish (within `shutdown_grace`), leaves the call's other records in the
+/// outbox, exits 0; the next start delivers them, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish_and_the_next_start_delivers_the_rest() {
+    use callbridge::sim::retailcrm::Fault;
+    use callbridge::store::Store;
+
+    let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
+    let crm = RetailCrmSim::start(crm_options()).await.expect("CRM sim");
+    // The call's first record (the ringing pop-up) takes the CRM 4 s to answer.
+    crm.inject(
+        Fault::Delay {
+            times: 1,
+            delay: Duration::from_secs(4),
+        }
+        .on_path("/telephony/call/event"),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), &pbx, &crm);
+    let toml = std::fs::read_to_string(&path).expect("read config");
+    std::fs::write(
+        &path,
+        toml.replace("shutdown_grace = \"2s\"", "shutdown_grace = \"15s\"")
+            .replace("timeout = \"2s\"", "timeout = \"10s\""),
+    )
+    .expect("write config");
+    let mut daemon = DaemonProcess::spawn(&path, "info", true);
+    assert!(
+        pbx.wait_for_logins(1, Duration::from_secs(20)).await,
+        "binary logs in"
+    );
+    pbx.play(&fixture("iax2/inbound_answered"), 20.0).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crm.in_flight() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the pop-up never reached the CRM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(crm.state().call_events.is_empty(), "still being answered");
+
+    daemon.terminate();
+    let stopping = Instant::now();
+    let exit = loop {
+        if let Some(s) = daemon.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(15),
+            "stops within shutdown_grace"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let logs = daemon.logs();
+    assert!(exit.success(), "exit status {exit:?}; logs:\n{logs}");
+    assert!(
+        stopping.elapsed() >= Duration::from_secs(2),
+        "waited for the answer; logs:\n{logs}"
+    );
+    let state = crm.state();
+    assert_eq!(
+        state.call_events.len(),
+        1,
+        "the request in flight finished: {:?}",
+        state.call_events
+    );
+    assert!(state.customers.is_empty() && state.calls.is_empty());
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("cb.db").display()))
+        .await
+        .expect("store");
+    let outbox = store
+        .outbox_metrics(callbridge::time::Timestamp::now())
+        .await
+        .expect("metrics");
+    assert!(
+        outbox.pending > 0,
+        "the rest waits in the outbox: {outbox:?}"
+    );
+    assert_eq!(outbox.in_flight, 0, "{outbox:?}");
+    assert_eq!(outbox.dead, 0, "{outbox:?}");
+    store.close().await;
+
+    // The next start delivers the rest, and not the pop-up again.
+    let mut daemon = DaemonProcess::spawn(&path, "info", true);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = crm.state();
+        if !s.calls.is_empty() && !s.customers.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            daemon.terminate();
+            panic!("not delivered after the restart; logs:\n{}", daemon.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.terminate();
+    let logs = daemon.logs();
+    let state = crm.state();
+    assert_eq!(state.customers.len(), 1, "{logs}");
+    assert_eq!(state.calls.len(), 1, "{logs}");
+    let ringing = state
+        .call_events
+        .iter()
+        .filter(|e| e.r#type == "in")
+        .count();
+    assert_eq!(ringing, 1, "the pop-up sent once: {:?}", state.call_events);
+    pbx.stop();
+    crm.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_login_and_crm_key_errors_are_logged_without_secrets() {
     // The PBX expects another secret, and the CRM another key.

@@ -259,3 +259,67 @@ fn sighup_reloads_the_employees_map_without_dropping_the_pbx() {
     pbx.stop();
     crm.shutdown();
 }
+
+/// `install.sh` stages the binary, the unit (pointing at the installed binary) and the
+/// example configuration; a second run keeps the configuration an administrator edited.
+#[test]
+fn install_sh_puts_binary_unit_and_config_in_place_and_keeps_an_edited_config() {
+    let stage = tempfile::tempdir().expect("tempdir");
+    let run = || {
+        Command::new("sh")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("install.sh"))
+            .args(["--binary", env!("CARGO_BIN_EXE_callbridge")])
+            .env("DESTDIR", stage.path())
+            .env("PREFIX", "/opt/callbridge")
+            .output()
+            .expect("run install.sh")
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "install.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = stage.path();
+    let binary = root.join("opt/callbridge/bin/callbridge");
+    let config = root.join("etc/callbridge/callbridge.toml");
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/callbridge.service"))
+        .expect("the unit is installed");
+    assert!(
+        unit.contains(
+            "ExecStart=/opt/callbridge/bin/callbridge run --config /etc/callbridge/callbridge.toml"
+        ),
+        "{unit}"
+    );
+    assert!(unit.contains("ExecStartPre=/opt/callbridge/bin/callbridge check-config"));
+    assert!(!unit.contains("/usr/local/bin"), "{unit}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&config)
+        .expect("config")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640, "the configuration holds secrets");
+
+    // The installed binary accepts the installed example.
+    let check = Command::new(&binary)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run the installed binary");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Upgrading keeps the administrator's configuration.
+    std::fs::write(&config, "# edited\n").expect("edit");
+    let again = run();
+    assert!(again.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&config).expect("config"),
+        "# edited\n"
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("kept"));
+}

@@ -453,6 +453,7 @@ impl RetailCrmSim {
             faults: Mutex::new(VecDeque::new()),
             limiter: Mutex::new(HashMap::new()),
             log: Mutex::new(VecDeque::new()),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             shutdown,
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
@@ -478,6 +479,13 @@ impl RetailCrmSim {
     /// `http://127.0.0.1:PORT`, the account URL to configure (the API is under `/api/v5`).
     pub fn base_url(&self) -> String {
         self.inner.base_url.clone()
+    }
+
+    /// How many requests are being answered right now (received, no answer sent yet).
+    pub fn in_flight(&self) -> usize {
+        self.inner
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A snapshot of everything received and held.
@@ -565,6 +573,8 @@ struct Inner {
     faults: Mutex<VecDeque<FaultEntry>>,
     limiter: Mutex<HashMap<String, KeyBuckets>>,
     log: Mutex<VecDeque<RequestLog>>,
+    /// Requests received and not answered yet.
+    in_flight: std::sync::atomic::AtomicUsize,
     shutdown: watch::Sender<bool>,
 }
 
@@ -575,6 +585,16 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    use std::sync::atomic::Ordering;
+    /// Counts the request out however it ends (a client that hangs up drops this task).
+    struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    sim.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _counted = Counted(&sim.in_flight);
     if let Some(latency) = sim.latency {
         tokio::time::sleep(latency).await;
     }

@@ -313,7 +313,11 @@ impl DaemonProcess {
             .stderr(stderr)
             .spawn()
             .expect("spawn callbridge run");
-        let mut child = child;
+        Self::adopt(child)
+    }
+
+    /// A child started otherwise (its own environment), stderr piped.
+    pub fn adopt(mut child: std::process::Child) -> DaemonProcess {
         let drain = child.stderr.take().map(|mut stderr| {
             std::thread::spawn(move || {
                 use std::io::Read;
