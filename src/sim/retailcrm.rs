@@ -185,6 +185,23 @@ impl SimUser {
     }
 }
 
+/// What an observer (see [`RetailCrmSim::observe`]) hears of, as it is accepted.
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// `POST /telephony/call/event` (a pop-up or its end).
+    CallEvent {
+        arrived: Instant,
+        r#type: String,
+        call_external_id: Option<String>,
+    },
+    /// One call of `POST /telephony/calls/upload` (the call history), not a duplicate.
+    CallUploaded {
+        arrived: Instant,
+        external_id: Option<String>,
+        result: Option<String>,
+    },
+}
+
 /// A failure injected with [`RetailCrmSim::inject`], consumed by the next matching requests
 /// (before authentication, so it hits any request on the path).
 #[derive(Debug, Clone, PartialEq)]
@@ -454,6 +471,7 @@ impl RetailCrmSim {
             limiter: Mutex::new(HashMap::new()),
             log: Mutex::new(VecDeque::new()),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            observer: Mutex::new(None),
             shutdown,
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
@@ -479,6 +497,15 @@ impl RetailCrmSim {
     /// `http://127.0.0.1:PORT`, the account URL to configure (the API is under `/api/v5`).
     pub fn base_url(&self) -> String {
         self.inner.base_url.clone()
+    }
+
+    /// From now on, every accepted pop-up event and uploaded call is also sent here with
+    /// the moment its request arrived (load runs measure latency from it). Replaces an
+    /// earlier observer.
+    pub fn observe(&self) -> tokio::sync::mpsc::UnboundedReceiver<Observed> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *lock(&self.inner.observer) = Some(tx);
+        rx
     }
 
     /// How many requests are being answered right now (received, no answer sent yet).
@@ -575,6 +602,7 @@ struct Inner {
     log: Mutex<VecDeque<RequestLog>>,
     /// Requests received and not answered yet.
     in_flight: std::sync::atomic::AtomicUsize,
+    observer: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Observed>>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -593,12 +621,13 @@ async fn handle(
             self.0.fetch_sub(1, Ordering::SeqCst);
         }
     }
+    let arrived = Instant::now();
     sim.in_flight.fetch_add(1, Ordering::SeqCst);
     let _counted = Counted(&sim.in_flight);
     if let Some(latency) = sim.latency {
         tokio::time::sleep(latency).await;
     }
-    let response = sim.process(&method, &uri, &headers, &body).await;
+    let response = sim.process(&method, &uri, &headers, &body, arrived).await;
     sim.record(&method, uri.path(), response.status().as_u16());
     response
 }
@@ -610,6 +639,7 @@ impl Inner {
         uri: &Uri,
         headers: &HeaderMap,
         body: &[u8],
+        arrived: Instant,
     ) -> Response {
         let path = uri.path();
         match self.take_fault(path) {
@@ -621,7 +651,10 @@ impl Inner {
             Ok(route) => route,
             Err(e) => return error_response(&e),
         };
-        let mut params = Params::default();
+        let mut params = Params {
+            arrived: Some(arrived),
+            ..Params::default()
+        };
         params.add_urlencoded(uri.query().unwrap_or("").as_bytes());
         if *method == Method::POST {
             params.add_urlencoded(body);
@@ -1019,6 +1052,8 @@ fn percent_decode(s: &str) -> String {
 #[derive(Default)]
 struct Params {
     map: HashMap<String, Vec<String>>,
+    /// When the request reached the simulator (before any `latency`), for observers.
+    arrived: Option<Instant>,
 }
 
 impl Params {
@@ -2144,6 +2179,12 @@ impl Inner {
         lock(&self.db)
     }
 
+    fn observe(&self, what: Observed) {
+        if let Some(tx) = lock(&self.observer).as_ref() {
+            let _ = tx.send(what);
+        }
+    }
+
     fn call_event(&self, p: &Params) -> ApiResult {
         let event = parse_event(&p.json_object("event")?)?;
         let mut db = self.db();
@@ -2163,6 +2204,13 @@ impl Inner {
             "notExistCodes": not_exist_codes,
             "notExistUsers": not_exist_users,
         });
+        if let Some(arrived) = p.arrived {
+            self.observe(Observed::CallEvent {
+                arrived,
+                r#type: event.r#type.clone(),
+                call_external_id: event.call_external_id.clone(),
+            });
+        }
         db.call_events.push(event);
         Ok(ok(body))
     }
@@ -2195,6 +2243,13 @@ impl Inner {
                 }
             }
             processed += 1;
+            if let Some(arrived) = p.arrived {
+                self.observe(Observed::CallUploaded {
+                    arrived,
+                    external_id: call.external_id.clone(),
+                    result: call.result.clone(),
+                });
+            }
             db.calls.push(call);
         }
         Ok(ok(json!({
