@@ -82,6 +82,16 @@ impl CrmAction {
         }
     }
 
+    /// Whether it goes ahead of everything else: pop-ups (and the ringing decisions that
+    /// make them) are useless once the manager has picked up.
+    pub fn is_urgent(&self) -> bool {
+        match self {
+            CrmAction::CallEvent(_) => true,
+            CrmAction::Decide(d) => matches!(d.moment, Moment::Ringing { .. }),
+            _ => false,
+        }
+    }
+
     /// The name later actions of the same call use to refer to what this one creates.
     pub fn step(&self) -> Option<String> {
         match self {

@@ -332,7 +332,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// reaches a new stage). A snapshot only spares the resync some work after a crash, so a
 /// little staleness costs nothing, while writing one per event batch would make the
 /// store, not the PBX, set the pace (on PostgreSQL every statement is a round trip).
-const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
 
 /// One PBX's call processing: tracker, action rules, outbox. One span per call.
 async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker, p: Processor) {

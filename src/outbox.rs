@@ -7,6 +7,7 @@
 //! were made, are parked as `dead` with the reason. The guarantees per kind of action are
 //! in docs/delivery.md.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use crate::actions::{CallEventType, CrmAction, EntityRef};
 use crate::call::CallUpdate;
 use crate::crm::{CrmError, Delivered, RetailCrm};
 use crate::decider::{DecideError, Decider};
-use crate::store::{Attempt, AttemptResult, PendingAction, Settled, Store, StoreError};
+use crate::store::{Attempt, AttemptResult, Lane, PendingAction, Settled, Store, StoreError};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone)]
@@ -64,6 +65,9 @@ impl Default for DeliveryOptions {
 pub struct Outbox {
     store: Store,
     wake: Arc<Notify>,
+    /// Set when urgent actions (pop-ups) were stored: the worker claims them on their
+    /// own lane at once, without asking the store when there are none.
+    urgent: Arc<AtomicBool>,
 }
 
 impl Outbox {
@@ -71,7 +75,15 @@ impl Outbox {
         Outbox {
             store,
             wake: Arc::new(Notify::new()),
+            urgent: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    fn wake_for(&self, urgent: bool) {
+        if urgent {
+            self.urgent.store(true, Ordering::Release);
+        }
+        self.wake.notify_one();
     }
 
     pub fn store(&self) -> &Store {
@@ -83,7 +95,14 @@ impl Outbox {
     pub async fn commit(&self, items: &[crate::store::Commit]) -> Result<Vec<i64>, StoreError> {
         let ids = self.store.commit(items).await?;
         if !ids.is_empty() {
-            self.wake.notify_one();
+            let urgent = items.iter().any(|item| match item {
+                crate::store::Commit::Update { actions, .. }
+                | crate::store::Commit::Actions { actions, .. } => {
+                    actions.iter().any(CrmAction::is_urgent)
+                }
+                _ => false,
+            });
+            self.wake_for(urgent);
         }
         Ok(ids)
     }
@@ -97,7 +116,7 @@ impl Outbox {
     ) -> Result<Vec<i64>, StoreError> {
         let ids = self.store.record(update, actions).await?;
         if !ids.is_empty() {
-            self.wake.notify_one();
+            self.wake_for(actions.iter().any(CrmAction::is_urgent));
         }
         Ok(ids)
     }
@@ -110,16 +129,46 @@ impl Outbox {
         info!(%worker, concurrency = options.concurrency, "outbox: delivering");
         self.expire_dead_workers_claims().await;
         let mut in_flight: JoinSet<()> = JoinSet::new();
-        let (results, results_rx) = mpsc::channel::<AttemptResult>(options.concurrency.max(1) * 4);
-        let writer = tokio::spawn(write_results(
-            self.store.clone(),
-            results_rx,
-            self.wake.clone(),
-        ));
+        // Pop-ups have slots of their own: they never wait for a history upload or a
+        // customer lookup of another call to finish.
+        let mut urgent: JoinSet<()> = JoinSet::new();
+        let (results, results_rx) = mpsc::channel::<AttemptResult>(options.concurrency.max(1) * 8);
+        let writer = tokio::spawn(write_results(self.clone(), results_rx));
         let mut next_report = Instant::now() + options.report_every;
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            let urgent_free = options.concurrency.saturating_sub(urgent.len());
+            if urgent_free > 0 && self.urgent.swap(false, Ordering::AcqRel) {
+                let now = Timestamp::now();
+                let lease_until = Timestamp(now.0 + options.lease.as_micros() as i64);
+                match self
+                    .store
+                    .claim_lane(&worker, now, lease_until, urgent_free, Lane::Urgent)
+                    .await
+                {
+                    Ok(claimed) => {
+                        if claimed.len() == urgent_free {
+                            // More may be waiting for a slot.
+                            self.urgent.store(true, Ordering::Release);
+                        }
+                        for pending in claimed {
+                            let (store, crm, opts) =
+                                (self.store.clone(), crm.clone(), options.clone());
+                            let span =
+                                info_span!("call", call_id = %pending.call_id, action = pending.id);
+                            urgent.spawn(
+                                deliver(store, crm, opts, pending, results.clone())
+                                    .instrument(span),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        self.urgent.store(true, Ordering::Release);
+                        warn!(error = %e, "outbox: claiming pop-ups failed; trying again shortly")
+                    }
+                }
             }
             let free = options.concurrency.saturating_sub(in_flight.len());
             let mut claimed_all = false;
@@ -172,23 +221,30 @@ impl Outbox {
                     // and it is delivered again, "in doubt".
                     while in_flight.try_join_next().is_some() {}
                 }
+                Some(_) = urgent.join_next(), if !urgent.is_empty() => {
+                    while urgent.try_join_next().is_some() {}
+                }
                 _ = tokio::time::sleep(nap), if in_flight.len() < options.concurrency => {}
                 _ = shutdown.cancelled() => break,
             }
         }
-        if !in_flight.is_empty() {
-            info!(count = in_flight.len(), grace = ?options.grace, "outbox: waiting for requests in flight");
+        // Pop-ups in flight get the same grace period as the rest.
+        if !in_flight.is_empty() || !urgent.is_empty() {
+            info!(count = in_flight.len() + urgent.len(), grace = ?options.grace, "outbox: waiting for requests in flight");
             let drained = tokio::time::timeout(options.grace, async {
                 while in_flight.join_next().await.is_some() {}
+                while urgent.join_next().await.is_some() {}
             })
             .await;
             if drained.is_err() {
                 warn!(
-                    count = in_flight.len(),
+                    count = in_flight.len() + urgent.len(),
                     "outbox: requests still in flight after the grace period; they stay pending and are retried (in doubt) at the next start"
                 );
                 in_flight.abort_all();
+                urgent.abort_all();
                 while in_flight.join_next().await.is_some() {}
+                while urgent.join_next().await.is_some() {}
             }
         }
         // The last results are written before the store closes.
@@ -343,6 +399,7 @@ async fn deliver(
     let started_at = Timestamp::now();
     let clock = Instant::now();
     let mut spawn = Vec::new();
+    let mut sent_along = Vec::new();
     let result: Result<Delivered, DeliveryError> = match prepare(&store, &mut pending).await {
         Ok(None) => match (&pending.action, &options.decider) {
             (CrmAction::Decide(request), Some(decider)) => {
@@ -357,6 +414,36 @@ async fn deliver(
                                 kinds.join(", ")
                             }
                         );
+                        // The pop-ups a ringing decision makes go out now, from here:
+                        // storing them to claim them again would cost them two store
+                        // round trips while the phone rings. They are stored as done
+                        // with the decision; any that fails is stored pending instead.
+                        if pending.action.is_urgent() {
+                            for action in actions
+                                .iter()
+                                .take_while(|a| matches!(a, CrmAction::CallEvent(_)))
+                            {
+                                let (at, clock) = (Timestamp::now(), Instant::now());
+                                match crm.send(action, false).await {
+                                    Ok(delivered) => {
+                                        if let Some(note) = &delivered.note {
+                                            info!(kind = action.kind(), note = %note, "CRM accepted with a remark");
+                                        }
+                                        sent_along.push(Attempt {
+                                            started_at: at,
+                                            elapsed: clock.elapsed(),
+                                            http_status: (delivered.status != 0)
+                                                .then_some(delivered.status),
+                                            error: None,
+                                        });
+                                    }
+                                    Err(e) => {
+                                        debug!(error = %e, "pop-up not sent with its decision; it is delivered on its own");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
                         spawn = actions;
                         Ok(Delivered {
                             status: 0,
@@ -413,6 +500,7 @@ async fn deliver(
                     note: delivered.note,
                     result: delivered.result,
                     spawn: std::mem::take(&mut spawn),
+                    sent_along: std::mem::take(&mut sent_along),
                 },
             )
         }
@@ -479,11 +567,8 @@ async fn deliver(
 /// Writes delivery results as they come, in batches: one transaction for all that
 /// arrived while the previous one was written. Ends when every sender is gone and the
 /// last results are written.
-async fn write_results(
-    store: Store,
-    mut results: mpsc::Receiver<AttemptResult>,
-    wake: Arc<Notify>,
-) {
+async fn write_results(outbox: Outbox, mut results: mpsc::Receiver<AttemptResult>) {
+    let store = &outbox.store;
     let mut batch = Vec::new();
     while let Some(first) = results.recv().await {
         batch.push(first);
@@ -498,7 +583,16 @@ async fn write_results(
             match store.record_attempts(&batch).await {
                 Ok(()) => {
                     // A decision's actions are due now, and a call's next action may be.
-                    wake.notify_one();
+                    let urgent = batch.iter().any(|r| match &r.settled {
+                        Settled::Done {
+                            spawn, sent_along, ..
+                        } => spawn
+                            .iter()
+                            .skip(sent_along.len())
+                            .any(CrmAction::is_urgent),
+                        _ => false,
+                    });
+                    outbox.wake_for(urgent);
                     break;
                 }
                 Err(e) if delay < Duration::from_secs(5) => {

@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use callbridge::sim::ami::AmiSim;
 use callbridge::sim::retailcrm::{Fault, RetailCrmSim, SimOptions, SimState};
@@ -372,4 +372,46 @@ async fn outbox_load_run_delivers_every_action() {
     .expect("every action delivered, none dead");
     // 40 calls × 3 telephony actions, and 8 new clients × 4 records.
     assert_eq!(report.actions, 40 * 3 + 8 * 4);
+}
+
+/// Pop-ups have delivery slots of their own: with every ordinary slot taken by slow
+/// history uploads of other calls, a new call's pop-up still reaches the CRM at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_popup_never_waits_behind_other_calls_slow_history_uploads() {
+    let h = common::Harness::start_custom(common::crm_options(), |toml| {
+        toml.replace("timeout = \"2s\"", "timeout = \"20s\"\nconcurrency = 2")
+    })
+    .await;
+    // Every history upload takes the CRM 6 s.
+    h.crm.inject(
+        Fault::Delay {
+            times: 10,
+            delay: Duration::from_secs(6),
+        }
+        .on_path("/telephony/calls/upload"),
+    );
+    // Two outbound calls end: their uploads hold both ordinary slots.
+    for n in 1..=2 {
+        h.pbx
+            .play(&fixture("iax2/outbound_answered").replica(n), 50.0)
+            .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while h.crm.in_flight() < 2 {
+        assert!(Instant::now() < deadline, "the uploads never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A new inbound call rings meanwhile.
+    h.play("iax2/inbound_answered").await;
+    let state = h
+        .wait_crm("the new call's pop-up", |s| {
+            s.call_events.iter().any(|e| e.r#type == "in")
+        })
+        .await;
+    assert!(
+        state.calls.is_empty(),
+        "the pop-up came while the uploads were still being answered"
+    );
+    assert!(h.crm.in_flight() >= 2, "the uploads still hold their slots");
+    h.stop().await;
 }

@@ -116,6 +116,9 @@ pub struct LoadReport {
     pub rss_per_live_call_bytes: u64,
     pub crm_latency_ms: f64,
     pub crm_rate_limit: String,
+    /// Requests the CRM answered, by method and path (the simulator keeps the last
+    /// 100,000).
+    pub crm_requests: std::collections::BTreeMap<String, usize>,
     pub mix: Vec<MixShare>,
 }
 
@@ -297,6 +300,12 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         }
     }
     let customers = customers_by_number(&state.customers);
+    let mut crm_requests = std::collections::BTreeMap::new();
+    for r in &state.requests {
+        *crm_requests
+            .entry(format!("{} {}", r.method, r.path))
+            .or_insert(0usize) += 1;
+    }
     let effects = check_effects(&templates, &calls_state, &customers);
     let (peak_live, rss_at_peak) = samples
         .iter()
@@ -339,6 +348,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
             None => "none".into(),
             Some(l) => format!("{}/s, telephony {}/s", l.per_sec, l.telephony_per_sec),
         },
+        crm_requests,
         mix: templates
             .iter()
             .zip(mix_counts)
@@ -821,6 +831,11 @@ impl LoadReport {
         out.push_str(&format!(
             "CRM: answers after {:.0} ms, rate limit {}\n",
             self.crm_latency_ms, self.crm_rate_limit
+        ));
+        let requests: usize = self.crm_requests.values().sum();
+        out.push_str(&format!(
+            "CRM requests: {requests} ({:.1} per call)\n",
+            requests as f64 / self.calls.max(1) as f64
         ));
         out.push_str(&format!(
             "daemon: {:.2} s CPU, RSS peak {:.1} MiB (idle {:.1} MiB), {:.1} KiB per live call\n",

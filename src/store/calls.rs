@@ -186,14 +186,15 @@ pub(super) async fn insert_actions(
             error: e.to_string(),
         })?;
         let row = sqlx::query(
-            "INSERT INTO actions (call_id, kind, payload, step, next_attempt_at, created_at, round_started_at)
-             VALUES ($1, $2, $3, $4, $5, $5, $5) RETURNING id",
+            "INSERT INTO actions (call_id, kind, payload, step, next_attempt_at, created_at, round_started_at, urgent)
+             VALUES ($1, $2, $3, $4, $5, $5, $5, $6) RETURNING id",
         )
         .bind(call_id)
         .bind(action.kind())
         .bind(payload)
         .bind(action.step())
         .bind(now)
+        .bind(i64::from(action.is_urgent()))
         .fetch_one(&mut **tx)
         .await?;
         ids.push(row.try_get::<i64, _>(0)?);

@@ -21,7 +21,7 @@ use crate::actions::CrmAction;
 use crate::call::{CallHeader, CallUpdate};
 use crate::time::Timestamp;
 
-pub use outbox::{ActionFilter, ActionRow, AttemptResult, OutboxMetrics, Settled, StepState};
+pub use outbox::{ActionFilter, ActionRow, AttemptResult, Lane, OutboxMetrics, Settled, StepState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -36,6 +36,15 @@ pub struct ActionRow {
     pub result: Option<String>,
 }
 
+/// Which actions a claim takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Pop-ups and ringing decisions only.
+    Urgent,
+    /// Everything, urgent first.
+    Any,
+}
+
 /// Which actions `outbox list` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionFilter {
@@ -68,7 +77,7 @@ const ACTION_COLUMNS: &str = "id, call_id, kind, state, attempts, last_status, l
 impl Store {
     /// Claims up to `limit` due actions for `worker` until `lease_until`: each the oldest
     /// undelivered action of its call (one call's actions go out in order), none claimed
-    /// by anyone else. Marks an attempt begun on each.
+    /// by anyone else, urgent ones (pop-ups) first. Marks an attempt begun on each.
     pub async fn claim(
         &self,
         worker: &str,
@@ -76,15 +85,32 @@ impl Store {
         lease_until: Timestamp,
         limit: usize,
     ) -> Result<Vec<PendingAction>, StoreError> {
+        self.claim_lane(worker, now, lease_until, limit, Lane::Any)
+            .await
+    }
+
+    /// [`Store::claim`], of one lane only.
+    pub async fn claim_lane(
+        &self,
+        worker: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+        lane: Lane,
+    ) -> Result<Vec<PendingAction>, StoreError> {
+        let only_urgent = match lane {
+            Lane::Urgent => " AND a.urgent = 1",
+            Lane::Any => "",
+        };
         let sql = format!(
             "UPDATE actions SET claimed_by = $1, claimed_until = $2, started = started + 1
              WHERE id IN (
                  SELECT a.id FROM actions a
-                 WHERE a.state = 'pending' AND a.next_attempt_at <= $3
+                 WHERE a.state = 'pending' AND a.next_attempt_at <= $3{only_urgent}
                    AND (a.claimed_until IS NULL OR a.claimed_until < $3)
                    AND NOT EXISTS (SELECT 1 FROM actions b
                                    WHERE b.call_id = a.call_id AND b.state = 'pending' AND b.id < a.id)
-                 ORDER BY a.id LIMIT $4{})
+                 ORDER BY a.urgent DESC, a.id LIMIT $4{})
              RETURNING id, call_id, attempts, started, created_at, round_started_at, payload",
             self.backend.skip_locked()
         );
@@ -226,6 +252,7 @@ impl Store {
                     note,
                     result,
                     spawn,
+                    sent_along,
                 } => {
                     sqlx::query(
                         "UPDATE actions SET state = 'done', attempts = started, last_status = $1, last_error = NULL,
@@ -240,8 +267,44 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                     let mut ids = Vec::new();
-                    super::calls::insert_actions(&mut tx, &action.call_id, spawn, now, &mut ids)
+                    let sent = sent_along.len().min(spawn.len());
+                    super::calls::insert_actions(
+                        &mut tx,
+                        &action.call_id,
+                        &spawn[..sent],
+                        now,
+                        &mut ids,
+                    )
+                    .await?;
+                    for ((id, sent), spawned) in ids.iter().zip(sent_along).zip(spawn) {
+                        sqlx::query(
+                            "UPDATE actions SET state = 'done', attempts = 1, started = 1, done_at = $1,
+                                 last_status = $2, note = 'sent with its decision' WHERE id = $3",
+                        )
+                        .bind(now)
+                        .bind(sent.http_status.map(i64::from))
+                        .bind(*id)
+                        .execute(&mut *tx)
                         .await?;
+                        let delivered = PendingAction {
+                            id: *id,
+                            call_id: action.call_id.clone(),
+                            attempts: 0,
+                            in_doubt: false,
+                            created_at: Timestamp(now),
+                            round_started_at: Timestamp(now),
+                            action: spawned.clone(),
+                        };
+                        log_request(&mut tx, &delivered, sent, true).await?;
+                    }
+                    super::calls::insert_actions(
+                        &mut tx,
+                        &action.call_id,
+                        &spawn[sent..],
+                        now,
+                        &mut ids,
+                    )
+                    .await?;
                 }
                 Settled::Retry { next_attempt_at } => {
                     sqlx::query(
@@ -291,6 +354,7 @@ impl Store {
                 note: note.map(str::to_string),
                 result: result.cloned(),
                 spawn: Vec::new(),
+                sent_along: Vec::new(),
             },
         }])
         .await
@@ -532,6 +596,9 @@ pub enum Settled {
         /// Actions this one decided (a matrix decision): stored for the same call in
         /// the transaction that marks this one done, so a decision is never half made.
         spawn: Vec<CrmAction>,
+        /// The attempts that delivered the first of `spawn` already (pop-ups sent with
+        /// their decision): those are stored as done, with their requests.
+        sent_along: Vec<Attempt>,
     },
     /// Failed for now; due again at `next_attempt_at`.
     Retry { next_attempt_at: Timestamp },
