@@ -60,7 +60,9 @@ pub const DEFAULT_CRM_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CRM_RATE_LIMIT: f64 = 10.0;
 pub const DEFAULT_CRM_TELEPHONY_RATE_LIMIT: f64 = 40.0;
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_CRM_CONCURRENCY: usize = 16;
+/// Requests in flight at most: with a CRM answering in 30 ms, 64 carry ~2,000 requests/s (an
+/// office of ~250 calls/s); under retailCRM's own rate limit the limiter, not this, sets the pace.
+pub const DEFAULT_CRM_CONCURRENCY: usize = 64;
 /// How often the CRM's users, extension codes and statuses are read again.
 pub const DEFAULT_DIRECTORY_REFRESH: Duration = Duration::from_secs(300);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -1871,7 +1873,7 @@ api_key = "crm-key"
         assert_eq!(cfg.crm.rate_limit_per_sec, 10.0);
         assert_eq!(cfg.crm.telephony_rate_limit_per_sec, 40.0);
         assert_eq!(cfg.crm.give_up_after, Duration::from_secs(24 * 3600));
-        assert_eq!(cfg.crm.concurrency, 16);
+        assert_eq!(cfg.crm.concurrency, DEFAULT_CRM_CONCURRENCY);
         let cfg = from_toml_str(&minimal_with(
             "rate_limit_per_sec = 2.5\ntelephony_rate_limit_per_sec = 20\ngive_up_after = \"6h\"\nconcurrency = 4",
         ))

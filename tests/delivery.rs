@@ -415,3 +415,105 @@ async fn a_popup_never_waits_behind_other_calls_slow_history_uploads() {
     assert!(h.crm.in_flight() >= 2, "the uploads still hold their slots");
     h.stop().await;
 }
+
+/// Scale-out as docs/scaling.md describes it: two daemons, each reading its own PBX,
+/// share one PostgreSQL store (and so one outbox). Every call of both PBXs is in the CRM
+/// once, with its own PBX's name, and no customer is made twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_each_with_its_own_pbx_share_one_postgres() {
+    let schema = PgSchema::create("split").await;
+    let crm = RetailCrmSim::start(SimOptions {
+        api_key: CRM_KEY.into(),
+        rate_limit: None,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("CRM sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::env::var("CALLBRIDGE_TEST_LOG").unwrap_or_else(|_| "error".into());
+    let mut pbxs = Vec::new();
+    let mut daemons = Vec::new();
+    for name in ["east", "west"] {
+        let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
+        let config = dir.path().join(format!("{name}.toml"));
+        let toml = config_toml_store(pbx.addr().port(), &crm.base_url(), &schema.url, "", "")
+            .replace("name = \"office\"", &format!("name = \"{name}\""));
+        std::fs::write(&config, toml).expect("config");
+        daemons.push(DaemonProcess::spawn(&config, &log, false));
+        assert!(
+            pbx.wait_for_logins(1, Duration::from_secs(20)).await,
+            "{name} logged in"
+        );
+        pbxs.push(pbx);
+    }
+    let plays = [
+        ("iax2/inbound_answered", "iax2/outbound_answered"),
+        ("iax2/ring_group_second_answers", "iax2/inbound_missed"),
+    ];
+    let mut players = Vec::new();
+    for (pbx, (first, second)) in pbxs.iter().zip(plays) {
+        for shape in [first, second] {
+            let (pbx, t) = (pbx.clone(), fixture(shape));
+            players.push(tokio::spawn(async move { pbx.play(&t, 10.0).await }));
+        }
+    }
+    for p in players {
+        p.await.expect("player");
+    }
+    let store = Store::open(&schema.url).await.expect("store");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = store
+            .outbox_metrics(callbridge::time::Timestamp::now())
+            .await
+            .expect("metrics");
+        let calls = store.calls().await.expect("calls");
+        if crm.state().calls.len() >= 4
+            && m.pending == 0
+            && calls.iter().all(|c| c.stage == "ended")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled: {m:?}, CRM {:?}",
+            crm.state().calls
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state = crm.state();
+    let mut ids: Vec<String> = state
+        .calls
+        .iter()
+        .filter_map(|c| c.external_id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "each call once: {ids:?}");
+    for name in ["east", "west"] {
+        assert_eq!(
+            ids.iter()
+                .filter(|id| id.starts_with(&format!("cb-{name}-")))
+                .count(),
+            2,
+            "{name}'s two calls: {ids:?}"
+        );
+    }
+    // Three inbound callers, three customers.
+    assert_eq!(state.customers.len(), 3, "{:?}", state.customers);
+    let actions = store.actions().await.expect("actions");
+    assert!(actions.iter().all(|a| a.state == "done"), "{actions:?}");
+    store.close().await;
+    for d in &daemons {
+        d.terminate();
+    }
+    for mut d in daemons {
+        let _ = d.0.wait();
+    }
+    for pbx in pbxs {
+        pbx.stop();
+    }
+    crm.shutdown();
+    schema.drop().await;
+}
