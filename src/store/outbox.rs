@@ -41,7 +41,7 @@ pub struct ActionRow {
 pub enum Lane {
     /// Pop-ups and ringing decisions only.
     Urgent,
-    /// Everything, urgent first.
+    /// Everything, oldest first.
     Any,
 }
 
@@ -77,7 +77,9 @@ const ACTION_COLUMNS: &str = "id, call_id, kind, state, attempts, last_status, l
 impl Store {
     /// Claims up to `limit` due actions for `worker` until `lease_until`: each the oldest
     /// undelivered action of its call (one call's actions go out in order), none claimed
-    /// by anyone else, urgent ones (pop-ups) first. Marks an attempt begun on each.
+    /// by anyone else, oldest first. Marks an attempt begun on each. (Pop-ups have their
+    /// own lane, [`Lane::Urgent`]; ordering this one by urgency too would make the store
+    /// sort every due action at each claim, which grows with the backlog it should shrink.)
     pub async fn claim(
         &self,
         worker: &str,
@@ -110,7 +112,7 @@ impl Store {
                    AND (a.claimed_until IS NULL OR a.claimed_until < $3)
                    AND NOT EXISTS (SELECT 1 FROM actions b
                                    WHERE b.call_id = a.call_id AND b.state = 'pending' AND b.id < a.id)
-                 ORDER BY a.urgent DESC, a.id LIMIT $4{})
+                 ORDER BY a.id LIMIT $4{})
              RETURNING id, call_id, attempts, started, created_at, round_started_at, payload",
             self.backend.skip_locked()
         );
