@@ -154,14 +154,7 @@ impl Outbox {
                             self.urgent.store(true, Ordering::Release);
                         }
                         for pending in claimed {
-                            let (store, crm, opts) =
-                                (self.store.clone(), crm.clone(), options.clone());
-                            let span =
-                                info_span!("call", call_id = %pending.call_id, action = pending.id);
-                            urgent.spawn(
-                                deliver(store, crm, opts, pending, results.clone())
-                                    .instrument(span),
-                            );
+                            urgent.spawn(self.delivery(&crm, &options, pending, &results));
                         }
                     }
                     Err(e) => {
@@ -183,14 +176,7 @@ impl Outbox {
                     Ok(claimed) => {
                         claimed_all = claimed.len() == free;
                         for pending in claimed {
-                            let (store, crm, opts) =
-                                (self.store.clone(), crm.clone(), options.clone());
-                            let span =
-                                info_span!("call", call_id = %pending.call_id, action = pending.id);
-                            in_flight.spawn(
-                                deliver(store, crm, opts, pending, results.clone())
-                                    .instrument(span),
-                            );
+                            in_flight.spawn(self.delivery(&crm, &options, pending, &results));
                         }
                     }
                     Err(e) => {
@@ -251,6 +237,25 @@ impl Outbox {
         drop(results);
         let _ = writer.await;
         self.report().await;
+    }
+
+    /// One claimed action's delivery, in its call's span.
+    fn delivery(
+        &self,
+        crm: &RetailCrm,
+        options: &DeliveryOptions,
+        pending: PendingAction,
+        results: &mpsc::Sender<AttemptResult>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let span = info_span!("call", call_id = %pending.call_id, action = pending.id);
+        deliver(
+            self.store.clone(),
+            crm.clone(),
+            options.clone(),
+            pending,
+            results.clone(),
+        )
+        .instrument(span)
     }
 
     /// One log line with the outbox's state.

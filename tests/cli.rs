@@ -125,17 +125,7 @@ async fn run_delivers_a_call_stops_on_sigterm_and_never_logs_secrets() {
 
     // SIGTERM: a clean, prompt exit with status 0.
     daemon.terminate();
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(s) = daemon.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "stops within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = daemon.wait_exit(Duration::from_secs(10), "stops within 10 s of SIGTERM");
     assert!(exit.success(), "exit status {exit:?}");
 
     let logs = daemon.logs();
@@ -195,16 +185,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_the_next_start_delivers_t
 
     daemon.terminate();
     let stopping = Instant::now();
-    let exit = loop {
-        if let Some(s) = daemon.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(15),
-            "stops within shutdown_grace"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = daemon.wait_exit(Duration::from_secs(15), "stops within shutdown_grace");
     let logs = daemon.logs();
     assert!(exit.success(), "exit status {exit:?}; logs:\n{logs}");
     assert!(

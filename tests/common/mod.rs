@@ -338,6 +338,18 @@ impl DaemonProcess {
         assert!(status.success());
     }
 
+    /// Waits for the process to exit, failing the test with `what` after `within`.
+    pub fn wait_exit(&mut self, within: Duration, what: &str) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(started.elapsed() < within, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything the daemon logged (stderr must have been captured); waits for exit.
     pub fn logs(&mut self) -> String {
         let _ = self.0.wait();
