@@ -67,6 +67,9 @@ enum Command {
     /// ring → pop-up and hang-up → history latency, the daemon's CPU and memory, and a
     /// check of every call's CRM effects.
     Load {
+        /// The simulated PBX: asterisk (AMI) or freeswitch (event socket).
+        #[arg(long, value_parser = ["asterisk", "freeswitch"], default_value = "asterisk")]
+        pbx: String,
         /// How many calls in all.
         #[arg(long, default_value_t = 20_000)]
         calls: usize,
@@ -94,8 +97,9 @@ enum Command {
         #[arg(long, value_name = "URL")]
         store: Option<String>,
         /// Measure a `callbridge run` already running with this pid, configured for
-        /// --ami-listen and --crm-listen (AMI user callbridge, secret load-run-secret,
-        /// CRM key demo-key), instead of starting one.
+        /// --ami-listen (the PBX simulator, AMI or event socket) and --crm-listen (AMI user
+        /// callbridge, secret/password load-run-secret, CRM key demo-key), instead of
+        /// starting one.
         #[arg(long, value_name = "PID")]
         daemon_pid: Option<u32>,
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
         Command::Run { config } => with_runtime(run(config)),
         Command::Demo { speed } => with_runtime(callbridge::demo::run(speed)),
         Command::Load {
+            pbx,
             calls,
             concurrent,
             rate,
@@ -178,6 +183,11 @@ fn main() -> ExitCode {
         } => {
             use callbridge::load::office::{self, Daemon, LoadOptions};
             let options = LoadOptions {
+                pbx: if pbx == "freeswitch" {
+                    callbridge::config::PbxKind::FreeSwitch
+                } else {
+                    callbridge::config::PbxKind::Asterisk
+                },
                 calls,
                 concurrent,
                 rate,

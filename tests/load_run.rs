@@ -1,5 +1,5 @@
 //! The short variant of `callbridge load` (README, "Load run"): the real binary plays a
-//! small office of recorded calls into a `callbridge run` it starts, and writes its
+//! small office of recorded calls (Asterisk, then FreeSWITCH) into a `callbridge run` it starts, and writes its
 //! figures. Every call's CRM effects must be there, once; the figures must be present.
 //! (The full run, 1,000 calls at once, is a command, not a test.)
 
@@ -7,11 +7,22 @@ use std::process::Command;
 
 #[test]
 fn load_run_plays_an_office_into_the_real_daemon_and_reports_every_figure() {
+    load_run("asterisk");
+}
+
+#[test]
+fn load_run_plays_a_freeswitch_office_too() {
+    load_run("freeswitch");
+}
+
+fn load_run(pbx: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("load.json");
     let out = Command::new(env!("CARGO_BIN_EXE_callbridge"))
         .args([
             "load",
+            "--pbx",
+            pbx,
             "--calls",
             "48",
             "--concurrent",

@@ -1,5 +1,6 @@
 //! The calls a load run plays: a realistic office mix built from transcripts recorded on
-//! a real Asterisk (answered, missed, ring group, queue, transfer, voicemail, outbound),
+//! a real Asterisk or FreeSWITCH (answered, missed, ring group, queue, transfer,
+//! voicemail, outbound),
 //! each copy with its own channel and call ids and its own caller number, and the
 //! schedule that starts them at a given rate with at most so many in progress. Pure:
 //! bytes in, bytes and times out; `load::office` does the I/O.
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::config::PbxKind;
 use crate::sim::ami::Transcript;
+use crate::sim::esl;
 
 /// One kind of call in the mix.
 pub struct Template {
@@ -31,7 +34,8 @@ pub struct Template {
 }
 
 /// Marks put into the template's bytes and replaced per copy: the copy number and the
-/// caller's national number. Digits nothing in a recording contains.
+/// caller's national number. Digits nothing in a recording contains, ten of each, and
+/// replaced by ten digits: the event socket's `Content-Length`s stay right.
 const COPY_MARK: u32 = 3_999_999_999;
 const NUMBER_MARK: &str = "9000000000";
 
@@ -45,6 +49,20 @@ type Recorded = (
     &'static [u8],
     &'static str,
 );
+
+macro_rules! recorded_esl {
+    ($name:literal, $weight:expr, $inbound:expr, $result:literal, $number:literal) => {
+        (
+            $name,
+            $weight,
+            $inbound,
+            $result,
+            $number,
+            include_bytes!(concat!("../../tests/fixtures/esl/", $name, ".esl")) as &[u8],
+            include_str!(concat!("../../tests/fixtures/esl/", $name, ".timing")),
+        )
+    };
+}
 
 macro_rules! recorded {
     ($name:literal, $weight:expr, $inbound:expr, $result:literal, $number:literal) => {
@@ -86,6 +104,23 @@ const MIX: &[Recorded] = &[
     recorded!("outbound_no_answer", 5, false, "no answer", "4957654321"),
 ];
 
+/// The same office on FreeSWITCH (no attended transfer was recorded there).
+const MIX_ESL: &[Recorded] = &[
+    recorded_esl!("inbound_answered", 30, true, "answered", "9161234567"),
+    recorded_esl!(
+        "ring_group_second_answers",
+        15,
+        true,
+        "answered",
+        "9261112233"
+    ),
+    recorded_esl!("queue_agent_answers", 10, true, "answered", "9857778899"),
+    recorded_esl!("inbound_missed", 12, true, "no answer", "9035556677"),
+    recorded_esl!("inbound_voicemail", 8, true, "no answer", "9167778800"),
+    recorded_esl!("outbound_answered", 15, false, "answered", "9031112233"),
+    recorded_esl!("outbound_no_answer", 5, false, "no answer", "4957654321"),
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum MixError {
     #[error("recording {0}: {1}")]
@@ -94,19 +129,54 @@ pub enum MixError {
     Missing(&'static str, &'static str),
 }
 
-/// The office mix, ready to copy.
-pub fn office_mix() -> Result<Vec<Template>, MixError> {
-    MIX.iter()
-        .map(|&(name, weight, inbound, result, number, ami, timing)| {
-            let recorded = Transcript::from_recording(ami, timing)
-                .map_err(|e| MixError::Transcript(name, e.to_string()))?;
-            Template::new(name, weight, inbound, result, number, &recorded)
+/// The office mix for one kind of PBX, ready to copy.
+pub fn office_mix(kind: PbxKind) -> Result<Vec<Template>, MixError> {
+    let recorded = match kind {
+        PbxKind::Asterisk => MIX,
+        PbxKind::FreeSwitch => MIX_ESL,
+    };
+    recorded
+        .iter()
+        .map(|&(name, weight, inbound, result, number, bytes, timing)| {
+            let transcript = match kind {
+                PbxKind::Asterisk => Transcript::from_recording(bytes, timing),
+                PbxKind::FreeSwitch => esl::transcript_from_recording(bytes, timing),
+            }
+            .map_err(|e| MixError::Transcript(name, e.to_string()))?;
+            Template::new(kind, name, weight, inbound, result, number, &transcript)
         })
         .collect()
 }
 
+/// What marks a call's moments in one PBX's stream.
+struct Marks {
+    /// The value naming the call (`Linkedid`; the first leg's `Unique-ID`).
+    call_id: &'static str,
+    /// The first ringing: this event (the `nth` of it in the call, from 1).
+    ring: &'static [&'static [u8]],
+    ring_nth: usize,
+    /// The last of these is the hang-up the history follows.
+    hangup: &'static [u8],
+}
+
+const AMI_MARKS: Marks = Marks {
+    call_id: "Linkedid: ",
+    ring: &[b"Event: DialBegin\r\n", b"Event: AgentCalled\r\n"],
+    ring_nth: 1,
+    hangup: b"Event: Hangup\r\n",
+};
+
+/// A FreeSWITCH call's first leg is the caller's; the second one created rings.
+const ESL_MARKS: Marks = Marks {
+    call_id: "Unique-ID: ",
+    ring: &[b"Event-Name: CHANNEL_CREATE\n"],
+    ring_nth: 2,
+    hangup: b"Event-Name: CHANNEL_HANGUP_COMPLETE\n",
+};
+
 impl Template {
     fn new(
+        kind: PbxKind,
         name: &'static str,
         weight: u32,
         inbound: bool,
@@ -114,8 +184,19 @@ impl Template {
         number: &str,
         recorded: &Transcript,
     ) -> Result<Template, MixError> {
-        let marked = recorded.replica(COPY_MARK).with_value(number, NUMBER_MARK);
-        let linkedid = find_value(&marked, "Linkedid: ")
+        let (marked, marks) = match kind {
+            PbxKind::Asterisk => (
+                recorded.replica(COPY_MARK).with_value(number, NUMBER_MARK),
+                &AMI_MARKS,
+            ),
+            PbxKind::FreeSwitch => (
+                esl::map_event_values(&esl::replica(recorded, COPY_MARK), |_, v| {
+                    v.replace(number, NUMBER_MARK)
+                }),
+                &ESL_MARKS,
+            ),
+        };
+        let linkedid = find_value(&marked, marks.call_id)
             .and_then(|v| v.strip_suffix(&format!("-{COPY_MARK}")).map(str::to_string))
             .ok_or(MixError::Missing(name, "Linkedid"))?;
         let first = marked
@@ -129,16 +210,18 @@ impl Template {
             .filter(|(_, b)| !b.is_empty())
             .map(|(t, b)| (t.saturating_sub(first), b.clone()))
             .collect();
-        let has = |b: &Bytes, what: &[u8]| b.windows(what.len()).any(|w| w == what);
+        let count = |b: &Bytes, what: &[u8]| b.windows(what.len()).filter(|w| *w == what).count();
+        let mut rings = 0;
         let ring_chunk = chunks.iter().position(|(_, b)| {
-            has(b, b"Event: DialBegin\r\n") || has(b, b"Event: AgentCalled\r\n")
+            rings += marks.ring.iter().map(|m| count(b, m)).sum::<usize>();
+            rings >= marks.ring_nth
         });
         let hangup_chunk = chunks
             .iter()
-            .rposition(|(_, b)| has(b, b"Event: Hangup\r\n"))
-            .ok_or(MixError::Missing(name, "Hangup"))?;
+            .rposition(|(_, b)| count(b, marks.hangup) > 0)
+            .ok_or(MixError::Missing(name, "hang-up"))?;
         if inbound && ring_chunk.is_none() {
-            return Err(MixError::Missing(name, "DialBegin"));
+            return Err(MixError::Missing(name, "ringing"));
         }
         Ok(Template {
             name,
@@ -161,7 +244,7 @@ impl Template {
     /// customer's number. Times are the recorded ones.
     pub fn copy(&self, copy: usize, national: &str) -> CallCopy {
         let mark = COPY_MARK.to_string();
-        let copy_text = copy.to_string();
+        let copy_text = format!("{copy:010}");
         let chunks = self
             .chunks
             .iter()
@@ -177,7 +260,7 @@ impl Template {
             chunks,
             ring_chunk: self.ring_chunk,
             hangup_chunk: self.hangup_chunk,
-            call_id: format!("{}-{copy}", self.linkedid),
+            call_id: format!("{}-{copy_text}", self.linkedid),
         }
     }
 }
@@ -242,12 +325,14 @@ pub fn schedule(lengths: &[Duration], rate: f64, concurrent: usize) -> Vec<Durat
     starts
 }
 
+/// The value of the first header line `key` (at the start of a line) in the stream.
 fn find_value(t: &Transcript, key: &str) -> Option<String> {
+    let line_start = format!("\n{key}");
     t.chunks.iter().find_map(|(_, b)| {
         let text = std::str::from_utf8(b).ok()?;
-        let at = text.find(key)? + key.len();
-        let end = text[at..].find("\r\n")? + at;
-        Some(text[at..end].to_string())
+        let at = text.find(&line_start)? + line_start.len();
+        let end = text[at..].find('\n')? + at;
+        Some(text[at..end].trim_end_matches('\r').to_string())
     })
 }
 
@@ -269,8 +354,16 @@ mod tests {
 
     #[test]
     fn copies_have_their_own_ids_and_number_and_keep_the_marks_of_ringing_and_hangup() {
-        let mix = office_mix().expect("mix");
-        assert_eq!(mix.len(), MIX.len());
+        for (kind, recorded, call_id) in [
+            (PbxKind::Asterisk, MIX, "Linkedid: "),
+            (PbxKind::FreeSwitch, MIX_ESL, "Unique-ID: "),
+        ] {
+            copies_of(office_mix(kind).expect("mix"), recorded.len(), call_id);
+        }
+    }
+
+    fn copies_of(mix: Vec<Template>, len: usize, call_id_key: &str) {
+        assert_eq!(mix.len(), len);
         for t in &mix {
             let a = t.copy(1, &national_number(1));
             let b = t.copy(2, &national_number(2));
@@ -289,13 +382,14 @@ mod tests {
                 t.name
             );
             assert!(
-                ta.contains(&format!("Linkedid: {}\r\n", a.call_id)),
+                ta.contains(&format!("{call_id_key}{}", a.call_id)),
                 "{}",
                 t.name
             );
             assert_ne!(a.call_id, b.call_id);
+            let hangup = String::from_utf8_lossy(&a.chunks[a.hangup_chunk].1).into_owned();
             assert!(
-                String::from_utf8_lossy(&a.chunks[a.hangup_chunk].1).contains("Event: Hangup"),
+                hangup.contains("Event: Hangup") || hangup.contains("CHANNEL_HANGUP_COMPLETE"),
                 "{}",
                 t.name
             );
@@ -309,7 +403,7 @@ mod tests {
 
     #[test]
     fn the_mix_follows_the_weights() {
-        let mix = office_mix().expect("mix");
+        let mix = office_mix(PbxKind::Asterisk).expect("mix");
         let mut counts = vec![0usize; mix.len()];
         for n in 0..10_000 {
             counts[pick(&mix, n)] += 1;

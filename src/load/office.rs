@@ -19,8 +19,10 @@ use anyhow::{bail, Context};
 use bytes::BytesMut;
 use serde::Serialize;
 
+use crate::config::PbxKind;
 use crate::load::mix::{self, CallCopy, Template};
 use crate::sim::ami::{AmiSim, AmiSimOptions};
+use crate::sim::esl::{EslSim, EslSimOptions};
 use crate::sim::retailcrm::{Observed, RateLimit, RetailCrmSim, SimOptions};
 
 /// The AMI login the spawned daemon uses against the simulator.
@@ -31,6 +33,8 @@ const PBX_NAME: &str = "load";
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
+    /// Which PBX is simulated: Asterisk (AMI) or FreeSWITCH (event socket).
+    pub pbx: PbxKind,
     pub calls: usize,
     pub concurrent: usize,
     /// New calls per second.
@@ -128,6 +132,50 @@ pub struct MixShare {
     pub calls: usize,
 }
 
+/// The simulated PBX's socket.
+enum Wire {
+    Ami(AmiSim),
+    Esl(EslSim),
+}
+
+impl Wire {
+    fn send_raw(&self, bytes: bytes::Bytes) {
+        match self {
+            Wire::Ami(s) => s.send_raw(bytes),
+            Wire::Esl(s) => s.send_raw(bytes),
+        };
+    }
+
+    async fn wait_for_logins(&self, n: u64, within: Duration) -> bool {
+        match self {
+            Wire::Ami(s) => s.wait_for_logins(n, within).await,
+            Wire::Esl(s) => s.wait_for_logins(n, within).await,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Wire::Ami(s) => s.addr(),
+            Wire::Esl(s) => s.addr(),
+        }
+    }
+
+    fn stop(&self) {
+        match self {
+            Wire::Ami(s) => s.stop(),
+            Wire::Esl(s) => s.stop(),
+        }
+    }
+
+    /// The marker every event of this protocol starts its name with.
+    fn event_marker(&self) -> &'static [u8] {
+        match self {
+            Wire::Ami(_) => b"Event: ",
+            Wire::Esl(_) => b"Event-Name: ",
+        }
+    }
+}
+
 /// What is known of one call during the run.
 #[derive(Debug, Clone, Default)]
 struct CallTimes {
@@ -149,7 +197,7 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Vec<CallTimes>> {
 
 /// Runs the load and returns its figures.
 pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
-    let templates = mix::office_mix().context("building the call mix")?;
+    let templates = mix::office_mix(opts.pbx).context("building the call mix")?;
     // Which calls, how long each, when each starts.
     let mut kinds: Vec<usize> = (0..opts.calls).map(|n| mix::pick(&templates, n)).collect();
     let mean_len = kinds
@@ -177,16 +225,32 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     }
 
     // The simulators.
-    let ami = AmiSim::start_on(
-        opts.ami_listen,
-        AmiSimOptions {
-            username: AMI_USER.into(),
-            secret: AMI_SECRET.into(),
-            answer_pings: true,
-        },
-    )
-    .await
-    .with_context(|| format!("starting the AMI simulator on {}", opts.ami_listen))?;
+    let ami = match opts.pbx {
+        PbxKind::Asterisk => Wire::Ami(
+            AmiSim::start_on(
+                opts.ami_listen,
+                AmiSimOptions {
+                    username: AMI_USER.into(),
+                    secret: AMI_SECRET.into(),
+                    answer_pings: true,
+                },
+            )
+            .await
+            .with_context(|| format!("starting the AMI simulator on {}", opts.ami_listen))?,
+        ),
+        PbxKind::FreeSwitch => Wire::Esl(
+            EslSim::start_on(
+                opts.ami_listen,
+                EslSimOptions {
+                    password: AMI_SECRET.into(),
+                },
+            )
+            .await
+            .with_context(|| {
+                format!("starting the event socket simulator on {}", opts.ami_listen)
+            })?,
+        ),
+    };
     let crm = RetailCrmSim::start_on(
         opts.crm_listen,
         SimOptions {
@@ -211,7 +275,8 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         }
         Daemon::Pid(pid) => {
             eprintln!(
-                "waiting for callbridge (pid {pid}) to log in to the AMI simulator at {} as {AMI_USER:?} / {AMI_SECRET:?}, CRM at {} key {:?}",
+                "waiting for callbridge (pid {pid}) to log in to the {} simulator at {} as {AMI_USER:?} / {AMI_SECRET:?}, CRM at {} key {:?}",
+                opts.pbx,
                 ami.addr(),
                 crm.base_url(),
                 crate::sim::retailcrm::DEFAULT_API_KEY
@@ -226,7 +291,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
             let _ = child.kill();
         }
         bail!(
-            "the daemon did not log in to the AMI simulator within 60 s; its log: {}",
+            "the daemon did not log in to the PBX simulator within 60 s; its log: {}",
             tail(&log_path)
         );
     }
@@ -363,7 +428,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
 /// Writes the calls' chunks to the PBX socket at their times; returns the events sent.
 #[allow(clippy::too_many_arguments)]
 async fn play(
-    ami: &AmiSim,
+    ami: &Wire,
     templates: &[Template],
     kinds: &[usize],
     starts: &[std::time::Duration],
@@ -406,7 +471,7 @@ async fn play(
             if *next == 0 {
                 live.fetch_add(1, Ordering::Relaxed);
             }
-            events += count_events(bytes);
+            events += count_events(bytes, ami.event_marker());
             batch.extend_from_slice(bytes);
             if copy.ring_chunk == Some(*next) {
                 rang.push(n);
@@ -450,9 +515,8 @@ async fn play(
     events
 }
 
-fn count_events(bytes: &[u8]) -> usize {
-    const EVENT: &[u8] = b"Event: ";
-    bytes.windows(EVENT.len()).filter(|w| *w == EVENT).count()
+fn count_events(bytes: &[u8], marker: &[u8]) -> usize {
+    bytes.windows(marker.len()).filter(|w| *w == marker).count()
 }
 
 /// Records when each pop-up and each history record reached the CRM.
@@ -636,7 +700,7 @@ fn spawn_daemon(
     opts: &LoadOptions,
     store: Option<&str>,
     dir: &std::path::Path,
-    ami: &AmiSim,
+    ami: &Wire,
     crm: &RetailCrmSim,
 ) -> anyhow::Result<Child> {
     let store = store
@@ -655,12 +719,11 @@ listen = "127.0.0.1:0"
 link_secret = "load-run-link-secret"
 [[pbx]]
 name = "{PBX_NAME}"
-kind = "asterisk"
 host = "127.0.0.1"
 port = {ami_port}
-username = "{AMI_USER}"
 secret = "{AMI_SECRET}"
 stale_call_timeout = "1h"
+{login}
 [crm]
 kind = "retailcrm"
 url = "{crm_url}"
@@ -676,6 +739,10 @@ senior = [7]
 level = "warn"
 "#,
         ami_port = ami.addr().port(),
+        login = match opts.pbx {
+            PbxKind::Asterisk => format!("kind = \"asterisk\"\nusername = \"{AMI_USER}\""),
+            PbxKind::FreeSwitch => "kind = \"freeswitch\"".to_string(),
+        },
         crm_url = crm.base_url(),
         key = crate::sim::retailcrm::DEFAULT_API_KEY,
     );
