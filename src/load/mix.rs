@@ -39,86 +39,101 @@ pub struct Template {
 const COPY_MARK: u32 = 3_999_999_999;
 const NUMBER_MARK: &str = "9000000000";
 
-/// (name, weight, inbound, history result, the customer's national number in it, AMI, timing)
-type Recorded = (
-    &'static str,
-    u32,
-    bool,
-    &'static str,
-    &'static str,
-    &'static [u8],
-    &'static str,
-);
+/// One kind of call as recorded: its share of the mix, whether it is inbound, the
+/// history `result` it must get, the customer's national number in it, and its
+/// transcripts (bytes and read timing) from Asterisk and, where recorded, FreeSWITCH.
+struct Recorded {
+    name: &'static str,
+    weight: u32,
+    inbound: bool,
+    result: &'static str,
+    number: &'static str,
+    ami: (&'static [u8], &'static str),
+    esl: Option<(&'static [u8], &'static str)>,
+}
 
-macro_rules! recorded_esl {
-    ($name:literal, $weight:expr, $inbound:expr, $result:literal, $number:literal) => {
+macro_rules! transcript {
+    ($path:literal, $name:literal, $ext:literal) => {
         (
-            $name,
-            $weight,
-            $inbound,
-            $result,
-            $number,
-            include_bytes!(concat!("../../tests/fixtures/esl/", $name, ".esl")) as &[u8],
-            include_str!(concat!("../../tests/fixtures/esl/", $name, ".timing")),
+            include_bytes!(concat!("../../tests/fixtures/", $path, $name, ".", $ext)) as &[u8],
+            include_str!(concat!("../../tests/fixtures/", $path, $name, ".timing")),
         )
     };
 }
 
 macro_rules! recorded {
-    ($name:literal, $weight:expr, $inbound:expr, $result:literal, $number:literal) => {
-        (
-            $name,
-            $weight,
-            $inbound,
-            $result,
-            $number,
-            include_bytes!(concat!(
-                "../../tests/fixtures/asterisk/iax2/",
-                $name,
-                ".ami"
-            )) as &[u8],
-            include_str!(concat!(
-                "../../tests/fixtures/asterisk/iax2/",
-                $name,
-                ".timing"
-            )),
-        )
+    ($pbxs:ident, $name:literal, $weight:expr, $inbound:expr, $result:literal, $number:literal) => {
+        Recorded {
+            name: $name,
+            weight: $weight,
+            inbound: $inbound,
+            result: $result,
+            number: $number,
+            ami: transcript!("asterisk/iax2/", $name, "ami"),
+            esl: recorded!(@esl $pbxs, $name),
+        }
+    };
+    (@esl both, $name:literal) => {
+        Some(transcript!("esl/", $name, "esl"))
+    };
+    (@esl asterisk_only, $name:literal) => {
+        None
     };
 }
 
-/// The office's mix: mostly answered inbound calls, as a sales line gets them.
+/// The office's mix: mostly answered inbound calls, as a sales line gets them. (No
+/// attended transfer was recorded on FreeSWITCH.)
 const MIX: &[Recorded] = &[
-    recorded!("inbound_answered", 30, true, "answered", "9161234567"),
+    recorded!(both, "inbound_answered", 30, true, "answered", "9161234567"),
     recorded!(
+        both,
         "ring_group_second_answers",
         15,
         true,
         "answered",
         "9261112233"
     ),
-    recorded!("queue_agent_answers", 10, true, "answered", "9857778899"),
-    recorded!("attended_transfer", 5, true, "answered", "9160003344"),
-    recorded!("inbound_missed", 12, true, "no answer", "9035556677"),
-    recorded!("inbound_voicemail", 8, true, "no answer", "9167778800"),
-    recorded!("outbound_answered", 15, false, "answered", "9031112233"),
-    recorded!("outbound_no_answer", 5, false, "no answer", "4957654321"),
-];
-
-/// The same office on FreeSWITCH (no attended transfer was recorded there).
-const MIX_ESL: &[Recorded] = &[
-    recorded_esl!("inbound_answered", 30, true, "answered", "9161234567"),
-    recorded_esl!(
-        "ring_group_second_answers",
-        15,
+    recorded!(
+        both,
+        "queue_agent_answers",
+        10,
         true,
         "answered",
-        "9261112233"
+        "9857778899"
     ),
-    recorded_esl!("queue_agent_answers", 10, true, "answered", "9857778899"),
-    recorded_esl!("inbound_missed", 12, true, "no answer", "9035556677"),
-    recorded_esl!("inbound_voicemail", 8, true, "no answer", "9167778800"),
-    recorded_esl!("outbound_answered", 15, false, "answered", "9031112233"),
-    recorded_esl!("outbound_no_answer", 5, false, "no answer", "4957654321"),
+    recorded!(
+        asterisk_only,
+        "attended_transfer",
+        5,
+        true,
+        "answered",
+        "9160003344"
+    ),
+    recorded!(both, "inbound_missed", 12, true, "no answer", "9035556677"),
+    recorded!(
+        both,
+        "inbound_voicemail",
+        8,
+        true,
+        "no answer",
+        "9167778800"
+    ),
+    recorded!(
+        both,
+        "outbound_answered",
+        15,
+        false,
+        "answered",
+        "9031112233"
+    ),
+    recorded!(
+        both,
+        "outbound_no_answer",
+        5,
+        false,
+        "no answer",
+        "4957654321"
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -131,19 +146,22 @@ pub enum MixError {
 
 /// The office mix for one kind of PBX, ready to copy.
 pub fn office_mix(kind: PbxKind) -> Result<Vec<Template>, MixError> {
-    let recorded = match kind {
-        PbxKind::Asterisk => MIX,
-        PbxKind::FreeSwitch => MIX_ESL,
-    };
-    recorded
-        .iter()
-        .map(|&(name, weight, inbound, result, number, bytes, timing)| {
+    MIX.iter()
+        .filter_map(|r| {
             let transcript = match kind {
-                PbxKind::Asterisk => Transcript::from_recording(bytes, timing),
-                PbxKind::FreeSwitch => esl::transcript_from_recording(bytes, timing),
-            }
-            .map_err(|e| MixError::Transcript(name, e.to_string()))?;
-            Template::new(kind, name, weight, inbound, result, number, &transcript)
+                PbxKind::Asterisk => Transcript::from_recording(r.ami.0, r.ami.1),
+                PbxKind::FreeSwitch => {
+                    let (bytes, timing) = r.esl?;
+                    esl::transcript_from_recording(bytes, timing)
+                }
+            };
+            Some(
+                transcript
+                    .map_err(|e| MixError::Transcript(r.name, e.to_string()))
+                    .and_then(|t| {
+                        Template::new(kind, r.name, r.weight, r.inbound, r.result, r.number, &t)
+                    }),
+            )
         })
         .collect()
 }
@@ -355,10 +373,14 @@ mod tests {
     #[test]
     fn copies_have_their_own_ids_and_number_and_keep_the_marks_of_ringing_and_hangup() {
         for (kind, recorded, call_id) in [
-            (PbxKind::Asterisk, MIX, "Linkedid: "),
-            (PbxKind::FreeSwitch, MIX_ESL, "Unique-ID: "),
+            (PbxKind::Asterisk, MIX.len(), "Linkedid: "),
+            (
+                PbxKind::FreeSwitch,
+                MIX.iter().filter(|r| r.esl.is_some()).count(),
+                "Unique-ID: ",
+            ),
         ] {
-            copies_of(office_mix(kind).expect("mix"), recorded.len(), call_id);
+            copies_of(office_mix(kind).expect("mix"), recorded, call_id);
         }
     }
 
