@@ -136,7 +136,15 @@ impl Decider {
                 _ => Vec::new(),
             });
         };
-        let earlier = Earlier::from_actions(&store.call_actions(call_id).await?);
+        // A ringing pop-up needs nothing earlier moments decided (unless customers are
+        // made at ring): not reading them spares the pop-up a store round trip.
+        let needs_earlier =
+            !matches!(request.moment, Moment::Ringing { .. }) || config.create_on == CreateOn::Ring;
+        let earlier = if needs_earlier {
+            Earlier::from_actions(&store.call_actions(call_id).await?)
+        } else {
+            Earlier::default()
+        };
         // Only what the moment needs is read: a ringing pop-up needs no lookup.
         let needs_customers = match &request.moment {
             Moment::Ringing { .. } => config.create_on == CreateOn::Ring,
