@@ -66,53 +66,7 @@ enum Command {
     /// `callbridge run` (started here, or --daemon-pid) and a simulated retailCRM, with
     /// ring → pop-up and hang-up → history latency, the daemon's CPU and memory, and a
     /// check of every call's CRM effects.
-    Load {
-        /// The simulated PBX: asterisk (AMI) or freeswitch (event socket).
-        #[arg(long, value_parser = ["asterisk", "freeswitch"], default_value = "asterisk")]
-        pbx: String,
-        /// How many calls in all.
-        #[arg(long, default_value_t = 20_000)]
-        calls: usize,
-        /// At most this many calls in progress at once.
-        #[arg(long, default_value_t = 1_000)]
-        concurrent: usize,
-        /// New calls per second (200/s, 600/min).
-        #[arg(long, default_value = "200/s", value_parser = callbridge::load::office::parse_rate)]
-        rate: f64,
-        /// Stop starting calls after this long (120s, 5m).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        duration: Option<std::time::Duration>,
-        /// How much faster than recorded the calls go. Default: fast enough for
-        /// --concurrent calls at --rate (never slower than recorded).
-        #[arg(long)]
-        speed: Option<f64>,
-        /// How long the simulated CRM takes to answer each request.
-        #[arg(long, default_value = "30ms", value_parser = humantime::parse_duration)]
-        crm_latency: std::time::Duration,
-        /// The CRM's rate limit, kept by both the simulator and the daemon: none, real
-        /// (retailCRM's 10/s, 40/s for telephony) or GENERAL/TELEPHONY like 20/80.
-        #[arg(long, default_value = "none", value_parser = callbridge::load::office::parse_rate_limit)]
-        crm_rate_limit: callbridge::load::office::CrmLimit,
-        /// The daemon's [store] url (default: SQLite in a temporary directory).
-        #[arg(long, value_name = "URL")]
-        store: Option<String>,
-        /// Measure a `callbridge run` already running with this pid, configured for
-        /// --ami-listen (the PBX simulator, AMI or event socket) and --crm-listen (AMI user
-        /// callbridge, secret/password load-run-secret, CRM key demo-key), instead of
-        /// starting one.
-        #[arg(long, value_name = "PID")]
-        daemon_pid: Option<u32>,
-        #[arg(long, default_value = "127.0.0.1:0")]
-        ami_listen: std::net::SocketAddr,
-        #[arg(long, default_value = "127.0.0.1:0")]
-        crm_listen: std::net::SocketAddr,
-        /// After the last call, how long to wait for its records.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        drain: std::time::Duration,
-        /// Also write the figures to this file as JSON.
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-    },
+    Load(LoadArgs),
     /// Inspect and repair the outbox of CRM actions; works while the daemon runs.
     Outbox {
         /// Configuration file (only `[store] url` is read). Default: $CALLBRIDGE_CONFIG,
@@ -125,6 +79,87 @@ enum Command {
         #[command(subcommand)]
         command: OutboxSub,
     },
+}
+
+/// `callbridge load`'s options (see `Command::Load`).
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The simulated PBX: asterisk (AMI) or freeswitch (event socket).
+    #[arg(long, value_parser = ["asterisk", "freeswitch"], default_value = "asterisk")]
+    pbx: String,
+    /// How many calls in all.
+    #[arg(long, default_value_t = 20_000)]
+    calls: usize,
+    /// At most this many calls in progress at once.
+    #[arg(long, default_value_t = 1_000)]
+    concurrent: usize,
+    /// New calls per second (200/s, 600/min).
+    #[arg(long, default_value = "200/s", value_parser = callbridge::load::office::parse_rate)]
+    rate: f64,
+    /// Stop starting calls after this long (120s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// How much faster than recorded the calls go. Default: fast enough for
+    /// --concurrent calls at --rate (never slower than recorded).
+    #[arg(long)]
+    speed: Option<f64>,
+    /// How long the simulated CRM takes to answer each request.
+    #[arg(long, default_value = "30ms", value_parser = humantime::parse_duration)]
+    crm_latency: std::time::Duration,
+    /// The CRM's rate limit, kept by both the simulator and the daemon: none, real
+    /// (retailCRM's 10/s, 40/s for telephony) or GENERAL/TELEPHONY like 20/80.
+    #[arg(long, default_value = "none", value_parser = callbridge::load::office::parse_rate_limit)]
+    crm_rate_limit: callbridge::load::office::CrmLimit,
+    /// The daemon's [store] url (default: SQLite in a temporary directory).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Measure a `callbridge run` already running with this pid, configured for
+    /// --ami-listen (the PBX simulator, AMI or event socket) and --crm-listen (AMI user
+    /// callbridge, secret/password load-run-secret, CRM key demo-key), instead of
+    /// starting one.
+    #[arg(long, value_name = "PID")]
+    daemon_pid: Option<u32>,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    ami_listen: std::net::SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    crm_listen: std::net::SocketAddr,
+    /// After the last call, how long to wait for its records.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    drain: std::time::Duration,
+    /// Also write the figures to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    /// The run's options, and where `--json` writes.
+    fn into_options(self) -> (callbridge::load::office::LoadOptions, Option<PathBuf>) {
+        use callbridge::config::PbxKind;
+        use callbridge::load::office::{default_progress, Daemon, LoadOptions};
+        let options = LoadOptions {
+            pbx: if self.pbx == "freeswitch" {
+                PbxKind::FreeSwitch
+            } else {
+                PbxKind::Asterisk
+            },
+            calls: self.calls,
+            concurrent: self.concurrent,
+            rate: self.rate,
+            duration: self.duration,
+            speed: self.speed,
+            crm_latency: self.crm_latency,
+            crm_rate_limit: self.crm_rate_limit.0,
+            daemon: match self.daemon_pid {
+                Some(pid) => Daemon::Pid(pid),
+                None => Daemon::Spawn { store: self.store },
+            },
+            ami_listen: self.ami_listen,
+            crm_listen: self.crm_listen,
+            drain: self.drain,
+            progress: default_progress(),
+        };
+        (options, self.json)
+    }
 }
 
 #[derive(Subcommand)]
@@ -165,50 +200,13 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => with_runtime(run(config)),
         Command::Demo { speed } => with_runtime(callbridge::demo::run(speed)),
-        Command::Load {
-            pbx,
-            calls,
-            concurrent,
-            rate,
-            duration,
-            speed,
-            crm_latency,
-            crm_rate_limit,
-            store,
-            daemon_pid,
-            ami_listen,
-            crm_listen,
-            drain,
-            json,
-        } => {
-            use callbridge::load::office::{self, Daemon, LoadOptions};
-            let options = LoadOptions {
-                pbx: if pbx == "freeswitch" {
-                    callbridge::config::PbxKind::FreeSwitch
-                } else {
-                    callbridge::config::PbxKind::Asterisk
-                },
-                calls,
-                concurrent,
-                rate,
-                duration,
-                speed,
-                crm_latency,
-                crm_rate_limit: crm_rate_limit.0,
-                daemon: match daemon_pid {
-                    Some(pid) => Daemon::Pid(pid),
-                    None => Daemon::Spawn { store },
-                },
-                ami_listen,
-                crm_listen,
-                drain,
-                progress: office::default_progress(),
-            };
+        Command::Load(args) => {
+            let (options, json) = args.into_options();
             with_runtime(async move {
-                let report = office::run(options).await?;
+                let report = callbridge::load::office::run(options).await?;
                 print!("{}", report.text());
                 if let Some(path) = json {
-                    office::write_json(&report, &path)?;
+                    callbridge::load::office::write_json(&report, &path)?;
                 }
                 Ok(())
             })

@@ -29,24 +29,9 @@ async fn a_recorded_calls_link_streams_the_file_and_refuses_everything_else() {
     std::fs::create_dir_all(&monitor).expect("mkdir");
     std::fs::write(monitor.join(RECORDING), audio()).expect("write recording");
     std::fs::write(spool.path().join("secret.txt"), b"not audio").expect("write");
-    let h = Harness::start_with(
-        common::crm_options(),
-        &format!("recordings_dir = \"{}\"", monitor.display()),
-    )
-    .await;
-    h.play("iax2/recording").await;
-    let state = h
-        .wait_crm("the recorded call in the history", |s| !s.calls.is_empty())
-        .await;
-    let link = state.calls[0].record_url.clone().expect("recordUrl");
-    assert!(
-        !link.contains("/var/spool"),
-        "no PBX path in the CRM: {link}"
-    );
-    let (_, path_and_query) = link.split_once("/recordings/").expect("a recordings link");
-    assert!(path_and_query.contains("?exp=") && path_and_query.contains("&sig="));
-    let base = format!("http://{}/recordings/", h.running.http_addr);
-    let url = format!("{base}{path_and_query}");
+    let (h, url) = recorded_call(&monitor, "2m").await;
+    let (base, path_and_query) = url.split_once("/recordings/").expect("a recordings link");
+    let base = format!("{base}/recordings/");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -153,7 +138,12 @@ async fn recorded_call(monitor: &std::path::Path, wait: &str) -> (Harness, Strin
         .wait_crm("the recorded call in the history", |s| !s.calls.is_empty())
         .await;
     let link = state.calls[0].record_url.clone().expect("recordUrl");
+    assert!(
+        !link.contains("/var/spool"),
+        "no PBX path in the CRM: {link}"
+    );
     let (_, path_and_query) = link.split_once("/recordings/").expect("a recordings link");
+    assert!(path_and_query.contains("?exp=") && path_and_query.contains("&sig="));
     let url = format!("http://{}/recordings/{path_and_query}", h.running.http_addr);
     (h, url)
 }

@@ -130,17 +130,22 @@ impl NotifySocket {
     }
 }
 
-#[test]
-fn the_daemon_notifies_ready_keeps_the_watchdog_alive_and_says_stopping() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (pbx, crm) = rt.block_on(async {
+/// An AMI peer and a retailCRM stand-in, served by `rt`.
+fn simulators(rt: &tokio::runtime::Runtime) -> (AmiSim, RetailCrmSim) {
+    rt.block_on(async {
         (
             AmiSim::start(common::ami_options()).await.expect("AMI sim"),
             RetailCrmSim::start(common::crm_options())
                 .await
                 .expect("CRM sim"),
         )
-    });
+    })
+}
+
+#[test]
+fn the_daemon_notifies_ready_keeps_the_watchdog_alive_and_says_stopping() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (pbx, crm) = simulators(&rt);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = common::write_config(dir.path(), &pbx, &crm);
     let mut notify = NotifySocket::bind(dir.path());
@@ -177,14 +182,7 @@ fn the_daemon_notifies_ready_keeps_the_watchdog_alive_and_says_stopping() {
 #[test]
 fn sighup_reloads_the_employees_map_without_dropping_the_pbx() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (pbx, crm) = rt.block_on(async {
-        (
-            AmiSim::start(common::ami_options()).await.expect("AMI sim"),
-            RetailCrmSim::start(common::crm_options())
-                .await
-                .expect("CRM sim"),
-        )
-    });
+    let (pbx, crm) = simulators(&rt);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = common::write_config(dir.path(), &pbx, &crm);
     let mut notify = NotifySocket::bind(dir.path());

@@ -181,10 +181,7 @@ pub(super) async fn insert_actions(
     ids: &mut Vec<i64>,
 ) -> Result<(), StoreError> {
     for action in actions {
-        let payload = serde_json::to_string(action).map_err(|e| StoreError::BadPayload {
-            id: 0,
-            error: e.to_string(),
-        })?;
+        let payload = payload_of(action)?;
         let row = sqlx::query(
             "INSERT INTO actions (call_id, kind, payload, step, next_attempt_at, created_at, round_started_at, urgent)
              VALUES ($1, $2, $3, $4, $5, $5, $5, $6) RETURNING id",
@@ -200,6 +197,39 @@ pub(super) async fn insert_actions(
         ids.push(row.try_get::<i64, _>(0)?);
     }
     Ok(())
+}
+
+/// An action that was already delivered when it is stored (a pop-up its decision sent):
+/// written as done, with the answer's status, in one statement.
+pub(super) async fn insert_sent_action(
+    tx: &mut Transaction<'_, Any>,
+    call_id: &str,
+    action: &CrmAction,
+    http_status: Option<u16>,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO actions (call_id, kind, payload, step, next_attempt_at, created_at, round_started_at, urgent,
+                              state, attempts, started, done_at, last_status, note)
+         VALUES ($1, $2, $3, $4, $5, $5, $5, $6, 'done', 1, 1, $5, $7, 'sent with its decision') RETURNING id",
+    )
+    .bind(call_id)
+    .bind(action.kind())
+    .bind(payload_of(action)?)
+    .bind(action.step())
+    .bind(now)
+    .bind(i64::from(action.is_urgent()))
+    .bind(http_status.map(i64::from))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
+fn payload_of(action: &CrmAction) -> Result<String, StoreError> {
+    serde_json::to_string(action).map_err(|e| StoreError::BadPayload {
+        id: 0,
+        error: e.to_string(),
+    })
 }
 
 /// Upserts the call row for one update. Returns false when the update repeats a step

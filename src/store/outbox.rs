@@ -268,28 +268,18 @@ impl Store {
                     .bind(action.id)
                     .execute(&mut *tx)
                     .await?;
-                    let mut ids = Vec::new();
                     let sent = sent_along.len().min(spawn.len());
-                    super::calls::insert_actions(
-                        &mut tx,
-                        &action.call_id,
-                        &spawn[..sent],
-                        now,
-                        &mut ids,
-                    )
-                    .await?;
-                    for ((id, sent), spawned) in ids.iter().zip(sent_along).zip(spawn) {
-                        sqlx::query(
-                            "UPDATE actions SET state = 'done', attempts = 1, started = 1, done_at = $1,
-                                 last_status = $2, note = 'sent with its decision' WHERE id = $3",
+                    for (attempt, spawned) in sent_along.iter().zip(&spawn[..sent]) {
+                        let id = super::calls::insert_sent_action(
+                            &mut tx,
+                            &action.call_id,
+                            spawned,
+                            attempt.http_status,
+                            now,
                         )
-                        .bind(now)
-                        .bind(sent.http_status.map(i64::from))
-                        .bind(*id)
-                        .execute(&mut *tx)
                         .await?;
                         let delivered = PendingAction {
-                            id: *id,
+                            id,
                             call_id: action.call_id.clone(),
                             attempts: 0,
                             in_doubt: false,
@@ -297,8 +287,9 @@ impl Store {
                             round_started_at: Timestamp(now),
                             action: spawned.clone(),
                         };
-                        log_request(&mut tx, &delivered, sent, true).await?;
+                        log_request(&mut tx, &delivered, attempt, true).await?;
                     }
+                    let mut ids = Vec::new();
                     super::calls::insert_actions(
                         &mut tx,
                         &action.call_id,
