@@ -193,6 +193,7 @@ pub async fn run_reloadable(
             Processor {
                 pbx: pbx.clone(),
                 outbox: outbox.clone(),
+                alone: Default::default(),
             },
         ));
     }
@@ -315,6 +316,8 @@ fn task_failure(e: tokio::task::JoinError) -> String {
 struct Processor {
     pbx: PbxConfig,
     outbox: Outbox,
+    /// Whether this process is the PBX's only follower (pop-ups may go ahead of the store).
+    alone: crate::express::Alone,
 }
 
 /// How many PBX inputs are applied before their results are written in one
@@ -335,7 +338,123 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
 
 /// One PBX's call processing: tracker, action rules, outbox. One span per call.
-async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker, p: Processor) {
+///
+/// Two halves run side by side: one applies the PBX's inputs to the tracker (and sends a
+/// ringing call's pop-up at once, see `express`), the other stores what came of them. The
+/// first never waits for the store unless the second is `WRITE_QUEUE` batches behind,
+/// so a pop-up is not held up by the write of the events before it.
+async fn process(inputs: mpsc::Receiver<PbxInput>, tracker: CallTracker, p: Processor) {
+    // Another process that follows this PBX may still be sending its pop-ups ahead of
+    // the store: give it time to see this one and stop before reading anything.
+    if look_at_followers(&p).await != Some(0) {
+        let wait = FOLLOW_EVERY * 2 + FOLLOW_EVERY / 2;
+        info!(pbx = %p.pbx.name, wait = ?wait,
+              "another process follows this PBX (or the store cannot say): waiting for it to stop sending pop-ups ahead of the store");
+        tokio::time::sleep(wait).await;
+    }
+    let (batches, queued) = mpsc::channel(WRITE_QUEUE);
+    let work = async {
+        tokio::join!(
+            track(inputs, tracker, p.clone(), batches),
+            write_batches(p.clone(), queued)
+        )
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = keep_following(&p) => {}
+    }
+    p.alone.deny();
+    if let Err(e) = p
+        .outbox
+        .store()
+        .unfollow(&p.pbx.name, p.outbox.worker())
+        .await
+    {
+        debug!(pbx = %p.pbx.name, error = %e, "could not say this process stopped following the PBX");
+    }
+}
+
+/// How often a processor says it follows its PBX and looks who else does.
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+/// A follower not heard of for this long is taken for gone.
+const FOLLOWER_GONE_AFTER: Duration = Duration::from_secs(10);
+
+/// Says this process follows the PBX and returns how many others do (`None`: the store
+/// could not say); allows pop-ups ahead of the store for a while when there are none.
+async fn look_at_followers(p: &Processor) -> Option<usize> {
+    let now = Timestamp::now();
+    let alive_since = Timestamp(now.0 - FOLLOWER_GONE_AFTER.as_micros() as i64);
+    let store = p.outbox.store();
+    let others = match store
+        .follow(&p.pbx.name, p.outbox.worker(), now, alive_since)
+        .await
+    {
+        Ok(others) => others,
+        Err(e) => {
+            debug!(pbx = %p.pbx.name, error = %e, "could not look at the PBX's followers");
+            p.alone.deny();
+            return None;
+        }
+    };
+    // A process of this host that is gone (killed, crashed) follows nothing.
+    let host = crate::outbox::host_name();
+    let mut alive = 0;
+    for worker in others {
+        if crate::outbox::worker_is_gone(&worker, &host) {
+            let _ = store.unfollow(&p.pbx.name, &worker).await;
+        } else {
+            alive += 1;
+        }
+    }
+    if alive == 0 {
+        p.alone.confirm(FOLLOW_EVERY + FOLLOW_EVERY / 2);
+    } else {
+        if p.alone.now() {
+            info!(pbx = %p.pbx.name, others = alive, "another process follows this PBX: pop-ups are stored before they are sent");
+        }
+        p.alone.deny();
+    }
+    Some(alive)
+}
+
+/// Looks at the PBX's followers every `FOLLOW_EVERY`, for ever.
+async fn keep_following(p: &Processor) {
+    let mut every = tokio::time::interval(FOLLOW_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        look_at_followers(p).await;
+    }
+}
+
+/// Batches waiting to be stored before the tracking half waits for the store.
+const WRITE_QUEUE: usize = 64;
+
+/// What the tracking half hands to the storing half.
+#[derive(Default)]
+struct WriteBatch {
+    updates: Vec<Staged>,
+    snapshots: Vec<Commit>,
+}
+
+/// One call update on its way to the store, with its call's span; a ringing one with
+/// its actions decided already and, when its pop-up is on its way, the express ticket.
+struct Staged {
+    update: CallUpdate,
+    span: tracing::Span,
+    actions: Option<Vec<crate::actions::CrmAction>>,
+    express: Option<crate::express::ExpressTicket>,
+}
+
+/// The tracking half: inputs → tracker → updates, pop-ups sent as ringing is read.
+async fn track(
+    mut inputs: mpsc::Receiver<PbxInput>,
+    mut tracker: CallTracker,
+    p: Processor,
+    batches: mpsc::Sender<WriteBatch>,
+) {
     // Calls that were live when the daemon stopped: the next resync with the PBX
     // continues or ends them.
     match p.outbox.store().live_snapshots(&p.pbx.name).await {
@@ -401,7 +520,88 @@ async fn process(mut inputs: mpsc::Receiver<PbxInput>, mut tracker: CallTracker,
             }
         }
         meters.live_calls(tracker.live_calls());
-        write(&p, &mut tracker, &mut snapshots, updates).await;
+        let batch = stage(&p, &mut tracker, &mut snapshots, updates);
+        if (!batch.updates.is_empty() || !batch.snapshots.is_empty())
+            && batches.send(batch).await.is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Gives each update its call's span, decides a ringing call's actions now (sending its
+/// pop-up when it can), and adds the live-call snapshots that are due.
+fn stage(
+    p: &Processor,
+    tracker: &mut CallTracker,
+    snapshots: &mut SnapshotSchedule,
+    updates: Vec<CallUpdate>,
+) -> WriteBatch {
+    let staged: HashSet<String> = updates.iter().map(|u| u.header.call_id.clone()).collect();
+    let mut batch = WriteBatch::default();
+    for update in updates {
+        let span = info_span!(
+            "call",
+            pbx = %update.header.pbx,
+            call_id = %update.header.call_id,
+            direction = update.header.direction.as_str()
+        );
+        let (mut actions, mut express) = (None, None);
+        if let CallStage::Ringing { .. } = update.stage {
+            span.in_scope(|| {
+                let mut decided = actions_of(&update);
+                if p.alone.now() {
+                    express = p
+                        .outbox
+                        .send_now(&update.header.external_id(), &mut decided, &span);
+                }
+                actions = Some(decided);
+            });
+        }
+        batch.updates.push(Staged {
+            update,
+            span,
+            actions,
+            express,
+        });
+    }
+    for call_id in snapshots.take(tracker, &staged) {
+        if let (Some(snapshot), Some(header)) =
+            (tracker.snapshot(&call_id), tracker.header_of(&call_id))
+        {
+            if let Ok(state) = serde_json::to_string(&snapshot) {
+                batch.snapshots.push(Commit::Snapshot { header, state });
+            }
+        }
+    }
+    batch
+}
+
+/// The actions an update causes (in its call's span: says why when none).
+fn actions_of(update: &CallUpdate) -> Vec<crate::actions::CrmAction> {
+    match actions_for(update) {
+        Ok(actions) => actions,
+        Err(reason) => {
+            debug!(?reason, "no CRM action for this step");
+            Vec::new()
+        }
+    }
+}
+
+/// The storing half: every batch that queued while the last was written goes in one
+/// transaction (group commit).
+async fn write_batches(p: Processor, mut queued: mpsc::Receiver<WriteBatch>) {
+    while let Some(mut batch) = queued.recv().await {
+        while batch.updates.len() < BATCH {
+            match queued.try_recv() {
+                Ok(more) => {
+                    batch.updates.extend(more.updates);
+                    batch.snapshots.extend(more.snapshots);
+                }
+                Err(_) => break,
+            }
+        }
+        write(&p, batch).await;
     }
 }
 
@@ -499,22 +699,17 @@ fn apply(tracker: &mut CallTracker, pbx_now: Timestamp, input: PbxInput) -> Vec<
 
 /// Logs each update in its call's span, completes what only the disk knows, decides the
 /// actions, and stores everything (updates, actions, live-call snapshots) in one
-/// transaction.
-async fn write(
-    p: &Processor,
-    tracker: &mut CallTracker,
-    snapshots: &mut SnapshotSchedule,
-    updates: Vec<CallUpdate>,
-) {
-    let staged: HashSet<String> = updates.iter().map(|u| u.header.call_id.clone()).collect();
-    let mut items = Vec::with_capacity(updates.len());
-    for mut update in updates {
-        let span = info_span!(
-            "call",
-            pbx = %update.header.pbx,
-            call_id = %update.header.call_id,
-            direction = update.header.direction.as_str()
-        );
+/// transaction; then tells the express pop-ups their ids.
+async fn write(p: &Processor, batch: WriteBatch) {
+    let mut items = Vec::with_capacity(batch.updates.len() + batch.snapshots.len());
+    let mut tickets = Vec::new();
+    for staged in batch.updates {
+        let Staged {
+            mut update,
+            span,
+            actions,
+            express,
+        } = staged;
         // Never hold an entered span across an await: the task may move to another
         // thread, and tracing's span stack would be left wrong (it panics on it).
         if let CallStage::Ended(summary) = &mut update.stage {
@@ -524,25 +719,21 @@ async fn write(
         }
         let actions = span.in_scope(|| {
             log_update(&update);
-            match actions_for(&update) {
-                Ok(actions) => actions,
-                Err(reason) => {
-                    debug!(?reason, "no CRM action for this step");
-                    Vec::new()
-                }
-            }
+            actions.unwrap_or_else(|| actions_of(&update))
         });
-        items.push(Commit::Update { update, actions });
-    }
-    for call_id in snapshots.take(tracker, &staged) {
-        if let (Some(snapshot), Some(header)) =
-            (tracker.snapshot(&call_id), tracker.header_of(&call_id))
-        {
-            if let Ok(state) = serde_json::to_string(&snapshot) {
-                items.push(Commit::Snapshot { header, state });
+        match express {
+            Some(ticket) => {
+                items.push(Commit::Sending {
+                    update,
+                    actions,
+                    claim: ticket.claim(),
+                });
+                tickets.push((items.len() - 1, ticket));
             }
+            None => items.push(Commit::Update { update, actions }),
         }
     }
+    items.extend(batch.snapshots);
     if items.is_empty() {
         return;
     }
@@ -552,13 +743,16 @@ async fn write(
     let started = std::time::Instant::now();
     loop {
         match p.outbox.commit(&items).await {
-            Ok(_) => {
+            Ok(mut ids) => {
                 let took = started.elapsed();
                 if took > SLOW_COMMIT {
                     warn!(pbx = %p.pbx.name, items = items.len(), took = ?took,
                           "storing call updates was slow; PBX events wait meanwhile");
                 } else {
                     debug!(items = items.len(), took = ?took, "call updates stored");
+                }
+                for (i, ticket) in tickets {
+                    ticket.stored(std::mem::take(&mut ids[i]));
                 }
                 return;
             }

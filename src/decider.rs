@@ -190,6 +190,48 @@ impl Decider {
         Ok(actions)
     }
 
+    /// A ringing moment decided at once, from memory, when that is all it needs: no
+    /// customer is made at ring, the phone metadata is loaded and the CRM's managers and
+    /// codes were read recently. `None` when any of that is missing (or the cache is being
+    /// read right now): the decision is then stored and made by the outbox, as any other.
+    /// Never waits, so the call processor can call it while the phone rings.
+    pub fn decide_ringing_now(&self, request: &DecideRequest) -> Option<Vec<CrmAction>> {
+        let Moment::Ringing { new } = &request.moment else {
+            return None;
+        };
+        let base = self.base();
+        if base.create_on == CreateOn::Ring || !self.warm.initialized() {
+            return None;
+        }
+        let config = {
+            let cached = self.cached.try_lock().ok()?;
+            if cached.read_at.is_none_or(|t| t.elapsed() >= self.refresh) {
+                return None;
+            }
+            let mut config = (*base).clone();
+            config.directory = cached.directory.clone()?;
+            config
+        };
+        let header = &request.header;
+        let Some(phone) = header
+            .customer_number
+            .as_deref()
+            .and_then(|n| self.normalizer.normalize(n).ok())
+        else {
+            info!(number = ?header.customer_number, "no valid customer number: the call goes to the history only");
+            return Some(Vec::new());
+        };
+        let source = crate::actions::Source::of_campaign(&header.campaign);
+        Some(matrix::decide_ringing(
+            header,
+            &phone,
+            new,
+            source,
+            &CrmSnapshot::default(),
+            &config,
+        ))
+    }
+
     /// The customers with this number, with their orders marked open or closed.
     async fn customers(&self, phone: &PhoneNumber) -> Result<Vec<Customer>, DecideError> {
         let found = self.crm.customers_by_phone(phone, &self.normalizer).await?;

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod decider;
 pub mod demo;
 pub mod directory;
+pub mod express;
 pub mod http;
 pub mod links;
 pub mod load;

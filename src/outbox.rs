@@ -21,7 +21,10 @@ use crate::actions::{CallEventType, CrmAction, EntityRef};
 use crate::call::CallUpdate;
 use crate::crm::{CrmError, Delivered, RetailCrm};
 use crate::decider::{DecideError, Decider};
-use crate::store::{Attempt, AttemptResult, Lane, PendingAction, Settled, Store, StoreError};
+use crate::express::{ExpressLane, ExpressTicket};
+use crate::store::{
+    Attempt, AttemptResult, Commit, Lane, PendingAction, Settled, Store, StoreError,
+};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone)]
@@ -68,6 +71,10 @@ pub struct Outbox {
     /// Set when urgent actions (pop-ups) were stored: the worker claims them on their
     /// own lane at once, without asking the store when there are none.
     urgent: Arc<AtomicBool>,
+    /// Pop-ups sent as their ringing is read (see `express`), while `run` delivers.
+    express: Arc<std::sync::RwLock<Option<ExpressLane>>>,
+    /// This process's name on its claims (and as a PBX's follower).
+    worker: Arc<str>,
 }
 
 impl Outbox {
@@ -76,6 +83,36 @@ impl Outbox {
             store,
             wake: Arc::new(Notify::new()),
             urgent: Arc::new(AtomicBool::new(false)),
+            express: Arc::new(std::sync::RwLock::new(None)),
+            worker: worker_name().into(),
+        }
+    }
+
+    /// This process's name on its claims: host, process id and a random tag.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// Sends a ringing decision's pop-ups now if it can be made from memory, replacing
+    /// the decision in `actions` by them; store them with [`Commit::Sending`] under the
+    /// ticket's claim, then give the ticket their ids. `None`: store `actions` as usual.
+    pub fn send_now(
+        &self,
+        call_id: &str,
+        actions: &mut Vec<CrmAction>,
+        span: &tracing::Span,
+    ) -> Option<ExpressTicket> {
+        let lane = match self.express.read() {
+            Ok(lane) => lane,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        lane.as_ref()?.send_now(call_id, actions, span)
+    }
+
+    fn set_express(&self, lane: Option<ExpressLane>) {
+        match self.express.write() {
+            Ok(mut l) => *l = lane,
+            Err(poisoned) => *poisoned.into_inner() = lane,
         }
     }
 
@@ -91,13 +128,17 @@ impl Outbox {
     }
 
     /// Stores a batch of call updates, their actions and live-call snapshots (one
-    /// transaction), then wakes the worker.
-    pub async fn commit(&self, items: &[crate::store::Commit]) -> Result<Vec<i64>, StoreError> {
-        let ids = self.store.commit(items).await?;
-        if !ids.is_empty() {
-            let urgent = items.iter().any(|item| match item {
-                crate::store::Commit::Update { actions, .. }
-                | crate::store::Commit::Actions { actions, .. } => {
+    /// transaction), then wakes the worker. Returns each item's new action ids.
+    pub async fn commit(&self, items: &[Commit]) -> Result<Vec<Vec<i64>>, StoreError> {
+        let ids = self.store.commit_each(items).await?;
+        // Actions stored claimed are on their way already: nothing to wake for.
+        let waiting = |item: &(&Commit, &Vec<i64>)| {
+            !item.1.is_empty() && !matches!(item.0, Commit::Sending { .. })
+        };
+        let stored: Vec<_> = items.iter().zip(&ids).filter(waiting).collect();
+        if !stored.is_empty() {
+            let urgent = stored.iter().any(|(item, _)| match item {
+                Commit::Update { actions, .. } | Commit::Actions { actions, .. } => {
                     actions.iter().any(CrmAction::is_urgent)
                 }
                 _ => false,
@@ -125,7 +166,7 @@ impl Outbox {
     /// `options.grace`; whatever is still unconfirmed stays pending for the next start
     /// (or for another process once its lease runs out).
     pub async fn run(self, crm: RetailCrm, options: DeliveryOptions, shutdown: CancellationToken) {
-        let worker = worker_name();
+        let worker = self.worker.to_string();
         info!(%worker, concurrency = options.concurrency, "outbox: delivering");
         self.expire_dead_workers_claims().await;
         let mut in_flight: JoinSet<()> = JoinSet::new();
@@ -134,6 +175,19 @@ impl Outbox {
         let mut urgent: JoinSet<()> = JoinSet::new();
         let (results, results_rx) = mpsc::channel::<AttemptResult>(options.concurrency.max(1) * 8);
         let writer = tokio::spawn(write_results(self.clone(), results_rx));
+        let express_tasks = tokio_util::task::TaskTracker::new();
+        let express_stop = CancellationToken::new();
+        if options.decider.is_some() {
+            self.set_express(Some(ExpressLane {
+                crm: crm.clone(),
+                options: options.clone(),
+                worker: worker.clone(),
+                results: results.clone(),
+                slots: Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1))),
+                tasks: express_tasks.clone(),
+                stop: express_stop.clone(),
+            }));
+        }
         let mut next_report = Instant::now() + options.report_every;
         loop {
             if shutdown.is_cancelled() {
@@ -214,23 +268,30 @@ impl Outbox {
                 _ = shutdown.cancelled() => break,
             }
         }
+        // No more express pop-ups: the call processors store their decisions from now.
+        self.set_express(None);
+        express_tasks.close();
         // Pop-ups in flight get the same grace period as the rest.
-        if !in_flight.is_empty() || !urgent.is_empty() {
-            info!(count = in_flight.len() + urgent.len(), grace = ?options.grace, "outbox: waiting for requests in flight");
+        let busy = in_flight.len() + urgent.len() + express_tasks.len();
+        if busy > 0 {
+            info!(count = busy, grace = ?options.grace, "outbox: waiting for requests in flight");
             let drained = tokio::time::timeout(options.grace, async {
                 while in_flight.join_next().await.is_some() {}
                 while urgent.join_next().await.is_some() {}
+                express_tasks.wait().await;
             })
             .await;
             if drained.is_err() {
                 warn!(
-                    count = in_flight.len() + urgent.len(),
+                    count = in_flight.len() + urgent.len() + express_tasks.len(),
                     "outbox: requests still in flight after the grace period; they stay pending and are retried (in doubt) at the next start"
                 );
                 in_flight.abort_all();
                 urgent.abort_all();
+                express_stop.cancel();
                 while in_flight.join_next().await.is_some() {}
                 while urgent.join_next().await.is_some() {}
+                express_tasks.wait().await;
             }
         }
         // The last results are written before the store closes.
@@ -287,11 +348,7 @@ impl Outbox {
             return;
         };
         for worker in claimers {
-            let mut parts = worker.split(':');
-            let (Some(h), Some(pid)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            if h != host || process_is_callbridge(pid) {
+            if !worker_is_gone(&worker, &host) {
                 continue;
             }
             match self.store.expire_claims(&worker, now).await {
@@ -307,7 +364,17 @@ impl Outbox {
     }
 }
 
-fn host_name() -> String {
+/// Whether `worker` (a name from [`Outbox::worker`]) was a process of this host that is
+/// no longer running. Workers of other hosts are not judged here.
+pub(crate) fn worker_is_gone(worker: &str, host: &str) -> bool {
+    let mut parts = worker.split(':');
+    match (parts.next(), parts.next()) {
+        (Some(h), Some(pid)) => h == host && !process_is_callbridge(pid),
+        _ => false,
+    }
+}
+
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into())
@@ -480,7 +547,48 @@ async fn deliver(
         Ok(Some(Hold::Dead(why))) => Err(DeliveryError::Dead(why)),
         Err(e) => Err(DeliveryError::Store(e)),
     };
-    let elapsed = clock.elapsed();
+    let (attempt, settled) = settle(
+        kind,
+        result,
+        &pending,
+        started_at,
+        clock.elapsed(),
+        &options,
+        spawn,
+        sent_along,
+    );
+    // The writer records it (with others, in one transaction). Until then the action stays
+    // claimed, so nobody sends it again; if the writer is gone, the lease runs out and the
+    // action is delivered again, in doubt: the CRM adapter looks before it creates.
+    if results
+        .send(AttemptResult {
+            action: pending,
+            attempt,
+            settled,
+        })
+        .await
+        .is_err()
+    {
+        warn!(
+            kind,
+            "could not record the delivery result: the result writer stopped"
+        );
+    }
+}
+
+/// How an attempt ended, as the store records it: done, retried later (backoff, the
+/// CRM's `Retry-After`), or parked as dead.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn settle(
+    kind: &str,
+    result: Result<Delivered, DeliveryError>,
+    pending: &PendingAction,
+    started_at: Timestamp,
+    elapsed: Duration,
+    options: &DeliveryOptions,
+    spawn: Vec<CrmAction>,
+    sent_along: Vec<Attempt>,
+) -> (Attempt, Settled) {
     let attempt = |http_status: Option<u16>, error: Option<String>| Attempt {
         started_at,
         elapsed,
@@ -488,7 +596,7 @@ async fn deliver(
         error,
     };
     let age = Duration::from_micros((started_at.0 - pending.round_started_at.0).max(0) as u64);
-    let (attempt, settled) = match result {
+    match result {
         Ok(delivered) => {
             if let Some(note) = &delivered.note {
                 info!(kind, note = %note, "CRM accepted with a remark");
@@ -504,8 +612,8 @@ async fn deliver(
                 Settled::Done {
                     note: delivered.note,
                     result: delivered.result,
-                    spawn: std::mem::take(&mut spawn),
-                    sent_along: std::mem::take(&mut sent_along),
+                    spawn,
+                    sent_along,
                 },
             )
         }
@@ -515,7 +623,7 @@ async fn deliver(
         }
         Err(DeliveryError::Wait(why)) if age < options.give_up_after => {
             // Not a failure: looked at again soon (never later than WAIT_AT_MOST).
-            let wait = retry_delay(&options, pending.attempts, None).min(WAIT_AT_MOST);
+            let wait = retry_delay(options, pending.attempts, None).min(WAIT_AT_MOST);
             info!(kind, why = %why, retry_in = ?wait, "waiting");
             (
                 attempt(None, Some(why)),
@@ -525,7 +633,7 @@ async fn deliver(
             )
         }
         Err(error) if error.is_transient() && age < options.give_up_after => {
-            let wait = retry_delay(&options, pending.attempts, error.retry_after());
+            let wait = retry_delay(options, pending.attempts, error.retry_after());
             warn!(kind, error = %error, attempt = pending.attempts + 1, retry_in = ?wait, "CRM delivery failed; will retry");
             (
                 attempt(error.status(), Some(error.to_string())),
@@ -549,23 +657,6 @@ async fn deliver(
                 Settled::Dead,
             )
         }
-    };
-    // The writer records it (with others, in one transaction). Until then the action stays
-    // claimed, so nobody sends it again; if the writer is gone, the lease runs out and the
-    // action is delivered again, in doubt: the CRM adapter looks before it creates.
-    if results
-        .send(AttemptResult {
-            action: pending,
-            attempt,
-            settled,
-        })
-        .await
-        .is_err()
-    {
-        warn!(
-            kind,
-            "could not record the delivery result: the result writer stopped"
-        );
     }
 }
 
@@ -595,6 +686,7 @@ async fn write_results(outbox: Outbox, mut results: mpsc::Receiver<AttemptResult
                             .iter()
                             .skip(sent_along.len())
                             .any(CrmAction::is_urgent),
+                        Settled::Unclaimed => r.action.action.is_urgent(),
                         _ => false,
                     });
                     outbox.wake_for(urgent);
@@ -623,7 +715,7 @@ const WAIT_AT_MOST: Duration = Duration::from_secs(5);
 const RESULT_BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
-enum DeliveryError {
+pub(crate) enum DeliveryError {
     #[error("{0}")]
     Crm(CrmError),
     #[error("{0}")]

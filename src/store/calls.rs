@@ -5,7 +5,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{to_i64, Backend, CallRow, Commit, Store, StoreError};
+use super::{to_i64, Backend, CallRow, Claim, Commit, Store, StoreError};
 use crate::actions::CrmAction;
 use crate::call::{CallHeader, CallStage, CallUpdate};
 use crate::time::Timestamp;
@@ -30,27 +30,40 @@ impl Store {
     /// again after a restart, or the same call seen by a second process) adds no second
     /// action: the store is what remembers what was sent. Returns the new action ids.
     pub async fn commit(&self, items: &[Commit]) -> Result<Vec<i64>, StoreError> {
+        Ok(self.commit_each(items).await?.concat())
+    }
+
+    /// [`Store::commit`], with the new action ids of each item (none for a snapshot, or
+    /// for a step the store already had).
+    pub async fn commit_each(&self, items: &[Commit]) -> Result<Vec<Vec<i64>>, StoreError> {
         let now = Timestamp::now().0;
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        let mut ids = Vec::new();
+        let mut all = Vec::with_capacity(items.len());
         for item in items {
+            let mut ids = Vec::new();
             match item {
                 Commit::Update { update, actions } => {
                     if record_update(&mut tx, self.backend, update, now).await? {
-                        insert_actions(
-                            &mut tx,
-                            &update.header.external_id(),
-                            actions,
-                            now,
-                            &mut ids,
-                        )
-                        .await?;
+                        let call_id = update.header.external_id();
+                        insert_actions(&mut tx, &call_id, actions, now, None, &mut ids).await?;
+                    }
+                }
+                Commit::Sending {
+                    update,
+                    actions,
+                    claim,
+                } => {
+                    if record_update(&mut tx, self.backend, update, now).await? {
+                        let call_id = update.header.external_id();
+                        insert_actions(&mut tx, &call_id, actions, now, Some(claim), &mut ids)
+                            .await?;
                     }
                 }
                 Commit::Actions { header, actions } => {
                     insert_call(&mut tx, header, "live", now).await?;
-                    insert_actions(&mut tx, &header.external_id(), actions, now, &mut ids).await?;
+                    let call_id = header.external_id();
+                    insert_actions(&mut tx, &call_id, actions, now, None, &mut ids).await?;
                 }
                 Commit::Snapshot { header, state } => {
                     // One statement: on PostgreSQL each is a round trip.
@@ -73,9 +86,10 @@ impl Store {
                     .await?;
                 }
             }
+            all.push(ids);
         }
         tx.commit().await?;
-        Ok(ids)
+        Ok(all)
     }
 
     /// Tracker snapshots of the calls of `pbx` that were live when the daemon stopped.
@@ -173,18 +187,22 @@ async fn insert_call(
     Ok(())
 }
 
+/// Stores actions pending; with a `claim`, held by that worker with one attempt begun
+/// (it is sending them already).
 pub(super) async fn insert_actions(
     tx: &mut Transaction<'_, Any>,
     call_id: &str,
     actions: &[CrmAction],
     now: i64,
+    claim: Option<&Claim>,
     ids: &mut Vec<i64>,
 ) -> Result<(), StoreError> {
     for action in actions {
         let payload = payload_of(action)?;
         let row = sqlx::query(
-            "INSERT INTO actions (call_id, kind, payload, step, next_attempt_at, created_at, round_started_at, urgent)
-             VALUES ($1, $2, $3, $4, $5, $5, $5, $6) RETURNING id",
+            "INSERT INTO actions (call_id, kind, payload, step, next_attempt_at, created_at, round_started_at, urgent,
+                                  claimed_by, claimed_until, started)
+             VALUES ($1, $2, $3, $4, $5, $5, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(call_id)
         .bind(action.kind())
@@ -192,6 +210,9 @@ pub(super) async fn insert_actions(
         .bind(action.step())
         .bind(now)
         .bind(i64::from(action.is_urgent()))
+        .bind(claim.map(|c| c.worker.clone()))
+        .bind(claim.map(|c| c.until.0))
+        .bind(i64::from(claim.is_some()))
         .fetch_one(&mut **tx)
         .await?;
         ids.push(row.try_get::<i64, _>(0)?);

@@ -9,6 +9,7 @@
 //! in `outbox.rs`.
 
 mod calls;
+mod followers;
 mod outbox;
 
 use std::time::Duration;
@@ -128,6 +129,13 @@ pub struct PendingAction {
     pub action: CrmAction,
 }
 
+/// Which worker holds an action, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub worker: String,
+    pub until: Timestamp,
+}
+
 /// One row of the calls table.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRow {
@@ -157,6 +165,14 @@ pub enum Commit {
     Update {
         update: CallUpdate,
         actions: Vec<CrmAction>,
+    },
+    /// A call's new stage and the actions this process is sending already (pop-ups sent
+    /// as the ringing was read): stored claimed by `claim`, so nobody else sends them
+    /// while their answers are on the way; the sender records how they went.
+    Sending {
+        update: CallUpdate,
+        actions: Vec<CrmAction>,
+        claim: Claim,
     },
     /// The tracker's state of a live call (JSON), to resume it after a restart.
     Snapshot { header: CallHeader, state: String },

@@ -295,6 +295,7 @@ impl Store {
                         &action.call_id,
                         &spawn[sent..],
                         now,
+                        None,
                         &mut ids,
                     )
                     .await?;
@@ -323,6 +324,17 @@ impl Store {
                     .bind(action.id)
                     .execute(&mut *tx)
                     .await?;
+                }
+                Settled::Unclaimed => {
+                    sqlx::query(
+                        "UPDATE actions SET started = attempts, claimed_by = NULL, claimed_until = NULL
+                         WHERE id = $1",
+                    )
+                    .bind(action.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    // No request was made.
+                    continue;
                 }
             }
             let ok = matches!(r.settled, Settled::Done { .. });
@@ -597,6 +609,8 @@ pub enum Settled {
     Retry { next_attempt_at: Timestamp },
     /// Refused for good, or out of time: the reason is the attempt's error.
     Dead,
+    /// Not attempted after all (sent after another that failed): claimable again at once.
+    Unclaimed,
 }
 
 /// What a later step of a call needs to know of an earlier one.
