@@ -416,6 +416,122 @@ async fn a_popup_never_waits_behind_other_calls_slow_history_uploads() {
     h.stop().await;
 }
 
+/// The pop-up of a ringing call goes out while the store cannot take a write (another
+/// connection holds SQLite's write lock for 3 s), and is recorded as delivered, once,
+/// when the store takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_popup_goes_out_while_the_store_is_busy_and_is_recorded_after() {
+    use sqlx::Connection;
+    let h = Harness::start().await;
+    // A first call: the phone metadata and the CRM's managers are loaded by then.
+    h.pbx
+        .play(&fixture("iax2/inbound_answered").replica(1), 20.0)
+        .await;
+    h.wait_outbox_settled().await;
+    let before = h.crm.state().call_events.len();
+
+    let db = h.dir.path().join("cb.db");
+    let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("second connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .expect("write lock");
+    let locked_at = Instant::now();
+    let pbx = h.pbx.clone();
+    let player = tokio::spawn(async move {
+        pbx.play(&fixture("iax2/inbound_answered").replica(2), 20.0)
+            .await
+    });
+    let state = h
+        .wait_crm("the second call's pop-up", |s| {
+            s.call_events[before..].iter().any(|e| e.r#type == "in")
+        })
+        .await;
+    let popped_after = locked_at.elapsed();
+    assert!(
+        popped_after < Duration::from_secs(2),
+        "the pop-up waited for the store: {popped_after:?}"
+    );
+    assert!(
+        state.calls.len() < 2,
+        "the second call cannot have been stored yet"
+    );
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(locked_at.elapsed())).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("unlock");
+    let _ = lock.close().await;
+    player.await.expect("player");
+    h.wait_crm("both calls in the history", |s| s.calls.len() == 2)
+        .await;
+    h.wait_outbox_settled().await;
+
+    let state = h.crm.state();
+    let popups: Vec<_> = state
+        .call_events
+        .iter()
+        .filter(|e| e.r#type == "in")
+        .collect();
+    assert_eq!(popups.len(), 2, "one pop-up per call: {popups:#?}");
+    assert_eq!(state.calls.len(), 2, "both calls in the history");
+    let actions = h.running.store.actions().await.expect("actions");
+    let recorded: Vec<_> = actions.iter().filter(|a| a.kind == "popup_in").collect();
+    assert_eq!(recorded.len(), 2, "{recorded:#?}");
+    assert!(
+        recorded
+            .iter()
+            .all(|a| a.state == "done" && a.attempts == 1 && a.last_status == Some(200)),
+        "each pop-up recorded as delivered at the first attempt: {recorded:#?}"
+    );
+    let requests = h.running.store.crm_requests().await.expect("requests");
+    for a in &recorded {
+        assert_eq!(
+            requests.iter().filter(|r| r.0 == a.id).count(),
+            1,
+            "the pop-up's request is logged once"
+        );
+    }
+    h.stop().await;
+}
+
+/// A pop-up sent as the ringing is read that the CRM refuses for now (503) is retried
+/// by the outbox, and recorded with both attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_popup_sent_at_once_that_fails_is_retried_by_the_outbox() {
+    let h = Harness::start().await;
+    h.pbx
+        .play(&fixture("iax2/inbound_answered").replica(1), 20.0)
+        .await;
+    h.wait_outbox_settled().await;
+    h.crm
+        .inject(Fault::Status503 { times: 1 }.on_path("/telephony/call/event"));
+    h.pbx
+        .play(&fixture("iax2/inbound_answered").replica(2), 20.0)
+        .await;
+    h.wait_outbox_settled().await;
+    let state = h.crm.state();
+    assert_eq!(
+        state
+            .call_events
+            .iter()
+            .filter(|e| e.r#type == "in")
+            .count(),
+        2,
+        "the refused pop-up arrived on the second attempt"
+    );
+    let actions = h.running.store.actions().await.expect("actions");
+    let retried: Vec<_> = actions
+        .iter()
+        .filter(|a| a.kind == "popup_in" && a.attempts == 2)
+        .collect();
+    assert_eq!(retried.len(), 1, "{actions:#?}");
+    assert_eq!(retried[0].state, "done");
+    h.stop().await;
+}
+
 /// Scale-out as docs/scaling.md describes it: two daemons, each reading its own PBX,
 /// share one PostgreSQL store (and so one outbox). Every call of both PBXs is in the CRM
 /// once, with its own PBX's name, and no customer is made twice.

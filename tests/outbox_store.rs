@@ -342,3 +342,102 @@ async fn operators_retry_and_drop(url: &str) {
     assert_eq!((m.pending, m.dead), (1, 0));
     store.close().await;
 }
+
+on_both_backends!(
+    actions_stored_while_being_sent_are_nobody_elses_sqlite,
+    actions_stored_while_being_sent_are_nobody_elses_postgres,
+    actions_stored_while_being_sent_are_nobody_elses
+);
+/// A pop-up stored while its sender is sending it is claimed by that sender: no other
+/// worker takes it; once the sender's lease runs out it is claimable again, in doubt.
+async fn actions_stored_while_being_sent_are_nobody_elses(url: &str) {
+    use callbridge::store::Claim;
+    let store = Store::open(url).await.expect("store");
+    let now = Timestamp::now();
+    let update = CallUpdate {
+        header: header("7.1"),
+        at: now,
+        stage: CallStage::Ringing {
+            extensions: vec!["101".into()],
+            new: vec!["101".into()],
+        },
+    };
+    let claim = Claim {
+        worker: "sender".into(),
+        until: Timestamp(now.0 + 60_000_000),
+    };
+    let ids = store
+        .commit_each(&[Commit::Sending {
+            update,
+            actions: vec![popup("7.1")],
+            claim,
+        }])
+        .await
+        .expect("commit");
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].len(), 1, "the pop-up has an id for its sender");
+    let (now, until) = lease(30);
+    let other = store.claim("other", now, until, 10).await.expect("claim");
+    assert!(other.is_empty(), "claimed by its sender: {other:?}");
+    // The sender died: after its lease the pop-up is taken, in doubt.
+    let later = Timestamp(now.0 + 61_000_000);
+    let taken = store
+        .claim("other", later, Timestamp(later.0 + 30_000_000), 10)
+        .await
+        .expect("claim");
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, ids[0][0]);
+    assert!(taken[0].in_doubt, "its first attempt's end is unknown");
+    store.close().await;
+}
+
+on_both_backends!(
+    followers_of_a_pbx_see_each_other_sqlite,
+    followers_of_a_pbx_see_each_other_postgres,
+    followers_of_a_pbx_see_each_other
+);
+/// Processes that follow one PBX see each other until one stops or goes silent; a PBX
+/// of its own is nobody else's business.
+async fn followers_of_a_pbx_see_each_other(url: &str) {
+    let a = Store::open(url).await.expect("store a");
+    let b = Store::open(url).await.expect("store b");
+    let t = |s: i64| Timestamp(1_700_000_000_000_000 + s * 1_000_000);
+    assert!(a
+        .follow("east", "a", t(0), t(-10))
+        .await
+        .expect("a")
+        .is_empty());
+    assert!(b
+        .follow("west", "b", t(0), t(-10))
+        .await
+        .expect("b")
+        .is_empty());
+    assert_eq!(
+        b.follow("east", "b", t(1), t(-9)).await.expect("b east"),
+        vec!["a".to_string()]
+    );
+    assert_eq!(
+        a.follow("east", "a", t(2), t(-8)).await.expect("a again"),
+        vec!["b".to_string()]
+    );
+    // b stops cleanly on east; a is alone there again.
+    b.unfollow("east", "b").await.expect("unfollow");
+    assert!(a
+        .follow("east", "a", t(3), t(-7))
+        .await
+        .expect("a")
+        .is_empty());
+    // b follows east again and then goes silent: forgotten once it is too long ago.
+    b.follow("east", "b", t(4), t(-6)).await.expect("b");
+    assert_eq!(
+        a.follow("east", "a", t(5), t(-5)).await.expect("a").len(),
+        1
+    );
+    assert!(a
+        .follow("east", "a", t(15), t(5))
+        .await
+        .expect("a")
+        .is_empty());
+    a.close().await;
+    b.close().await;
+}
