@@ -500,7 +500,13 @@ async fn track(
                         meters.event(event);
                     }
                     let pbx_now = clock.now(&tracker);
-                    updates.extend(apply(&mut tracker, pbx_now, input));
+                    // Staged as each input is applied: a ringing call's pop-up goes out
+                    // now, not after the rest of the batch.
+                    updates.extend(
+                        apply(&mut tracker, pbx_now, input)
+                            .into_iter()
+                            .map(|update| stage(&p, update)),
+                    );
                     clock.observe(&tracker);
                 }
             }
@@ -510,17 +516,17 @@ async fn track(
                     warn!(pbx = %p.pbx.name, calls = stale.len(), timeout = ?p.pbx.stale_call_timeout,
                           "ending calls that saw no event for too long");
                 }
-                updates.extend(stale);
+                updates.extend(stale.into_iter().map(|update| stage(&p, update)));
             }
             _ = tokio::time::sleep(snapshot_due.unwrap_or(SWEEP_EVERY)), if snapshot_due.is_some() => {}
         }
-        for update in &updates {
-            if let CallStage::Ended(summary) = &update.stage {
+        for staged in &updates {
+            if let CallStage::Ended(summary) = &staged.update.stage {
                 meters.call_ended(summary);
             }
         }
         meters.live_calls(tracker.live_calls());
-        let batch = stage(&p, &mut tracker, &mut snapshots, updates);
+        let batch = with_snapshots(&mut tracker, &mut snapshots, updates);
         if (!batch.updates.is_empty() || !batch.snapshots.is_empty())
             && batches.send(batch).await.is_err()
         {
@@ -529,42 +535,52 @@ async fn track(
     }
 }
 
-/// Gives each update its call's span, decides a ringing call's actions now (sending its
-/// pop-up when it can), and adds the live-call snapshots that are due.
-fn stage(
-    p: &Processor,
+/// Gives an update its call's span and decides a ringing call's actions now, sending
+/// its pop-up when it can.
+fn stage(p: &Processor, update: CallUpdate) -> Staged {
+    let span = info_span!(
+        "call",
+        pbx = %update.header.pbx,
+        call_id = %update.header.call_id,
+        direction = update.header.direction.as_str()
+    );
+    let (mut actions, mut express) = (None, None);
+    match update.stage {
+        CallStage::Ringing { .. } => span.in_scope(|| {
+            let mut decided = actions_of(&update);
+            express = p.outbox.send_now(
+                &update.header.external_id(),
+                &mut decided,
+                &span,
+                p.alone.now(),
+            );
+            actions = Some(decided);
+        }),
+        CallStage::Ended(_) => p.outbox.call_ended(&update.header.external_id()),
+        CallStage::Answered { .. } => {}
+    }
+    Staged {
+        update,
+        span,
+        actions,
+        express,
+    }
+}
+
+/// A batch for the storing half: the staged updates and the live-call snapshots due.
+fn with_snapshots(
     tracker: &mut CallTracker,
     snapshots: &mut SnapshotSchedule,
-    updates: Vec<CallUpdate>,
+    updates: Vec<Staged>,
 ) -> WriteBatch {
-    let staged: HashSet<String> = updates.iter().map(|u| u.header.call_id.clone()).collect();
-    let mut batch = WriteBatch::default();
-    for update in updates {
-        let span = info_span!(
-            "call",
-            pbx = %update.header.pbx,
-            call_id = %update.header.call_id,
-            direction = update.header.direction.as_str()
-        );
-        let (mut actions, mut express) = (None, None);
-        if let CallStage::Ringing { .. } = update.stage {
-            span.in_scope(|| {
-                let mut decided = actions_of(&update);
-                if p.alone.now() {
-                    express = p
-                        .outbox
-                        .send_now(&update.header.external_id(), &mut decided, &span);
-                }
-                actions = Some(decided);
-            });
-        }
-        batch.updates.push(Staged {
-            update,
-            span,
-            actions,
-            express,
-        });
-    }
+    let staged: HashSet<String> = updates
+        .iter()
+        .map(|s| s.update.header.call_id.clone())
+        .collect();
+    let mut batch = WriteBatch {
+        updates,
+        snapshots: Vec::new(),
+    };
     for call_id in snapshots.take(tracker, &staged) {
         if let (Some(snapshot), Some(header)) =
             (tracker.snapshot(&call_id), tracker.header_of(&call_id))

@@ -39,6 +39,16 @@ struct Cached {
     /// Status code → status group code.
     status_groups: Option<HashMap<String, String>>,
     read_at: Option<Instant>,
+    /// How long the last read counts as fresh (shorter after a failed read).
+    valid_for: Duration,
+    /// Moved on by every reload: a read begun before it is not kept.
+    generation: u64,
+}
+
+impl Cached {
+    fn fresh(&self) -> bool {
+        self.read_at.is_some_and(|t| t.elapsed() < self.valid_for)
+    }
 }
 
 /// How soon a failed read of the CRM's reference data is tried again.
@@ -54,6 +64,8 @@ pub struct Decider {
     module_code: Option<String>,
     refresh: Duration,
     cached: Arc<Mutex<Cached>>,
+    /// Held while the CRM's reference data is read (one read at a time).
+    reading: Arc<Mutex<()>>,
     warm: Arc<tokio::sync::OnceCell<()>>,
 }
 
@@ -93,6 +105,7 @@ impl Decider {
             module_code: config.crm.module_code.clone(),
             refresh: config.crm.directory_refresh,
             cached: Arc::new(Mutex::new(Cached::default())),
+            reading: Arc::new(Mutex::new(())),
             warm: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
@@ -204,8 +217,13 @@ impl Decider {
             return None;
         }
         let config = {
+            // A read a little past its time is still good for a pop-up (the next
+            // stored decision reads again); the cache is never waited for.
             let cached = self.cached.try_lock().ok()?;
-            if cached.read_at.is_none_or(|t| t.elapsed() >= self.refresh) {
+            if cached
+                .read_at
+                .is_none_or(|t| t.elapsed() >= cached.valid_for + self.refresh)
+            {
                 return None;
             }
             let mut config = (*base).clone();
@@ -331,6 +349,7 @@ impl Decider {
         let mut cached = self.cached.lock().await;
         cached.read_at = None;
         cached.directory = None;
+        cached.generation += 1;
     }
 
     /// The matrix configuration with the directory as last read from the CRM.
@@ -347,12 +366,21 @@ impl Decider {
     /// Reads the CRM's managers, extension codes and statuses again when the last read
     /// is older than `directory_refresh`. A failed read keeps what was read before (the
     /// configuration alone, at first) and is tried again at the next decision. Says
-    /// whether the cache is complete.
+    /// whether the cache is complete. The cache is not held while the CRM is read (one
+    /// reader at a time): pop-ups decided from memory meanwhile use the last read.
     async fn refresh_if_stale(&self) -> bool {
-        let mut cached = self.cached.lock().await;
-        if cached.read_at.is_some_and(|t| t.elapsed() < self.refresh) {
+        if self.cached.lock().await.fresh() {
             return true;
         }
+        let _reading = self.reading.lock().await;
+        let (old_directory, generation) = {
+            let cached = self.cached.lock().await;
+            if cached.fresh() {
+                // Read by another decision while this one waited.
+                return true;
+            }
+            (cached.directory.clone(), cached.generation)
+        };
         let mut directory = self.base().directory.clone();
         let mut complete = true;
         match self.crm.active_managers().await {
@@ -360,7 +388,7 @@ impl Decider {
             Err(e) => {
                 complete = false;
                 warn!(error = %e, "could not read the CRM's managers; keeping the last list");
-                if let Some(old) = &cached.directory {
+                if let Some(old) = &old_directory {
                     directory.sync_managers(old.all_managers());
                 }
             }
@@ -377,27 +405,37 @@ impl Decider {
                 Err(e) => {
                     complete = false;
                     warn!(error = %e, "could not read the telephony module's extension codes");
-                    if let Some(old) = &cached.directory {
+                    if let Some(old) = &old_directory {
                         directory.sync_codes(old.codes());
                     }
                 }
             }
         }
-        match self.crm.status_groups().await {
-            Ok(groups) => cached.status_groups = Some(groups),
+        let groups = match self.crm.status_groups().await {
+            Ok(groups) => Some(groups),
             Err(e) => {
                 complete = false;
                 warn!(error = %e, "could not read the CRM's order statuses; keeping the last ones");
+                None
             }
+        };
+        let mut cached = self.cached.lock().await;
+        if cached.generation != generation {
+            // Reloaded meanwhile: this read may be of the old map; the next decision
+            // reads again.
+            return false;
+        }
+        if groups.is_some() {
+            cached.status_groups = groups;
         }
         cached.directory = Some(directory);
         // After a failed read, try again in half a minute rather than at every decision.
-        let retry_in = if complete {
+        cached.valid_for = if complete {
             self.refresh
         } else {
             RETRY_READ.min(self.refresh)
         };
-        cached.read_at = Instant::now().checked_sub(self.refresh.saturating_sub(retry_in));
+        cached.read_at = Some(Instant::now());
         complete
     }
 }

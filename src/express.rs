@@ -39,6 +39,21 @@ pub(crate) struct ExpressLane {
     pub tasks: TaskTracker,
     /// Cancelled when shutdown's grace period is over.
     pub stop: CancellationToken,
+    /// The live calls' express state: one call's pop-ups go out in order.
+    pub calls: Calls,
+}
+
+/// Live calls by id, with how their pop-ups go.
+pub(crate) type Calls = Arc<std::sync::Mutex<std::collections::HashMap<String, CallLane>>>;
+
+/// How a live call's pop-ups go. Once one of them took the stored path, all its later
+/// ones do: the store keeps a call's actions in order, and an express pop-up would pass
+/// it. While an express pop-up is on its way, the next takes the stored path (where the
+/// store keeps it behind the first, stored with a lower id).
+#[derive(Debug, Default)]
+pub(crate) struct CallLane {
+    in_flight: bool,
+    stored: bool,
 }
 
 /// Given to the call processor with the pop-ups on their way: the claim to store them
@@ -63,30 +78,50 @@ impl ExpressTicket {
 
 impl ExpressLane {
     /// Replaces a ringing decision in `actions` by the pop-ups it makes and sends them
-    /// now, when the decision can be made from memory. `None` leaves `actions` as they
-    /// were (stored as usual), or empty when the decision makes nothing.
+    /// now, when the decision can be made from memory and `allowed` (this process is the
+    /// PBX's one follower). `None` leaves `actions` as they were (stored as usual), or
+    /// empty when the decision makes nothing.
     pub fn send_now(
         &self,
         call_id: &str,
         actions: &mut Vec<CrmAction>,
         span: &tracing::Span,
+        allowed: bool,
     ) -> Option<ExpressTicket> {
-        let decider = self.options.decider.as_ref()?;
         let [CrmAction::Decide(request)] = actions.as_slice() else {
             return None;
         };
         if !matches!(request.moment, Moment::Ringing { .. }) {
             return None;
         }
-        let decided = decider.decide_ringing_now(request)?;
-        if decided.is_empty() {
-            actions.clear();
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = calls.entry(call_id.to_string()).or_default();
+        let decided = match &self.options.decider {
+            Some(decider) if allowed && !lane.stored && !lane.in_flight => {
+                decider.decide_ringing_now(request)
+            }
+            _ => None,
+        };
+        let slot = match decided {
+            Some(d) if d.is_empty() => {
+                // Nothing to send, nothing stored.
+                actions.clear();
+                return None;
+            }
+            Some(d) if d.iter().all(|a| matches!(a, CrmAction::CallEvent(_))) => self
+                .slots
+                .clone()
+                .try_acquire_owned()
+                .ok()
+                .map(|slot| (slot, d)),
+            _ => None,
+        };
+        let Some((slot, decided)) = slot else {
+            lane.stored = true;
             return None;
-        }
-        if !decided.iter().all(|a| matches!(a, CrmAction::CallEvent(_))) {
-            return None;
-        }
-        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        };
+        lane.in_flight = true;
+        drop(calls);
         let claim = Claim {
             worker: self.worker.clone(),
             until: Timestamp(Timestamp::now().0 + self.options.lease.as_micros() as i64),
@@ -101,15 +136,26 @@ impl ExpressLane {
             self.results.clone(),
             self.stop.clone(),
         );
+        let (calls, call_id) = (self.calls.clone(), call_id.to_string());
         self.tasks.spawn(
             async move {
                 job.await;
                 drop(slot);
+                let mut calls = calls.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(lane) = calls.get_mut(&call_id) {
+                    lane.in_flight = false;
+                }
             }
             .instrument(span.clone()),
         );
         *actions = decided;
         Some(ExpressTicket { claim, ids })
+    }
+
+    /// The call ended: its express state is no longer needed.
+    pub fn forget(&self, call_id: &str) {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        calls.remove(call_id);
     }
 }
 

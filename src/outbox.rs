@@ -96,17 +96,31 @@ impl Outbox {
     /// Sends a ringing decision's pop-ups now if it can be made from memory, replacing
     /// the decision in `actions` by them; store them with [`Commit::Sending`] under the
     /// ticket's claim, then give the ticket their ids. `None`: store `actions` as usual.
+    /// `allowed`: this process is the PBX's one follower (else the ringing is only
+    /// noted, so the call's later pop-ups keep their order).
     pub fn send_now(
         &self,
         call_id: &str,
         actions: &mut Vec<CrmAction>,
         span: &tracing::Span,
+        allowed: bool,
     ) -> Option<ExpressTicket> {
         let lane = match self.express.read() {
             Ok(lane) => lane,
             Err(poisoned) => poisoned.into_inner(),
         };
-        lane.as_ref()?.send_now(call_id, actions, span)
+        lane.as_ref()?.send_now(call_id, actions, span, allowed)
+    }
+
+    /// A call ended: the express lane forgets it.
+    pub fn call_ended(&self, call_id: &str) {
+        let lane = match self.express.read() {
+            Ok(lane) => lane,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(lane) = lane.as_ref() {
+            lane.forget(call_id);
+        }
     }
 
     fn set_express(&self, lane: Option<ExpressLane>) {
@@ -186,6 +200,7 @@ impl Outbox {
                 slots: Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1))),
                 tasks: express_tasks.clone(),
                 stop: express_stop.clone(),
+                calls: Default::default(),
             }));
         }
         let mut next_report = Instant::now() + options.report_every;

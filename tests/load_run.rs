@@ -45,6 +45,7 @@ fn load_run(pbx: &str) {
     for line in [
         "ring → pop-up:",
         "hang-up → history:",
+        "late histories:",
         "daemon:",
         "effects:",
     ] {
@@ -78,6 +79,12 @@ fn load_run(pbx: &str) {
     assert_eq!(report["popup_latency_ms"]["count"], inbound);
     assert_eq!(report["history_latency_ms"]["count"], 48);
     assert!(report["rss_per_live_call_bytes"].as_u64().is_some());
+    // How late beyond the rate limit is a figure, not a pass mark here (timing).
+    assert!(report["late_histories"].as_u64().is_some(), "{report:#}");
+    assert!(
+        report["late_history_worst_ms"].as_f64().is_some(),
+        "{report:#}"
+    );
     for key in ["events_per_sec", "daemon_cpu_s", "daemon_rss_peak_bytes"] {
         assert!(
             report[key].as_f64().is_some_and(|v| v > 0.0),

@@ -106,6 +106,11 @@ pub struct LoadReport {
     pub history_latency_ms: Percentiles,
     pub wrong_effects: usize,
     pub missing_effects: usize,
+    /// Calls whose history record came more than `LATE_AFTER` later than the CRM's rate
+    /// limit forced (see [`lateness`]).
+    pub late_histories: usize,
+    /// The most any call's history record came later than the rate limit forced.
+    pub late_history_worst_ms: f64,
     /// The first few effects that were wrong or missing, said in words.
     pub effect_problems: Vec<String>,
     pub events: usize,
@@ -120,8 +125,7 @@ pub struct LoadReport {
     pub rss_per_live_call_bytes: u64,
     pub crm_latency_ms: f64,
     pub crm_rate_limit: String,
-    /// Requests the CRM answered, by method and path (the simulator keeps the last
-    /// 100,000).
+    /// Requests the CRM took (past its rate limit), by method and path.
     pub crm_requests: std::collections::BTreeMap<String, usize>,
     pub mix: Vec<MixShare>,
 }
@@ -312,7 +316,8 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     ));
     let live = Arc::new(AtomicUsize::new(0));
     let ended = Arc::new(AtomicUsize::new(0));
-    let collector = tokio::spawn(collect(observed, shared.clone()));
+    let requests: Arc<Mutex<RequestTimes>> = Arc::default();
+    let collector = tokio::spawn(collect(observed, shared.clone(), requests.clone()));
     let sampler_stop = tokio_util::sync::CancellationToken::new();
     let sampler = tokio::spawn(sample(pid, live.clone(), sampler_stop.clone()));
     let progress = tokio::spawn(show_progress(
@@ -365,13 +370,27 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         }
     }
     let customers = customers_by_number(&state.customers);
-    let mut crm_requests = std::collections::BTreeMap::new();
-    for r in &state.requests {
-        *crm_requests
-            .entry(format!("{} {}", r.method, r.path))
-            .or_insert(0usize) += 1;
-    }
     let effects = check_effects(&templates, &calls_state, &customers);
+    let late = {
+        let mut r = requests.lock().unwrap_or_else(|p| p.into_inner());
+        r.general.sort();
+        r.telephony.sort();
+        let waits: Vec<HistoryWait> = calls_state
+            .iter()
+            .filter_map(|c| {
+                Some(HistoryWait {
+                    kind: c.template,
+                    hangup: c.hangup_written?,
+                    history: c.history?,
+                })
+            })
+            .collect();
+        (
+            lateness(&waits, &r.general, &r.telephony, opts.crm_rate_limit),
+            std::mem::take(&mut r.counts),
+        )
+    };
+    let (late, crm_requests) = late;
     let (peak_live, rss_at_peak) = samples
         .iter()
         .max_by_key(|s| (s.live, s.rss))
@@ -393,6 +412,8 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         history_latency_ms: Percentiles::of(histories),
         wrong_effects: effects.wrong,
         missing_effects: effects.missing,
+        late_histories: late.late,
+        late_history_worst_ms: late.worst.as_secs_f64() * 1000.0,
         effect_problems: effects.examples,
         events,
         events_per_sec: events as f64 / play_secs.max(0.001),
@@ -515,12 +536,89 @@ async fn play(
     events
 }
 
+/// One call's wait for its history record.
+#[derive(Debug, Clone, Copy)]
+struct HistoryWait {
+    /// Which kind of call (the mix's template).
+    kind: usize,
+    hangup: Instant,
+    history: Instant,
+}
+
+/// A history record this much later than forced counts as late.
+pub const LATE_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Lateness {
+    late: usize,
+    worst: Duration,
+}
+
+/// How much later than forced each call's history came. What is forced: the call's own
+/// round trips (the fastest call of its kind in the run took that long, so no call of
+/// the kind can be faster), or the time the CRM's rate limit needed to let through the
+/// requests it took while the call waited (on either budget), whichever is longer. Any
+/// wait beyond both is time the CRM's budget had room and the call was not sent: late
+/// beyond what the limit forces when more than `LATE_AFTER`.
+fn lateness(
+    waits: &[HistoryWait],
+    general: &[Instant],
+    telephony: &[Instant],
+    limit: Option<RateLimit>,
+) -> Lateness {
+    let mut floor: HashMap<usize, Duration> = HashMap::new();
+    for w in waits {
+        let took = w.history.saturating_duration_since(w.hangup);
+        floor
+            .entry(w.kind)
+            .and_modify(|f| *f = (*f).min(took))
+            .or_insert(took);
+    }
+    let within = |times: &[Instant], from: Instant, to: Instant| {
+        times.partition_point(|t| *t <= to) - times.partition_point(|t| *t < from)
+    };
+    let mut out = Lateness::default();
+    for w in waits {
+        let took = w.history.saturating_duration_since(w.hangup);
+        let budget = match limit {
+            Some(l) => Duration::from_secs_f64(
+                (within(general, w.hangup, w.history) as f64 / f64::from(l.per_sec.max(1))).max(
+                    within(telephony, w.hangup, w.history) as f64
+                        / f64::from(l.telephony_per_sec.max(1)),
+                ),
+            ),
+            None => Duration::ZERO,
+        };
+        let forced = floor.get(&w.kind).copied().unwrap_or_default().max(budget);
+        let later = took.saturating_sub(forced);
+        out.worst = out.worst.max(later);
+        if later > LATE_AFTER {
+            out.late += 1;
+        }
+    }
+    out
+}
+
 fn count_events(bytes: &[u8], marker: &[u8]) -> usize {
     bytes.windows(marker.len()).filter(|w| *w == marker).count()
 }
 
-/// Records when each pop-up and each history record reached the CRM.
-async fn collect(mut observed: tokio::sync::mpsc::UnboundedReceiver<Observed>, shared: Shared) {
+/// When the CRM let each request through, by rate-limit budget.
+#[derive(Debug, Default)]
+struct RequestTimes {
+    general: Vec<Instant>,
+    telephony: Vec<Instant>,
+    /// By method and path.
+    counts: std::collections::BTreeMap<String, usize>,
+}
+
+/// Records when each pop-up and each history record reached the CRM, and when every
+/// request did.
+async fn collect(
+    mut observed: tokio::sync::mpsc::UnboundedReceiver<Observed>,
+    shared: Shared,
+    requests: Arc<Mutex<RequestTimes>>,
+) {
     let index = |external_id: &Option<String>| -> Option<usize> {
         let id = external_id.as_deref()?;
         id.strip_prefix(&format!("cb-{PBX_NAME}-"))?
@@ -530,6 +628,20 @@ async fn collect(mut observed: tokio::sync::mpsc::UnboundedReceiver<Observed>, s
             .ok()
     };
     while let Some(o) = observed.recv().await {
+        if let Observed::Request {
+            arrived,
+            telephony,
+            request,
+        } = o
+        {
+            let mut r = requests.lock().unwrap_or_else(|p| p.into_inner());
+            match telephony {
+                true => r.telephony.push(arrived),
+                false => r.general.push(arrived),
+            }
+            *r.counts.entry(request).or_default() += 1;
+            continue;
+        }
         let mut calls = lock(&shared);
         match o {
             Observed::CallEvent {
@@ -553,6 +665,7 @@ async fn collect(mut observed: tokio::sync::mpsc::UnboundedReceiver<Observed>, s
                     c.histories += 1;
                 }
             }
+            Observed::Request { .. } => {}
         }
     }
 }
@@ -896,6 +1009,12 @@ impl LoadReport {
             p(&self.history_latency_ms)
         ));
         out.push_str(&format!(
+            "late histories:    {} calls more than {} s later than the CRM's rate limit forced (worst {:.0} ms later)\n",
+            self.late_histories,
+            LATE_AFTER.as_secs(),
+            self.late_history_worst_ms
+        ));
+        out.push_str(&format!(
             "CRM: answers after {:.0} ms, rate limit {}\n",
             self.crm_latency_ms, self.crm_rate_limit
         ));
@@ -990,6 +1109,41 @@ mod tests {
         let p = Percentiles::of((1..=1000).map(f64::from).collect());
         assert_eq!((p.p50, p.p99, p.p999, p.max), (500.0, 990.0, 999.0, 1000.0));
         assert_eq!(Percentiles::of(vec![]).count, 0);
+    }
+
+    #[test]
+    fn a_history_is_late_only_beyond_its_own_round_trips_and_the_limits_pace() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let wait = |kind, from, to| HistoryWait {
+            kind,
+            hangup: at(from),
+            history: at(to),
+        };
+        let limit = Some(RateLimit {
+            per_sec: 10,
+            telephony_per_sec: 40,
+        });
+        // Kind 0 takes at least 200 ms (its round trips); kind 1 at least 100 ms.
+        let fast = [wait(0, 0, 200), wait(1, 0, 100)];
+        assert_eq!(lateness(&fast, &[], &[], limit).late, 0);
+        // 3 s for a kind-0 call while the CRM let 30 general requests through: the
+        // limit (10/s) forced those 3 s.
+        let busy: Vec<Instant> = (0..30).map(|i| at(1000 + i * 100)).collect();
+        let waits = [wait(0, 0, 200), wait(0, 1000, 4000)];
+        let l = lateness(&waits, &busy, &[], limit);
+        assert_eq!(l.late, 0, "{l:?}");
+        // The same 3 s with only 5 requests let through: the CRM had room, 2.5 s late.
+        let idle: Vec<Instant> = (0..5).map(|i| at(1000 + i * 100)).collect();
+        let l = lateness(&waits, &idle, &[], limit);
+        assert_eq!(l.late, 1);
+        assert_eq!(l.worst, Duration::from_millis(2500));
+        // Without a limit only the round trips are forced.
+        let l = lateness(&waits, &busy, &[], None);
+        assert_eq!((l.late, l.worst), (1, Duration::from_millis(2800)));
+        // Within LATE_AFTER of what was forced is not late.
+        let l = lateness(&[wait(1, 0, 100), wait(1, 0, 900)], &[], &[], None);
+        assert_eq!((l.late, l.worst), (0, Duration::from_millis(800)));
     }
 
     #[test]

@@ -354,8 +354,11 @@ impl AmiSim {
 
     /// Sends raw bytes to every logged-in client; returns how many got them.
     pub fn send_raw(&self, bytes: Bytes) -> usize {
+        // Handed to the clients first: the simulator's own note of its channels (for
+        // the channel list it answers) must not delay what the clients read.
+        let sent = self.inner.subscribers.broadcast(bytes.clone());
         lock(&self.inner.channels).observe(&bytes);
-        self.inner.subscribers.broadcast(bytes)
+        sent
     }
 
     /// Plays a transcript with its original pace divided by `speed` (1.0 = real time).

@@ -348,8 +348,11 @@ impl EslSim {
 
     /// Sends bytes to every subscribed client as they are.
     pub fn send_raw(&self, bytes: Bytes) -> usize {
+        // Handed to the clients first: the simulator's own note of its channels (for
+        // the channel list it answers) must not delay what the clients read.
+        let sent = self.inner.subscribers.broadcast(bytes.clone());
         lock(&self.inner.channels).observe(&bytes);
-        self.inner.subscribers.broadcast(bytes)
+        sent
     }
 
     pub async fn play(&self, transcript: &Transcript, speed: f64) {

@@ -188,6 +188,14 @@ impl SimUser {
 /// What an observer (see [`RetailCrmSim::observe`]) hears of, as it is accepted.
 #[derive(Debug, Clone)]
 pub enum Observed {
+    /// Any API request the rate limit let through, on the telephony budget or the
+    /// general one.
+    Request {
+        arrived: Instant,
+        telephony: bool,
+        /// Method and path, e.g. `GET /api/v5/customers`.
+        request: String,
+    },
     /// `POST /telephony/call/event` (a pop-up or its end).
     CallEvent {
         arrived: Instant,
@@ -671,6 +679,11 @@ impl Inner {
                 if !self.allow(k, route.is_telephony()) {
                     return rate_limited_response(None);
                 }
+                self.observe(Observed::Request {
+                    arrived,
+                    telephony: route.is_telephony(),
+                    request: format!("{method} {path}"),
+                });
             }
         }
         match self.dispatch(route, &params) {
