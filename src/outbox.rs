@@ -701,8 +701,10 @@ async fn write_results(outbox: Outbox, mut results: mpsc::Receiver<AttemptResult
                             .iter()
                             .skip(sent_along.len())
                             .any(CrmAction::is_urgent),
-                        Settled::Unclaimed => r.action.action.is_urgent(),
                         _ => false,
+                    }) || batch.iter().any(|r| {
+                        // A call's next pop-up may wait behind this one.
+                        r.action.action.is_urgent() && !matches!(r.settled, Settled::Retry { .. })
                     });
                     outbox.wake_for(urgent);
                     break;

@@ -370,7 +370,15 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         }
     }
     let customers = customers_by_number(&state.customers);
-    let effects = check_effects(&templates, &calls_state, &customers);
+    let mut effects = check_effects(&templates, &calls_state, &customers);
+    if effects.wrong + effects.missing > 0 && spawned.is_some() {
+        // The daemon's log (and a SQLite store in the same directory) stay for a look.
+        let kept = workdir.keep();
+        effects.examples.push(format!(
+            "the daemon's log is kept: {}",
+            kept.join("daemon.log").display()
+        ));
+    }
     let late = {
         let mut r = requests.lock().unwrap_or_else(|p| p.into_inner());
         r.general.sort();
