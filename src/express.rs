@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, Instrument};
 
 use crate::actions::{CrmAction, Moment};
 use crate::crm::RetailCrm;
-use crate::outbox::{settle, DeliveryError, DeliveryOptions};
+use crate::outbox::{hand_to_writer, settle, DeliveryError, DeliveryOptions};
 use crate::store::{AttemptResult, Claim, PendingAction, Settled};
 use crate::time::Timestamp;
 
@@ -233,17 +233,12 @@ async fn send(
                 Settled::Unclaimed,
             ),
         };
-        if results
-            .send(AttemptResult {
-                action: pending,
-                attempt,
-                settled,
-            })
-            .await
-            .is_err()
-        {
-            warn!("could not record an express pop-up's answer: the result writer stopped");
-        }
+        let result = AttemptResult {
+            action: pending,
+            attempt,
+            settled,
+        };
+        hand_to_writer(&results, result).await;
     }
 }
 

@@ -575,15 +575,21 @@ async fn deliver(
     // The writer records it (with others, in one transaction). Until then the action stays
     // claimed, so nobody sends it again; if the writer is gone, the lease runs out and the
     // action is delivered again, in doubt: the CRM adapter looks before it creates.
-    if results
-        .send(AttemptResult {
+    hand_to_writer(
+        &results,
+        AttemptResult {
             action: pending,
             attempt,
             settled,
-        })
-        .await
-        .is_err()
-    {
+        },
+    )
+    .await;
+}
+
+/// Gives an attempt's result to the result writer (see `write_results`).
+pub(crate) async fn hand_to_writer(results: &mpsc::Sender<AttemptResult>, result: AttemptResult) {
+    let kind = result.action.action.kind();
+    if results.send(result).await.is_err() {
         warn!(
             kind,
             "could not record the delivery result: the result writer stopped"
