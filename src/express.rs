@@ -34,7 +34,7 @@ pub(crate) struct ExpressLane {
     pub options: DeliveryOptions,
     pub worker: String,
     pub results: mpsc::Sender<AttemptResult>,
-    /// At most this many express pop-ups in flight; beyond, pop-ups take the stored path.
+    /// At most this many express requests in flight; beyond, pop-ups take the stored path.
     pub slots: Arc<Semaphore>,
     pub tasks: TaskTracker,
     /// Cancelled when shutdown's grace period is over.
@@ -127,25 +127,27 @@ impl ExpressLane {
             until: Timestamp(Timestamp::now().0 + self.options.lease.as_micros() as i64),
         };
         let (ids, stored) = oneshot::channel();
-        let job = send(
-            call_id.to_string(),
-            decided.clone(),
-            stored,
-            self.crm.clone(),
-            self.options.clone(),
-            self.results.clone(),
-            self.stop.clone(),
-        );
-        let (calls, call_id) = (self.calls.clone(), call_id.to_string());
-        self.tasks.spawn(
-            async move {
-                job.await;
-                drop(slot);
-                let mut calls = calls.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(lane) = calls.get_mut(&call_id) {
-                    lane.in_flight = false;
-                }
+        let (calls, id) = (self.calls.clone(), call_id.to_string());
+        // Once the requests are answered: the slot is free and the call's next pop-up
+        // may go ahead too (this one is no longer on its way; its record may be).
+        let answered = move || {
+            drop(slot);
+            let mut calls = calls.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(lane) = calls.get_mut(&id) {
+                lane.in_flight = false;
             }
+        };
+        self.tasks.spawn(
+            send(
+                call_id.to_string(),
+                decided.clone(),
+                stored,
+                answered,
+                self.crm.clone(),
+                self.options.clone(),
+                self.results.clone(),
+                self.stop.clone(),
+            )
             .instrument(span.clone()),
         );
         *actions = decided;
@@ -159,12 +161,15 @@ impl ExpressLane {
     }
 }
 
-/// Sends the pop-ups in order (stopping at the first that fails), waits for the store
-/// to have them, and hands their outcomes to the outbox's result writer.
+/// Sends the pop-ups in order (stopping at the first that fails), says so (`answered`),
+/// waits for the store to have them, and hands their outcomes to the outbox's result
+/// writer.
+#[allow(clippy::too_many_arguments)]
 async fn send(
     call_id: String,
     actions: Vec<CrmAction>,
     stored: oneshot::Receiver<Vec<i64>>,
+    answered: impl FnOnce(),
     crm: RetailCrm,
     options: DeliveryOptions,
     results: mpsc::Sender<AttemptResult>,
@@ -189,6 +194,7 @@ async fn send(
             break;
         }
     }
+    answered();
     let ids = tokio::select! {
         ids = stored => ids,
         _ = stop.cancelled() => return,
