@@ -36,6 +36,8 @@ pub enum DecideError {
 #[derive(Debug, Default)]
 struct Cached {
     directory: Option<Directory>,
+    /// The configuration with `directory` in it, made once per read (decisions share it).
+    config: Option<Arc<MatrixConfig>>,
     /// Status code → status group code.
     status_groups: Option<HashMap<String, String>>,
     read_at: Option<Instant>,
@@ -212,8 +214,7 @@ impl Decider {
         let Moment::Ringing { new } = &request.moment else {
             return None;
         };
-        let base = self.base();
-        if base.create_on == CreateOn::Ring || !self.warm.initialized() {
+        if self.base().create_on == CreateOn::Ring || !self.warm.initialized() {
             return None;
         }
         let config = {
@@ -226,9 +227,7 @@ impl Decider {
             {
                 return None;
             }
-            let mut config = (*base).clone();
-            config.directory = cached.directory.clone()?;
-            config
+            cached.config.clone()?
         };
         let header = &request.header;
         let Some(phone) = header
@@ -349,18 +348,15 @@ impl Decider {
         let mut cached = self.cached.lock().await;
         cached.read_at = None;
         cached.directory = None;
+        cached.config = None;
         cached.generation += 1;
     }
 
     /// The matrix configuration with the directory as last read from the CRM.
-    async fn current_config(&self) -> Result<MatrixConfig, DecideError> {
+    async fn current_config(&self) -> Result<Arc<MatrixConfig>, DecideError> {
         self.refresh_if_stale().await;
         let cached = self.cached.lock().await;
-        let mut config = (*self.base()).clone();
-        if let Some(directory) = &cached.directory {
-            config.directory = directory.clone();
-        }
-        Ok(config)
+        Ok(cached.config.clone().unwrap_or_else(|| self.base()))
     }
 
     /// Reads the CRM's managers, extension codes and statuses again when the last read
@@ -428,6 +424,10 @@ impl Decider {
         if groups.is_some() {
             cached.status_groups = groups;
         }
+        cached.config = Some(Arc::new(MatrixConfig {
+            directory: directory.clone(),
+            ..(*self.base()).clone()
+        }));
         cached.directory = Some(directory);
         // After a failed read, try again in half a minute rather than at every decision.
         cached.valid_for = if complete {

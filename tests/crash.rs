@@ -21,9 +21,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use callbridge::sim::ami::{AmiSim, Transcript};
-use callbridge::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
+use callbridge::sim::retailcrm::SimState;
 use callbridge::store::{ActionFilter, ActionRow, CallRow, Commit, Store};
-use common::{ami_options, config_toml_store, fixture, DaemonProcess, PgSchema, CRM_KEY};
+use common::{ami_options, config_toml_store, fixture, DaemonProcess, PgSchema};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -73,13 +73,7 @@ async fn crash_run(store_url: &str) {
     let calls = env_usize("CRASH_CALLS", 500);
     let kills = env_usize("CRASH_KILLS", 20);
     let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
-    let crm = RetailCrmSim::start(SimOptions {
-        api_key: CRM_KEY.into(),
-        rate_limit: None,
-        ..SimOptions::default()
-    })
-    .await
-    .expect("CRM sim");
+    let crm = common::unlimited_crm().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("callbridge.toml");
     let toml = config_toml_store(

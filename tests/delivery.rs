@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use callbridge::sim::ami::AmiSim;
-use callbridge::sim::retailcrm::{Fault, RetailCrmSim, SimOptions, SimState};
+use callbridge::sim::retailcrm::{Fault, RetailCrmSim, SimState};
 use callbridge::store::{ActionFilter, Commit, Store};
 use common::{
-    ami_options, config_toml_store, crm_options, fixture, DaemonProcess, Harness, PgSchema, CRM_KEY,
+    ami_options, config_toml_store, crm_options, fixture, DaemonProcess, Harness, PgSchema,
 };
 
 /// A new client's records (see `common::client_actions`) as one commit.
@@ -219,13 +219,7 @@ async fn an_action_failing_past_give_up_after_is_dead_lettered_with_the_reason()
 async fn two_daemons_on_one_postgres_deliver_each_action_once() {
     let schema = PgSchema::create("two").await;
     let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
-    let crm = RetailCrmSim::start(SimOptions {
-        api_key: CRM_KEY.into(),
-        rate_limit: None,
-        ..SimOptions::default()
-    })
-    .await
-    .expect("CRM sim");
+    let crm = common::unlimited_crm().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = std::env::var("CALLBRIDGE_TEST_LOG").unwrap_or_else(|_| "error".into());
     // Both watch the same PBX and share the outbox.
@@ -416,18 +410,24 @@ async fn a_popup_never_waits_behind_other_calls_slow_history_uploads() {
     h.stop().await;
 }
 
+/// A daemon that has delivered one inbound call: the phone metadata and the CRM's
+/// managers are loaded, so pop-ups can be decided from memory.
+async fn warmed_up() -> Harness {
+    let h = Harness::start().await;
+    h.pbx
+        .play(&fixture("iax2/inbound_answered").replica(1), 20.0)
+        .await;
+    h.wait_outbox_settled().await;
+    h
+}
+
 /// The pop-up of a ringing call goes out while the store cannot take a write (another
 /// connection holds SQLite's write lock for 3 s), and is recorded as delivered, once,
 /// when the store takes writes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_popup_goes_out_while_the_store_is_busy_and_is_recorded_after() {
     use sqlx::Connection;
-    let h = Harness::start().await;
-    // A first call: the phone metadata and the CRM's managers are loaded by then.
-    h.pbx
-        .play(&fixture("iax2/inbound_answered").replica(1), 20.0)
-        .await;
-    h.wait_outbox_settled().await;
+    let h = warmed_up().await;
     let before = h.crm.state().call_events.len();
 
     let db = h.dir.path().join("cb.db");
@@ -501,11 +501,7 @@ async fn a_popup_goes_out_while_the_store_is_busy_and_is_recorded_after() {
 /// by the outbox, and recorded with both attempts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_popup_sent_at_once_that_fails_is_retried_by_the_outbox() {
-    let h = Harness::start().await;
-    h.pbx
-        .play(&fixture("iax2/inbound_answered").replica(1), 20.0)
-        .await;
-    h.wait_outbox_settled().await;
+    let h = warmed_up().await;
     h.crm
         .inject(Fault::Status503 { times: 1 }.on_path("/telephony/call/event"));
     h.pbx
@@ -538,13 +534,7 @@ async fn a_popup_sent_at_once_that_fails_is_retried_by_the_outbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_each_with_its_own_pbx_share_one_postgres() {
     let schema = PgSchema::create("split").await;
-    let crm = RetailCrmSim::start(SimOptions {
-        api_key: CRM_KEY.into(),
-        rate_limit: None,
-        ..SimOptions::default()
-    })
-    .await
-    .expect("CRM sim");
+    let crm = common::unlimited_crm().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = std::env::var("CALLBRIDGE_TEST_LOG").unwrap_or_else(|_| "error".into());
     let mut pbxs = Vec::new();

@@ -71,6 +71,18 @@ pub fn crm_options() -> SimOptions {
     }
 }
 
+/// A retailCRM stand-in without a rate limit (tests that run several daemons against
+/// one, or crash one many times, would otherwise measure the limit).
+pub async fn unlimited_crm() -> RetailCrmSim {
+    RetailCrmSim::start(SimOptions {
+        api_key: CRM_KEY.into(),
+        rate_limit: None,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("CRM sim")
+}
+
 /// A configuration pointing at the given simulators.
 pub fn config_toml(ami_port: u16, crm_url: &str, db: &std::path::Path, extra_pbx: &str) -> String {
     config_toml_store(
