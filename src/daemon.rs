@@ -161,6 +161,17 @@ pub async fn run_reloadable(
     let mut readers = JoinSet::new();
     let mut processors = JoinSet::new();
     for pbx in &config.pbx {
+        let mut tracker = CallTracker::new(TrackerConfig {
+            pbx: pbx.name.clone(),
+            internal: InternalExtensions::new(config.employees.extensions.keys().cloned())
+                .with_ranges(pbx.internal_extensions.clone()),
+            trunk_contexts: pbx.trunk_contexts.clone(),
+            campaign_variables: pbx.campaign_variables.clone(),
+        });
+        // Before the PBX is asked for its first channel list: that list then judges the
+        // restored calls, never one older than them.
+        let others_calls =
+            resume_live_calls(&store, &pbx.name, outbox.worker(), &mut tracker).await;
         let (tx, rx) = mpsc::channel::<PbxInput>(EVENT_BUFFER);
         match pbx.kind {
             PbxKind::Asterisk => {
@@ -180,16 +191,10 @@ pub async fn run_reloadable(
                 ));
             }
         }
-        let tracker = CallTracker::new(TrackerConfig {
-            pbx: pbx.name.clone(),
-            internal: InternalExtensions::new(config.employees.extensions.keys().cloned())
-                .with_ranges(pbx.internal_extensions.clone()),
-            trunk_contexts: pbx.trunk_contexts.clone(),
-            campaign_variables: pbx.campaign_variables.clone(),
-        });
         processors.spawn(process(
             rx,
             tracker,
+            others_calls,
             Processor {
                 pbx: pbx.clone(),
                 outbox: outbox.clone(),
@@ -343,7 +348,12 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
 /// ringing call's pop-up at once, see `express`), the other stores what came of them. The
 /// first never waits for the store unless the second is `WRITE_QUEUE` batches behind,
 /// so a pop-up is not held up by the write of the events before it.
-async fn process(inputs: mpsc::Receiver<PbxInput>, tracker: CallTracker, p: Processor) {
+async fn process(
+    inputs: mpsc::Receiver<PbxInput>,
+    tracker: CallTracker,
+    others_calls: HashSet<String>,
+    p: Processor,
+) {
     // Another process that follows this PBX may still be sending its pop-ups ahead of
     // the store: give it time to see this one and stop before reading anything.
     if look_at_followers(&p).await != Some(0) {
@@ -355,7 +365,7 @@ async fn process(inputs: mpsc::Receiver<PbxInput>, tracker: CallTracker, p: Proc
     let (batches, queued) = mpsc::channel(WRITE_QUEUE);
     let work = async {
         tokio::join!(
-            track(inputs, tracker, p.clone(), batches),
+            track(inputs, tracker, others_calls, p.clone(), batches),
             write_batches(p.clone(), queued)
         )
     };
@@ -383,30 +393,14 @@ const FOLLOWER_GONE_AFTER: Duration = Duration::from_secs(10);
 /// Says this process follows the PBX and returns how many others do (`None`: the store
 /// could not say); allows pop-ups ahead of the store for a while when there are none.
 async fn look_at_followers(p: &Processor) -> Option<usize> {
-    let now = Timestamp::now();
-    let alive_since = Timestamp(now.0 - FOLLOWER_GONE_AFTER.as_micros() as i64);
-    let store = p.outbox.store();
-    let others = match store
-        .follow(&p.pbx.name, p.outbox.worker(), now, alive_since)
-        .await
-    {
-        Ok(others) => others,
+    let alive = match others_following(p.outbox.store(), &p.pbx.name, p.outbox.worker()).await {
+        Ok(alive) => alive,
         Err(e) => {
             debug!(pbx = %p.pbx.name, error = %e, "could not look at the PBX's followers");
             p.alone.deny();
             return None;
         }
     };
-    // A process of this host that is gone (killed, crashed) follows nothing.
-    let host = crate::outbox::host_name();
-    let mut alive = 0;
-    for worker in others {
-        if crate::outbox::worker_is_gone(&worker, &host) {
-            let _ = store.unfollow(&p.pbx.name, &worker).await;
-        } else {
-            alive += 1;
-        }
-    }
     if alive == 0 {
         p.alone.confirm(FOLLOW_EVERY + FOLLOW_EVERY / 2);
     } else {
@@ -416,6 +410,80 @@ async fn look_at_followers(p: &Processor) -> Option<usize> {
         p.alone.deny();
     }
     Some(alive)
+}
+
+/// Says `worker` follows `pbx` and returns how many other live processes do. A
+/// process of this host that is gone (killed, crashed) follows nothing.
+async fn others_following(
+    store: &Store,
+    pbx: &str,
+    worker: &str,
+) -> Result<usize, crate::store::StoreError> {
+    let now = Timestamp::now();
+    let alive_since = Timestamp(now.0 - FOLLOWER_GONE_AFTER.as_micros() as i64);
+    let others = store.follow(pbx, worker, now, alive_since).await?;
+    let host = crate::outbox::host_name();
+    let mut alive = 0;
+    for other in others {
+        if crate::outbox::worker_is_gone(&other, &host) {
+            let _ = store.unfollow(pbx, &other).await;
+        } else {
+            alive += 1;
+        }
+    }
+    Ok(alive)
+}
+
+/// Takes back the calls the store has as live on this PBX (their last snapshots).
+/// Called before the PBX connection starts, so that the PBX's first channel list, which
+/// judges them, is newer than every snapshot.
+///
+/// When another process follows the PBX now, those calls are its calls: they are taken
+/// back only to know them (should that process stop, this one goes on with them), and
+/// returned, so that their steps wait for that process's word (see `Held`).
+async fn resume_live_calls(
+    store: &Store,
+    pbx: &str,
+    worker: &str,
+    tracker: &mut CallTracker,
+) -> HashSet<String> {
+    let company = match others_following(store, pbx, worker).await {
+        Ok(alive) => alive > 0,
+        Err(e) => {
+            warn!(pbx, error = %e, "could not look at the PBX's followers; the live calls are taken back as another's");
+            true
+        }
+    };
+    let mut restored = HashSet::new();
+    match store.live_snapshots(pbx).await {
+        Ok(snapshots) => {
+            for json in snapshots {
+                match serde_json::from_str::<CallSnapshot>(&json) {
+                    Ok(snapshot) => {
+                        restored.insert(snapshot.call_id().to_string());
+                        tracker.restore(snapshot);
+                    }
+                    Err(e) => warn!(pbx, error = %e, "unreadable live-call snapshot skipped"),
+                }
+            }
+        }
+        Err(e) => error!(pbx, error = %e, "could not read live calls from the store"),
+    }
+    if restored.is_empty() {
+        return restored;
+    }
+    if company {
+        info!(pbx, calls = restored.len(),
+              "another process follows this PBX: the calls it follows are known here, their steps are its to record");
+        restored
+    } else {
+        info!(
+            pbx,
+            calls = restored.len(),
+            "resuming calls that were live before the restart"
+        );
+        HashSet::new()
+    }
 }
 
 /// Looks at the PBX's followers every `FOLLOW_EVERY`, for ever.
@@ -452,31 +520,14 @@ struct Staged {
 async fn track(
     mut inputs: mpsc::Receiver<PbxInput>,
     mut tracker: CallTracker,
+    others_calls: HashSet<String>,
     p: Processor,
     batches: mpsc::Sender<WriteBatch>,
 ) {
-    // Calls that were live when the daemon stopped: the next resync with the PBX
-    // continues or ends them.
-    match p.outbox.store().live_snapshots(&p.pbx.name).await {
-        Ok(snapshots) => {
-            let mut restored = 0;
-            for json in snapshots {
-                match serde_json::from_str::<CallSnapshot>(&json) {
-                    Ok(snapshot) => {
-                        tracker.restore(snapshot);
-                        restored += 1;
-                    }
-                    Err(e) => {
-                        warn!(pbx = %p.pbx.name, error = %e, "unreadable live-call snapshot skipped")
-                    }
-                }
-            }
-            if restored > 0 {
-                info!(pbx = %p.pbx.name, calls = restored, "resuming calls that were live before the restart");
-            }
-        }
-        Err(e) => error!(pbx = %p.pbx.name, error = %e, "could not read live calls from the store"),
-    }
+    let mut held = Held {
+        others_calls,
+        ..Held::default()
+    };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshots = SnapshotSchedule::default();
@@ -485,6 +536,7 @@ async fn track(
     loop {
         let mut updates = Vec::new();
         let snapshot_due = snapshots.due_in();
+        let held_due = held.next_due();
         tokio::select! {
             first = inputs.recv() => {
                 let Some(first) = first else { break };
@@ -502,11 +554,12 @@ async fn track(
                     let pbx_now = clock.now(&tracker);
                     // Staged as each input is applied: a ringing call's pop-up goes out
                     // now, not after the rest of the batch.
-                    updates.extend(
-                        apply(&mut tracker, pbx_now, input)
-                            .into_iter()
-                            .map(|update| stage(&p, update)),
-                    );
+                    let company = !p.alone.now();
+                    for update in apply(&mut tracker, pbx_now, input) {
+                        if let Some(update) = held.admit(update, &tracker, company) {
+                            updates.push(stage(&p, update));
+                        }
+                    }
                     clock.observe(&tracker);
                 }
             }
@@ -516,21 +569,146 @@ async fn track(
                     warn!(pbx = %p.pbx.name, calls = stale.len(), timeout = ?p.pbx.stale_call_timeout,
                           "ending calls that saw no event for too long");
                 }
-                updates.extend(stale.into_iter().map(|update| stage(&p, update)));
+                let company = !p.alone.now();
+                for update in stale {
+                    if let Some(update) = held.admit(update, &tracker, company) {
+                        updates.push(stage(&p, update));
+                    }
+                }
             }
+            _ = tokio::time::sleep_until(held_due.unwrap_or_else(tokio::time::Instant::now)), if held_due.is_some() => {}
             _ = tokio::time::sleep(snapshot_due.unwrap_or(SWEEP_EVERY)), if snapshot_due.is_some() => {}
         }
+        updates.extend(
+            held.due(p.alone.now())
+                .into_iter()
+                .map(|update| stage(&p, update)),
+        );
         for staged in &updates {
             if let CallStage::Ended(summary) = &staged.update.stage {
                 meters.call_ended(summary);
             }
         }
         meters.live_calls(tracker.live_calls());
-        let batch = with_snapshots(&mut tracker, &mut snapshots, updates);
+        // The snapshots of another process's calls are its to write.
+        let company = !p.alone.now();
+        let batch = with_snapshots(&mut tracker, &mut snapshots, updates, |tracker, id| {
+            company && held.is_theirs(tracker, id)
+        });
         if (!batch.updates.is_empty() || !batch.snapshots.is_empty())
             && batches.send(batch).await.is_err()
         {
-            break;
+            return;
+        }
+    }
+    // Stopping: what was held back is stored now rather than lost (the store keeps the
+    // first word on each step, so another process's earlier one stands).
+    let rest: Vec<Staged> = held.drain().into_iter().map(|u| stage(&p, u)).collect();
+    if !rest.is_empty() {
+        let _ = batches
+            .send(WriteBatch {
+                updates: rest,
+                snapshots: Vec::new(),
+            })
+            .await;
+    }
+}
+
+/// The longest the steps of a call known only in part are held back while another
+/// process follows the PBX (see `Held`). Past it they are stored: late rather than
+/// lost, and the store keeps the first word on each step, so another process's earlier
+/// one stands.
+const HOLD_PARTIAL: Duration = Duration::from_secs(60);
+
+/// How often held steps are looked at (are we alone now?).
+const HOLD_LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Steps of calls this process knows only in part, held back while another process
+/// follows the same PBX: calls taken up mid-call from the PBX's list or a mid-call event,
+/// and calls taken back from the store that the other process follows (this process
+/// started while they were in progress). That process knows them whole; the store keeps
+/// the first word on each step, so this one's must come after. They are let go once no
+/// other process follows the PBX (it stopped, or was killed), or after `HOLD_PARTIAL`.
+/// A held call's later steps queue behind its first, so they reach the store in order.
+#[derive(Default)]
+struct Held {
+    queue: std::collections::VecDeque<(tokio::time::Instant, CallUpdate)>,
+    /// Held steps per call.
+    calls: std::collections::HashMap<String, usize>,
+    /// Live calls taken back from the store while another process followed them.
+    others_calls: HashSet<String>,
+}
+
+impl Held {
+    /// Holds `update` back (`None`) when its call is known only in part and another
+    /// process may know it whole, or when earlier steps of its call are held.
+    fn admit(
+        &mut self,
+        update: CallUpdate,
+        tracker: &CallTracker,
+        company: bool,
+    ) -> Option<CallUpdate> {
+        let id = &update.header.call_id;
+        let theirs = match &update.stage {
+            // The call is gone from the tracker: its summary says how it was known.
+            CallStage::Ended(s) => s.reconstructed || self.others_calls.remove(id),
+            _ => self.is_theirs(tracker, id),
+        };
+        let queued = self.calls.contains_key(id);
+        if !(queued || company && theirs) {
+            return Some(update);
+        }
+        if !queued {
+            info!(pbx = %update.header.pbx, call_id = %id, hold = ?HOLD_PARTIAL,
+                  "a call known only in part while another process follows this PBX: its steps wait for that process's word");
+        }
+        *self.calls.entry(id.clone()).or_default() += 1;
+        self.queue
+            .push_back((tokio::time::Instant::now() + HOLD_PARTIAL, update));
+        None
+    }
+
+    /// The call is known here only in part, or was taken back while another process
+    /// followed it.
+    fn is_theirs(&self, tracker: &CallTracker, id: &str) -> bool {
+        self.others_calls.contains(id) || tracker.known_in_part(id)
+    }
+
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.queue
+            .front()
+            .map(|(at, _)| (*at).min(tokio::time::Instant::now() + HOLD_LOOK_EVERY))
+    }
+
+    /// The held steps to let go, in order: all of them once this process is `alone`,
+    /// else those held for `HOLD_PARTIAL`.
+    fn due(&mut self, alone: bool) -> Vec<CallUpdate> {
+        let now = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        while self
+            .queue
+            .front()
+            .is_some_and(|(at, _)| alone || *at <= now)
+        {
+            if let Some((_, update)) = self.queue.pop_front() {
+                self.release(&update.header.call_id);
+                out.push(update);
+            }
+        }
+        out
+    }
+
+    fn drain(&mut self) -> Vec<CallUpdate> {
+        self.calls.clear();
+        self.queue.drain(..).map(|(_, u)| u).collect()
+    }
+
+    fn release(&mut self, id: &str) {
+        if let Some(n) = self.calls.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                self.calls.remove(id);
+            }
         }
     }
 }
@@ -572,6 +750,7 @@ fn with_snapshots(
     tracker: &mut CallTracker,
     snapshots: &mut SnapshotSchedule,
     updates: Vec<Staged>,
+    skip: impl Fn(&CallTracker, &str) -> bool,
 ) -> WriteBatch {
     let staged: HashSet<String> = updates
         .iter()
@@ -582,6 +761,9 @@ fn with_snapshots(
         snapshots: Vec::new(),
     };
     for call_id in snapshots.take(tracker, &staged) {
+        if skip(tracker, &call_id) {
+            continue;
+        }
         if let (Some(snapshot), Some(header)) =
             (tracker.snapshot(&call_id), tracker.header_of(&call_id))
         {
@@ -692,8 +874,8 @@ fn apply(tracker: &mut CallTracker, pbx_now: Timestamp, input: PbxInput) -> Vec<
     tracing::trace!(?input, "PBX input");
     match input {
         PbxInput::Event(event) => tracker.apply(&event),
-        PbxInput::ResyncBegin => {
-            tracker.begin_resync();
+        PbxInput::ResyncBegin { after_gap } => {
+            tracker.begin_resync(after_gap);
             Vec::new()
         }
         PbxInput::Resync { at: _, channels } => {

@@ -76,6 +76,8 @@ pub fn kind_name(kind: &PbxEventKind) -> &'static str {
         PbxEventKind::Recording { .. } => "recording",
         PbxEventKind::VoicemailLeft { .. } => "voicemail_left",
         PbxEventKind::Variable { .. } => "variable",
+        PbxEventKind::PairedWith { .. } => "paired_with",
+        PbxEventKind::Originated => "originated",
     }
 }
 

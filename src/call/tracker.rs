@@ -69,6 +69,9 @@ pub struct CallTracker {
     /// comparing two machines' clocks.
     seq: u64,
     resync_mark: u64,
+    /// Channels that hung up since the PBX was asked for its list (`None`: no list asked
+    /// for): the list may still show them, and must not bring them back.
+    gone_since_mark: Option<HashSet<ChannelId>>,
     /// Scratch list of `apply`, kept so that applying an event does not allocate for it.
     recompute_buf: Vec<Id>,
     /// The latest event time seen (the PBX's clock), from events and restored calls.
@@ -102,6 +105,18 @@ struct LiveCall {
     /// fell into a gap): `origin` is the channel it is named after, not yet described.
     #[serde(default)]
     origin_unseen: bool,
+    /// The first channel is a Local or loopback half: a pipe, not a device. An originate
+    /// places such a channel on behalf of an extension named only by its caller id.
+    #[serde(default)]
+    origin_virtual: bool,
+    /// The PBX placed the first channel itself (an originate): no caller dialed it.
+    #[serde(default)]
+    origin_originated: bool,
+    /// Events of this call may have been missed (it lived through a reconnect or a
+    /// restart): until a channel list judges it, the list knows better than the events
+    /// about its channels' bridges and answers.
+    #[serde(default)]
+    gap: bool,
     #[serde(default)]
     campaign: Campaign,
     caller_number: Option<Id>,
@@ -130,6 +145,13 @@ struct Leg {
     endpoint: Option<Id>,
     internal: bool,
     result: Option<DialOutcome>,
+    /// The channel that dialed it (an answer connects the two).
+    #[serde(default)]
+    dialer: Option<ChannelId>,
+    /// The number the dial asked for (from its dial string), for an outbound call whose
+    /// first channel does not show it.
+    #[serde(default)]
+    number: Option<Id>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,6 +187,9 @@ impl LiveCall {
             origin_exten: None,
             origin_from_trunk: false,
             origin_unseen: false,
+            origin_virtual: false,
+            origin_originated: false,
+            gap: false,
             campaign: Campaign::default(),
             caller_number: None,
             direction: None,
@@ -215,6 +240,13 @@ impl CallTracker {
     /// Calls in progress.
     pub fn live_calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// The tracker knows the call only in part: it was taken up from a channel list or
+    /// first heard of mid-call (its start fell before this process listened), or a
+    /// channel of it vanished unseen.
+    pub fn known_in_part(&self, call_id: &str) -> bool {
+        self.calls.get(call_id).is_some_and(|c| c.reconstructed)
     }
 
     /// Channels in progress (all calls).
@@ -274,8 +306,9 @@ impl CallTracker {
         }
         let mut call = snapshot.call;
         // Event counts of the process that saved it mean nothing here: the first resync
-        // judges it.
+        // judges it, and what happened while nobody listened is the list's to say.
         call.last_seq = 0;
+        call.gap = true;
         self.pbx_clock = self.pbx_clock.max(call.last_event_at);
         self.calls.insert(id, call);
     }
@@ -313,6 +346,7 @@ impl CallTracker {
                         call.origin_from_trunk = context
                             .as_deref()
                             .is_some_and(|c| self.config.trunk_contexts.iter().any(|t| t == c));
+                        call.origin_virtual |= is_virtual(name);
                         if call.caller_number.is_none() {
                             call.caller_number = caller_number.clone();
                         }
@@ -320,9 +354,19 @@ impl CallTracker {
                 }
             }
             PbxEventKind::CallerKnown { caller_number } => {
+                let internal = &self.config.internal;
                 if let Some(call) = self.calls.get_mut(call_id) {
-                    if ev.channel == call.origin && call.caller_number.is_none() {
+                    // The first channel's caller id, as the dialplan or an originate sets
+                    // it after the channel appeared (`NewCallerid`): followed until a CRM
+                    // effect depends on who the call is from.
+                    if ev.channel == call.origin
+                        && call.caller_number.as_ref() != Some(caller_number)
+                        && (call.caller_number.is_none() || undecided(call))
+                    {
                         call.caller_number = Some(caller_number.clone());
+                        if call.direction.is_some() && undecided(call) {
+                            redecide_direction(call, internal);
+                        }
                     }
                 }
             }
@@ -345,12 +389,15 @@ impl CallTracker {
                     if call.caller_number.is_none() && call.direction != Some(Direction::Outbound) {
                         call.caller_number = caller_number.clone();
                     }
-                    decide_direction(call, internal, dest_internal, dial_string.as_deref());
+                    let number = dial_string.as_deref().and_then(number_of_dial_string);
+                    decide_direction(call, internal, dest_internal, number.as_ref());
                     call.legs.push(Leg {
                         channel: dest.clone(),
                         endpoint: dest_endpoint.clone(),
                         internal: dest_internal,
                         result: None,
+                        dialer: Some(ev.channel.clone()),
+                        number,
                     });
                     if let Some(stage) = ringing(call, dest_endpoint.as_deref(), dest_internal) {
                         stages.push(stage);
@@ -423,10 +470,11 @@ impl CallTracker {
                 }
             }
             PbxEventKind::DialResult { outcome } => {
+                let origin_side = self.is_origin_side(call_id, &ev.channel);
                 if let Some(call) = self.calls.get_mut(call_id) {
                     // On the calling side only: a dial by a transfer target says nothing
                     // about the customer's call.
-                    if ev.channel == call.origin || call.direction == Some(Direction::Outbound) {
+                    if origin_side || call.direction == Some(Direction::Outbound) {
                         call.dial_status = Some(*outcome);
                     }
                 }
@@ -482,6 +530,26 @@ impl CallTracker {
                 remove_from(&mut self.bridges, bridge, &ev.channel);
                 recompute.push(call_id.into());
             }
+            PbxEventKind::Originated => {
+                let internal = &self.config.internal;
+                if let Some(call) = self.calls.get_mut(call_id) {
+                    if call.origin == ev.channel && !call.origin_originated {
+                        call.origin_originated = true;
+                        if call.direction.is_some() && undecided(call) {
+                            redecide_direction(call, internal);
+                        }
+                    }
+                }
+            }
+            PbxEventKind::PairedWith { other } => {
+                self.pair(&ev.channel, other);
+                if let Some(call) = self.calls.get_mut(call_id) {
+                    if call.origin == ev.channel || call.origin == *other {
+                        call.origin_virtual = true;
+                    }
+                }
+                recompute.push(call_id.into());
+            }
             PbxEventKind::HungUp { seen_as, .. } => {
                 // Its last word may be the first that says what it was (after a gap).
                 self.learn(&ev.channel, call_id, seen_as);
@@ -522,8 +590,16 @@ impl CallTracker {
     }
 
     /// Marks the moment the PBX was asked for its channel list (see `resync`).
-    pub fn begin_resync(&mut self) {
+    /// `after_gap`: a new connection, so the live calls may have missed events since the
+    /// last one.
+    pub fn begin_resync(&mut self, after_gap: bool) {
         self.resync_mark = self.seq;
+        self.gone_since_mark = Some(HashSet::default());
+        if after_gap {
+            for call in self.calls.values_mut() {
+                call.gap = true;
+            }
+        }
     }
 
     /// Compares the calls we follow with the PBX's own list of channels (after a
@@ -531,10 +607,16 @@ impl CallTracker {
     /// without channels end (as reconstructed); channels we did not know are taken up
     /// as calls in progress. Only calls with no event since `begin_resync` are judged:
     /// anything newer may postdate the list. `at` is when the list arrived.
+    ///
+    /// A list only adds what the events did not say; it never undoes what they said. The
+    /// bridges and answers of known channels are taken from it only for calls that may
+    /// have missed events (a reconnect, a restart), and a bridge only from a list that
+    /// shows bridges (FreeSWITCH's does not).
     pub fn resync(&mut self, at: Timestamp, live: &[LiveChannel]) -> Vec<CallUpdate> {
         let mut out = Vec::new();
         let present: HashSet<&ChannelId> = live.iter().map(|l| &l.channel).collect();
         let mark = self.resync_mark;
+        let gone = self.gone_since_mark.take().unwrap_or_default();
 
         // Channels that vanished while we did not hear of it.
         let vanished: Vec<(Id, ChannelId)> = self
@@ -638,11 +720,16 @@ impl CallTracker {
             };
             let call_id = chan.call.clone();
             // A call with events since the list was asked for knows better than the list
-            // (it may have been built before those events).
-            if self.calls.get(&call_id).is_some_and(|c| c.last_seq > mark) {
+            // (it may have been built before those events), and so does one whose events
+            // all reached us.
+            if self
+                .calls
+                .get(&call_id)
+                .is_none_or(|c| c.last_seq > mark || !c.gap)
+            {
                 continue;
             }
-            if chan.bridge != l.bridge {
+            if l.shows_bridge && chan.bridge != l.bridge {
                 if let Some(old) = chan.bridge.clone() {
                     remove_from(&mut self.bridges, &old, &l.channel);
                 }
@@ -659,15 +746,25 @@ impl CallTracker {
                 changed.push(call_id.clone());
             }
             if l.up {
-                if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| {
-                    c.legs
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    // Answered while we did not listen: as its dial's end would have said.
+                    if let Some(leg) = call
+                        .legs
                         .iter_mut()
                         .find(|g| g.channel == l.channel && g.result.is_none())
-                }) {
-                    leg.result = Some(DialOutcome::Answered);
-                    changed.push(call_id.clone());
+                    {
+                        leg.result = Some(DialOutcome::Answered);
+                        if let Some(dialer) = leg.dialer.clone() {
+                            call.links.push((dialer, l.channel.clone()));
+                        }
+                        changed.push(call_id.clone());
+                    }
                 }
             }
+        }
+        // The judged calls are whole again: later lists may only add to them.
+        for call in self.calls.values_mut().filter(|c| c.last_seq <= mark) {
+            call.gap = false;
         }
         changed.sort();
         changed.dedup();
@@ -684,7 +781,10 @@ impl CallTracker {
         let mut unknown: Vec<&LiveChannel> = live
             .iter()
             .filter(|l| {
-                !self.channels.contains_key(&l.channel) && !self.ended_set.contains(&l.call)
+                !l.hanging_up
+                    && !self.channels.contains_key(&l.channel)
+                    && !gone.contains(&l.channel)
+                    && !self.ended_set.contains(&l.call)
             })
             .collect();
         // A call's origin is the channel it is named after (Asterisk's Linkedid is its
@@ -806,11 +906,21 @@ impl CallTracker {
                         .filter(|e| e != "s")
                         .or_else(|| l.caller_number.clone());
                 }
+                let dialer = l.dialed_by.clone();
+                if l.up {
+                    if let Some(dialer) = &dialer {
+                        // An answered leg is connected to the leg that dialed it (a list
+                        // that shows no bridges says so only this way).
+                        call.links.push((dialer.clone(), l.channel.clone()));
+                    }
+                }
                 call.legs.push(Leg {
                     channel: l.channel.clone(),
                     endpoint: l.endpoint.clone(),
                     internal: is_internal,
                     result: l.up.then_some(DialOutcome::Answered),
+                    dialer,
+                    number: None,
                 });
                 if l.ringing {
                     if let Some(stage) = ringing(call, l.endpoint.as_deref(), is_internal) {
@@ -1005,9 +1115,49 @@ impl CallTracker {
         }
     }
 
+    /// Makes `a` and `b` the two halves of one pipe (FreeSWITCH loopback), as Local
+    /// halves are by name: the walk of who talks goes through them.
+    fn pair(&mut self, a: &ChannelId, b: &ChannelId) {
+        if a == b
+            || ![a, b]
+                .iter()
+                .all(|c| self.channels.get(*c).is_some_and(|c| c.local.is_none()))
+        {
+            return;
+        }
+        let (first, second) = if a <= b { (a, b) } else { (b, a) };
+        let base = first.0.clone();
+        for (half, id) in [first, second].into_iter().enumerate() {
+            if let Some(chan) = self.channels.get_mut(id) {
+                chan.local = Some((base.clone(), half));
+            }
+        }
+        self.locals
+            .insert(base, [Some(first.clone()), Some(second.clone())]);
+    }
+
+    /// The channel is the call's first one, or the other half of it (the half of a
+    /// Local or loopback pipe that runs the dialplan).
+    fn is_origin_side(&self, call_id: &str, channel: &ChannelId) -> bool {
+        let Some(call) = self.calls.get(call_id) else {
+            return false;
+        };
+        if call.origin == *channel {
+            return true;
+        }
+        self.channels
+            .get(&call.origin)
+            .and_then(|o| o.local.as_ref())
+            .and_then(|(base, half)| self.locals.get(base).map(|p| &p[1 - half]))
+            .is_some_and(|partner| partner.as_ref() == Some(channel))
+    }
+
     /// Forgets a channel that hung up; returns the bridge it was in.
     fn drop_channel(&mut self, id: &ChannelId) -> Option<Id> {
         let chan = self.channels.remove(id)?;
+        if let Some(gone) = self.gone_since_mark.as_mut() {
+            gone.insert(id.clone());
+        }
         if let Some((base, half)) = &chan.local {
             if let Some(pair) = self.locals.get_mut(base) {
                 pair[*half] = None;
@@ -1129,11 +1279,18 @@ impl CallTracker {
                 continue;
             };
             if !customers.contains(&current) {
-                if let Some(ext) = chan
+                // The first channel stands for its extension even when it is a pipe an
+                // originate placed for it (its caller id names the extension).
+                let ext = chan
                     .endpoint
                     .as_ref()
                     .filter(|e| self.config.internal.contains(e))
-                {
+                    .or_else(|| {
+                        (*current == call.origin)
+                            .then(|| origin_extension(call, &self.config.internal))
+                            .flatten()
+                    });
+                if let Some(ext) = ext {
                     let list = if chan.local.is_some() {
                         &mut locals
                     } else {
@@ -1263,9 +1420,14 @@ impl CallTracker {
             .max_by_key(|s| s.from)
             .map(|s| s.extension.to_string());
         let employee = match header.direction {
-            Direction::Outbound | Direction::Internal => {
-                call.origin_endpoint.as_ref().map(|e| e.to_string())
-            }
+            // The extension the call went out from; an originate that names none is the
+            // call of whoever talked.
+            Direction::Outbound => origin_extension(&call, &self.config.internal)
+                .map(|e| e.to_string())
+                .or(last_talker),
+            Direction::Internal => origin_extension(&call, &self.config.internal)
+                .or(call.origin_endpoint.as_ref())
+                .map(|e| e.to_string()),
             Direction::Inbound => {
                 last_talker.or_else(|| call.answer.as_ref().map(|a| a.0.to_string()))
             }
@@ -1350,12 +1512,39 @@ fn local_half(name: &str) -> Option<(Id, usize)> {
     }
 }
 
+/// `Local/…;1` and `loopback/…-a`: halves of a pipe through the PBX, not devices.
+fn is_virtual(name: &str) -> bool {
+    name.starts_with("Local/") || name.starts_with("loopback/")
+}
+
+/// No CRM effect depends yet on who the call is from or which way it goes: nobody has
+/// been rung (a pop-up) and nobody has answered.
+fn undecided(call: &LiveCall) -> bool {
+    call.announced.is_empty() && call.answer.is_none() && call.segments.is_empty()
+}
+
+/// The employee extension the call's first channel stands for: its device's extension;
+/// or, for a Local or loopback half (which no device is behind: an originate's first
+/// channel, `Local/<number>@<context>`), the extension its caller id names. `None` for a
+/// channel from outside.
+fn origin_extension<'c>(call: &'c LiveCall, internal: &InternalExtensions) -> Option<&'c Id> {
+    if call.origin_from_trunk {
+        return None;
+    }
+    if let Some(e) = call
+        .origin_endpoint
+        .as_ref()
+        .filter(|e| internal.contains(e))
+    {
+        return Some(e);
+    }
+    call.caller_number
+        .as_ref()
+        .filter(|n| call.origin_virtual && internal.contains(n))
+}
+
 fn origin_is_internal(call: &LiveCall, internal: &InternalExtensions) -> bool {
-    !call.origin_from_trunk
-        && call
-            .origin_endpoint
-            .as_deref()
-            .is_some_and(|e| internal.contains(e))
+    origin_extension(call, internal).is_some()
 }
 
 /// A call that never dialed anyone is inbound when it came from outside.
@@ -1392,25 +1581,29 @@ fn decide_direction(
     call: &mut LiveCall,
     internal: &InternalExtensions,
     dest_internal: bool,
-    dial_string: Option<&str>,
+    dialed: Option<&Id>,
 ) {
     if call.direction.is_some() {
         return;
     }
     call.direction = Some(match (origin_is_internal(call, internal), dest_internal) {
-        // Not known where the call began, but it went out through a trunk that is not
-        // its first channel: an extension dialed out.
-        (false, false) if call.origin_unseen => Direction::Outbound,
+        // Not known where the call began, or the PBX placed its first channel (an
+        // originate naming no extension of ours), and it went out through a trunk that is
+        // not its first channel: the call goes out.
+        (false, false) if call.origin_unseen || call.origin_originated => Direction::Outbound,
         (false, _) => Direction::Inbound,
         (true, true) => Direction::Internal,
         (true, false) => Direction::Outbound,
     });
     if call.direction == Some(Direction::Outbound) {
+        // The number the extension dialed into the dialplan; not when the first channel
+        // sits on an extension of ours (an originate ringing the employee first: the
+        // dial then says whom it calls).
         call.dialed_number = call
             .origin_exten
             .clone()
-            .filter(|e| e != "s")
-            .or_else(|| dial_string.and_then(number_of_dial_string));
+            .filter(|e| e != "s" && !internal.contains(e))
+            .or_else(|| dialed.cloned());
     }
 }
 
@@ -1422,7 +1615,7 @@ fn redecide_direction(call: &mut LiveCall, internal: &InternalExtensions) {
     call.direction = None;
     call.dialed_number = None;
     for leg in call.legs.clone() {
-        decide_direction(call, internal, leg.internal, None);
+        decide_direction(call, internal, leg.internal, leg.number.as_ref());
     }
 }
 
@@ -1863,6 +2056,9 @@ mod restore_tests {
             exten: Some(exten.into()),
             context: Some("from-internal".into()),
             bridge: None,
+            shows_bridge: true,
+            dialed_by: None,
+            hanging_up: false,
             duration_secs: 4,
             application: Some("Dial".into()),
             application_data: None,
@@ -1943,7 +2139,7 @@ mod restore_tests {
         for e in evs[..created].iter().chain(&evs[dialed + 1..bridged]) {
             stages.extend(t.apply(e));
         }
-        t.begin_resync();
+        t.begin_resync(true);
         let live = live_channel;
         stages.extend(t.resync(
             Timestamp(1),
@@ -1996,7 +2192,7 @@ mod restore_tests {
                 .position(|e| e.channel == trunk)
                 .expect("trunk event after the dial");
         let mut t = CallTracker::new(TrackerConfig::default());
-        t.begin_resync();
+        t.begin_resync(true);
         let mut stages = Vec::new();
         for e in &evs[first_heard..first_heard + 1] {
             stages.extend(t.apply(e));
@@ -2039,7 +2235,7 @@ mod restore_tests {
             .position(|e| matches!(e.kind, PbxEventKind::Bridged { .. }))
             .expect("bridge");
         let mut t = CallTracker::new(TrackerConfig::default());
-        t.begin_resync();
+        t.begin_resync(true);
         let mut stages = Vec::new();
         for e in &evs[created + 1..bridged] {
             stages.extend(t.apply(e));
@@ -2109,7 +2305,7 @@ mod restore_tests {
     #[test]
     fn a_call_known_only_from_the_list_keeps_its_dialed_number() {
         let mut t = CallTracker::new(TrackerConfig::default());
-        t.begin_resync();
+        t.begin_resync(true);
         let extension = LiveChannel {
             duration_secs: 9,
             ..live_channel(
@@ -2121,7 +2317,7 @@ mod restore_tests {
             )
         };
         let mut updates = t.resync(Timestamp(10_000_000), &[extension]);
-        t.begin_resync();
+        t.begin_resync(true);
         updates.extend(t.resync(Timestamp(20_000_000), &[]));
         let ended: Vec<_> = updates
             .iter()

@@ -130,6 +130,15 @@ pub enum PbxEventKind {
     VoicemailLeft { mailbox: Id, message: String },
     /// A channel variable the tracker cares about was set (see `normalize::VARIABLES`).
     Variable { name: Id, value: Id },
+    /// The channel and `other` are the two halves of one pipe through the PBX: what
+    /// enters one leaves the other (FreeSWITCH's `loopback/X-a` and `-b`, joined by
+    /// `other_loopback_leg_uuid`). Asterisk's Local `;1`/`;2` halves are paired by name
+    /// and need no such event.
+    PairedWith { other: ChannelId },
+    /// The PBX placed the channel itself (AMI `Originate`, FreeSWITCH `originate`): no
+    /// caller dialed it. A call that begins with such a channel and first dials an outside
+    /// number is a call out, whoever its caller id names.
+    Originated,
 }
 
 /// A channel the PBX reports as existing right now (Asterisk `CoreShowChannel`), used
@@ -147,7 +156,17 @@ pub struct LiveChannel {
     pub caller_number: Option<Id>,
     pub exten: Option<Id>,
     pub context: Option<Id>,
+    /// The bridge the channel sits in, when the list shows bridges (`shows_bridge`).
     pub bridge: Option<Id>,
+    /// Whether the list says which bridge each channel is in. Asterisk's does
+    /// (`BridgeId`); FreeSWITCH's `show channels` does not, and its `None` means nothing.
+    pub shows_bridge: bool,
+    /// The channel that dialed this one, when the list says it (FreeSWITCH names the
+    /// A-leg as a dialed leg's `call_uuid`).
+    pub dialed_by: Option<ChannelId>,
+    /// The channel is hanging up (FreeSWITCH lists it in state `HANGUP` until it is
+    /// destroyed): still present, but nothing to take up.
+    pub hanging_up: bool,
     /// How long the channel has existed, seconds.
     pub duration_secs: u32,
     pub application: Option<String>,
@@ -159,8 +178,12 @@ pub struct LiveChannel {
 pub enum PbxInput {
     Event(PbxEvent),
     /// We just asked the PBX for its list of channels: events from here on may be newer
-    /// than that list.
-    ResyncBegin,
+    /// than that list. `after_gap`: this connection just began, so events may have been
+    /// missed since the previous one (or since this process started): the list is then
+    /// the only word on what changed meanwhile.
+    ResyncBegin {
+        after_gap: bool,
+    },
     /// The PBX's list of channels, as asked for at the last `ResyncBegin`; `at` is when
     /// it arrived.
     Resync {

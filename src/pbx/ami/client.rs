@@ -196,7 +196,7 @@ async fn session(
         )
         .await?;
     let mut resync = Resync::default();
-    resync.start(&mut framed, events).await?;
+    resync.start(&mut framed, events, true).await?;
     // A second round soon after the first: a call that had events while the first list
     // was being built was not judged by it (the list may be older than those events); if
     // its hang-up fell into the gap before this connection, only a later list ends it.
@@ -243,7 +243,7 @@ async fn session(
             _ = tokio::time::sleep_until(next_resync) => {
                 next_resync = Instant::now() + config.resync_interval;
                 if !resync.in_progress() {
-                    resync.start(&mut framed, events).await?;
+                    resync.start(&mut framed, events, false).await?;
                 }
             }
             _ = tokio::time::sleep_until(wake_at) => {
@@ -279,15 +279,17 @@ struct Resync {
 }
 
 impl Resync {
+    /// Asks for the list; `after_gap`: the first round of a connection.
     async fn start(
         &mut self,
         framed: &mut Framed<TcpStream, AmiCodec>,
         events: &mpsc::Sender<PbxInput>,
+        after_gap: bool,
     ) -> Result<(), AmiError> {
         self.seq += 1;
         let id = format!("cb-resync-{}-{}", Timestamp::now().0, self.seq);
         // Tell the tracker first: events after this point may be newer than the list.
-        send(events, PbxInput::ResyncBegin).await?;
+        send(events, PbxInput::ResyncBegin { after_gap }).await?;
         framed
             .send(
                 &AmiFrame::new()

@@ -88,10 +88,15 @@ pub fn normalize_with(
                     LINKEDID,
                     TIMESTAMP,
                 ]);
-            // A DialBegin without a caller block comes from Originate: the PBX itself is
-            // calling out, and the destination channel will show up on its own.
+            // A DialBegin without a caller block comes from Originate: the PBX itself
+            // placed the destination channel (its own Newchannel came before).
             if channel.is_none() {
-                return Err(Skip::Ignored);
+                let [dest_linkedid] = f.get_many(["DestLinkedid"]);
+                return finish(
+                    [dest, dest_linkedid, timestamp],
+                    received_at,
+                    PbxEventKind::Originated,
+                );
             }
             let dest_name = dest_name.ok_or(Skip::Malformed("DestChannel"))?;
             let kind = PbxEventKind::DialBegin {
@@ -580,6 +585,9 @@ pub fn live_channel(frame: &AmiFrame) -> Option<LiveChannel> {
             .get("BridgeId")
             .filter(|b| !b.trim().is_empty())
             .map(Id::from),
+        shows_bridge: true,
+        dialed_by: None,
+        hanging_up: false,
         duration_secs: frame.get("Duration").map(parse_hms).unwrap_or(0),
         application: known(frame.get("Application")).map(String::from),
         application_data: known(frame.get("ApplicationData")).map(String::from),

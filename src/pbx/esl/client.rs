@@ -234,7 +234,14 @@ async fn session(
         .send(EslCommand("api global_getvar core_uuid".into()))
         .await?;
     pending.push_back(Pending::CoreUuid);
-    start_resync(&mut framed, events, &mut pending, &mut state.normalizer).await?;
+    start_resync(
+        &mut framed,
+        events,
+        &mut pending,
+        &mut state.normalizer,
+        true,
+    )
+    .await?;
     let mut next_resync = Instant::now() + config.resync_interval.min(FOLLOW_UP_RESYNC);
 
     // Keep-alive: an `api status` every ping_interval; when neither its answer nor
@@ -270,7 +277,7 @@ async fn session(
             _ = tokio::time::sleep_until(next_resync) => {
                 next_resync = Instant::now() + config.resync_interval;
                 if !pending.contains(&Pending::Channels) {
-                    start_resync(&mut framed, events, &mut pending, &mut state.normalizer).await?;
+                    start_resync(&mut framed, events, &mut pending, &mut state.normalizer, false).await?;
                 }
             }
             _ = tokio::time::sleep_until(wake_at) => {
@@ -295,14 +302,16 @@ async fn session(
 /// How soon after connecting the channel list is asked for a second time.
 const FOLLOW_UP_RESYNC: Duration = Duration::from_secs(3);
 
+/// Asks for the channel list; `after_gap`: the first round of a connection.
 async fn start_resync(
     framed: &mut Conn,
     events: &mpsc::Sender<PbxInput>,
     pending: &mut VecDeque<Pending>,
     normalizer: &mut EslNormalizer,
+    after_gap: bool,
 ) -> Result<(), EslError> {
     // Tell the tracker first: events after this point may be newer than the list.
-    send(events, PbxInput::ResyncBegin).await?;
+    send(events, PbxInput::ResyncBegin { after_gap }).await?;
     normalizer.begin_resync();
     framed
         .send(EslCommand("api show channels as json".into()))
@@ -418,14 +427,14 @@ pub fn live_channels(body: &[u8], now: Timestamp) -> Option<(Vec<LiveChannel>, V
     let mut dialers = Vec::new();
     for row in &list.rows {
         let outbound = row.direction == "outbound";
-        let call = if outbound && !row.call_uuid.is_empty() && row.call_uuid != row.uuid {
-            dialers.push((
-                ChannelId(Id::from(row.uuid.as_str())),
-                ChannelId(Id::from(row.call_uuid.as_str())),
-            ));
-            row.call_uuid.as_str()
-        } else {
-            row.uuid.as_str()
+        let dialed_by = (outbound && !row.call_uuid.is_empty() && row.call_uuid != row.uuid)
+            .then(|| ChannelId(Id::from(row.call_uuid.as_str())));
+        if let Some(dialer) = &dialed_by {
+            dialers.push((ChannelId(Id::from(row.uuid.as_str())), dialer.clone()));
+        }
+        let call = match &dialed_by {
+            Some(dialer) => dialer.0.as_str(),
+            None => row.uuid.as_str(),
         };
         let created = row
             .created_epoch
@@ -444,7 +453,11 @@ pub fn live_channels(body: &[u8], now: Timestamp) -> Option<(Vec<LiveChannel>, V
             caller_number: opt(&row.cid_num),
             exten: opt(&row.dest),
             context: opt(&row.context),
+            // `show channels` has no bridge column: its silence says nothing.
             bridge: None,
+            shows_bridge: false,
+            dialed_by,
+            hanging_up: row.callstate == "HANGUP",
             duration_secs: now.secs_since(created),
             application: opt(&row.application).map(|a| a.to_string()),
             application_data: opt(&row.application_data).map(|a| a.to_string()),

@@ -62,6 +62,9 @@ pub struct EslNormalizer {
     legs: HashMap<Id, Leg>,
     seq: u64,
     resync_mark: u64,
+    /// Legs destroyed since the channel list was asked for (`None`: no list asked for):
+    /// the list may still show them and must not bring them back.
+    gone_since_mark: Option<rustc_hash::FxHashSet<Id>>,
     /// `variable_<name>` headers to pass on as `Variable`s (campaign variables).
     variables: Vec<(String, Id)>,
 }
@@ -110,6 +113,7 @@ impl EslNormalizer {
     /// Marks the moment the PBX was asked for its channel list (see `learn_live`).
     pub fn begin_resync(&mut self) {
         self.resync_mark = self.seq;
+        self.gone_since_mark = Some(Default::default());
     }
 
     /// Learns the legs of the PBX's channel list (after a reconnect), so that their later
@@ -118,10 +122,14 @@ impl EslNormalizer {
     /// was dialed for.
     pub fn learn_live(&mut self, channels: &[LiveChannel], dialers: &[(ChannelId, ChannelId)]) {
         let mark = self.resync_mark;
+        let gone = self.gone_since_mark.take().unwrap_or_default();
         self.legs
             .retain(|uuid, leg| leg.seq > mark || channels.iter().any(|c| c.channel.0 == *uuid));
         for ch in channels {
-            if self.legs.contains_key(&ch.channel.0) {
+            if self.legs.contains_key(&ch.channel.0)
+                || gone.contains(&ch.channel.0)
+                || ch.hanging_up
+            {
                 continue;
             }
             let dialer = dialers
@@ -161,7 +169,11 @@ impl EslNormalizer {
             "CHANNEL_HANGUP_COMPLETE" => self.hung_up(event, received_at, out),
             "CHANNEL_DESTROY" => {
                 let uuid = event.get("Unique-ID").ok_or(Skip::Malformed("Unique-ID"))?;
-                self.legs.remove(uuid.as_ref());
+                if self.legs.remove(uuid.as_ref()).is_some() {
+                    if let Some(gone) = self.gone_since_mark.as_mut() {
+                        gone.insert(uuid.as_ref().into());
+                    }
+                }
                 Err(Skip::Ignored)
             }
             // Both name the file; the first one the tracker sees stands (a `RECORD_START`
@@ -236,6 +248,18 @@ impl EslNormalizer {
         let at = timestamp(date.as_deref(), received_at);
         let channel = channel.unwrap_or_default();
         let endpoint = endpoint_of_channel(&channel);
+        // A loopback half names its other half among its variables (read to the end,
+        // for loopback channels only). The `-b` half, created second, joins the call of
+        // the `-a` half: one pipe, one call, as Asterisk's Local `;1`/`;2`.
+        let partner = if channel.starts_with("loopback/") {
+            let [other] = event.get_many(["variable_other_loopback_leg_uuid"]);
+            other
+                .filter(|o| !o.is_empty() && o.as_ref() != uuid.as_str())
+                .map(|o| ChannelId(o.as_ref().into()))
+                .filter(|o| self.legs.contains_key(&o.0))
+        } else {
+            None
+        };
         let originator = match (other_type.as_deref(), other) {
             (Some("originator"), Some(o)) if !o.is_empty() => Some(ChannelId(o.as_ref().into())),
             _ => None,
@@ -246,10 +270,14 @@ impl EslNormalizer {
             .or_else(|| member.as_ref().map(|m| ChannelId(m.as_ref().into())));
         match dialer {
             None => {
+                let call = match &partner {
+                    Some(partner) => self.call_of(&partner.0),
+                    None => uuid.clone(),
+                };
                 self.remember(
                     uuid.clone(),
                     Leg {
-                        call: uuid.clone(),
+                        call: call.clone(),
                         dialer: None,
                         dial_ended: false,
                         hung_up: false,
@@ -259,8 +287,8 @@ impl EslNormalizer {
                 );
                 out.push(PbxEvent {
                     at,
-                    call: uuid.clone(),
-                    channel: ChannelId(uuid),
+                    call: call.clone(),
+                    channel: ChannelId(uuid.clone()),
                     kind: PbxEventKind::ChannelCreated {
                         name: channel.as_ref().into(),
                         endpoint,
@@ -270,9 +298,26 @@ impl EslNormalizer {
                         context: known(context.as_deref()),
                     },
                 });
+                if let Some(other) = partner {
+                    out.push(PbxEvent {
+                        at,
+                        call,
+                        channel: ChannelId(uuid),
+                        kind: PbxEventKind::PairedWith { other },
+                    });
+                } else if direction.as_deref() == Some("outbound") {
+                    // A leg FreeSWITCH dialed for no other leg: the `originate` command.
+                    out.push(PbxEvent {
+                        at,
+                        call,
+                        channel: ChannelId(uuid),
+                        kind: PbxEventKind::Originated,
+                    });
+                }
             }
             Some(dialer) => {
                 let call = self.call_of(&dialer.0);
+                let joined = uuid.clone();
                 self.remember(
                     uuid.clone(),
                     Leg {
@@ -303,13 +348,23 @@ impl EslNormalizer {
                     // A mod_callcenter agent leg: the queue offers the call to the agent.
                     out.push(PbxEvent {
                         at,
-                        call,
+                        call: call.clone(),
                         channel: dialer,
                         kind: PbxEventKind::QueueAgentRinging {
                             queue: queue_name(queue.as_deref().unwrap_or_default()),
                             dest: Some(ChannelId(uuid)),
                             endpoint,
                         },
+                    });
+                }
+                // A dialed `-a` half whose `-b` half is known already (the order FreeSWITCH
+                // creates them in makes this rare).
+                if let Some(other) = partner {
+                    out.push(PbxEvent {
+                        at,
+                        call,
+                        channel: ChannelId(joined),
+                        kind: PbxEventKind::PairedWith { other },
                     });
                 }
             }
