@@ -254,6 +254,10 @@ parity_table! {
     outbound_answered: "iax2/outbound_answered" <=> "outbound_answered";
     outbound_not_answered: "iax2/outbound_no_answer" <=> "outbound_no_answer";
     recorded: "iax2/recording" <=> "recording";
+    // The Local world of Asterisk and the loopback world of FreeSWITCH: channels that
+    // are halves of a pipe through the PBX; the outbound one placed by an originate.
+    through_local_and_loopback: "local/inbound_answered" <=> "loopback/inbound_answered";
+    originated_through_local_and_loopback: "local/outbound_answered" <=> "loopback/outbound_answered";
     // Shapes the recordings lack, written after them (see each synthetic/README.md).
     busy: "synthetic/inbound_busy" <=> "synthetic/inbound_busy";
     outbound_busy: "synthetic/outbound_busy" <=> "synthetic/outbound_busy";

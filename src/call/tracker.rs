@@ -1586,7 +1586,13 @@ fn decide_direction(
     if call.direction.is_some() {
         return;
     }
-    call.direction = Some(match (origin_is_internal(call, internal), dest_internal) {
+    let from_extension = origin_is_internal(call, internal);
+    if from_extension && dest_internal && call.origin_originated {
+        // An originate that rings the employee's own phone first (`Local/101@…`,
+        // `loopback/101/…`): the call is theirs, and the next dial says where it goes.
+        return;
+    }
+    call.direction = Some(match (from_extension, dest_internal) {
         // Not known where the call began, or the PBX placed its first channel (an
         // originate naming no extension of ours), and it went out through a trunk that is
         // not its first channel: the call goes out.
@@ -1995,6 +2001,288 @@ mod tests {
         ));
         assert!(ups.is_empty());
         assert_eq!((t.live_calls(), t.live_channels()), (0, 0));
+    }
+
+    /// A call written as a script of `(seconds, channel, event)` on call `7.1`.
+    fn script(steps: Vec<(i64, &str, PbxEventKind)>) -> Vec<CallUpdate> {
+        let mut t = CallTracker::new(TrackerConfig {
+            pbx: "office".into(),
+            ..TrackerConfig::default()
+        });
+        let updates = steps
+            .into_iter()
+            .flat_map(|(secs, ch, kind)| {
+                t.apply(&PbxEvent {
+                    at: Timestamp(1_000_000_000 + secs * 1_000_000),
+                    call: "7.1".into(),
+                    channel: ChannelId(ch.into()),
+                    kind,
+                })
+            })
+            .collect();
+        assert!(t.is_idle(), "nothing left behind");
+        updates
+    }
+
+    fn created(name: &str, caller: Option<&str>, exten: &str) -> PbxEventKind {
+        PbxEventKind::ChannelCreated {
+            name: name.into(),
+            endpoint: crate::pbx::ami::normalize::endpoint_of_channel(name),
+            caller_number: caller.map(Into::into),
+            caller_name: None,
+            exten: Some(exten.into()),
+            context: Some("internal".into()),
+        }
+    }
+
+    fn dial(dest: &str, name: &str, dial_string: &str) -> PbxEventKind {
+        PbxEventKind::DialBegin {
+            caller_number: None,
+            dialer: Box::default(),
+            dest: ChannelId(dest.into()),
+            dest_name: name.into(),
+            dest_endpoint: crate::pbx::ami::normalize::endpoint_of_channel(name),
+            dial_string: Some(dial_string.into()),
+        }
+    }
+
+    fn answered(dest: &str) -> PbxEventKind {
+        PbxEventKind::DialEnd {
+            dest: ChannelId(dest.into()),
+            dest_endpoint: None,
+            outcome: DialOutcome::Answered,
+        }
+    }
+
+    fn bridged(bridge: &str) -> PbxEventKind {
+        PbxEventKind::Bridged {
+            bridge: bridge.into(),
+        }
+    }
+
+    fn hung_up() -> PbxEventKind {
+        PbxEventKind::HungUp {
+            cause: Some(16),
+            seen_as: Box::default(),
+        }
+    }
+
+    fn the_end(updates: &[CallUpdate]) -> &CallSummary {
+        let ends: Vec<&CallSummary> = updates
+            .iter()
+            .filter_map(|u| match &u.stage {
+                CallStage::Ended(s) => Some(&**s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends.len(), 1, "{updates:#?}");
+        ends[0]
+    }
+
+    /// Click-to-call as FreePBX-style tools place it: `Originate` of `Local/101@internal`
+    /// (the employee's phone rings first), then the `;1` half dials the customer. The
+    /// first dial, to the employee's own phone, does not make it an internal call, nor
+    /// pop up anything.
+    #[test]
+    fn an_originate_ringing_the_extension_first_is_its_call_out() {
+        let updates = script(vec![
+            (
+                0,
+                "7.1",
+                created("Local/101@internal-00000001;1", None, "101"),
+            ),
+            (
+                0,
+                "7.2",
+                created("Local/101@internal-00000001;2", None, "101"),
+            ),
+            (0, "7.1", PbxEventKind::Originated),
+            (0, "7.2", dial("7.3", "PJSIP/101-00000001", "PJSIP/101")),
+            (2, "7.2", answered("7.3")),
+            (2, "7.2", bridged("b1")),
+            (2, "7.3", bridged("b1")),
+            (
+                2,
+                "7.1",
+                dial("7.4", "PJSIP/trunk-00000002", "PJSIP/89031112233@trunk"),
+            ),
+            (6, "7.1", answered("7.4")),
+            (6, "7.1", bridged("b2")),
+            (6, "7.4", bridged("b2")),
+            (12, "7.4", hung_up()),
+            (12, "7.1", hung_up()),
+            (12, "7.2", hung_up()),
+            (12, "7.3", hung_up()),
+        ]);
+        assert!(
+            !updates
+                .iter()
+                .any(|u| matches!(u.stage, CallStage::Ringing { .. })),
+            "no pop-up for the employee's own phone: {updates:#?}"
+        );
+        let end = the_end(&updates);
+        assert_eq!(end.header.direction, Direction::Outbound);
+        assert_eq!(end.header.customer_number.as_deref(), Some("89031112233"));
+        assert_eq!(end.outcome, Outcome::Answered);
+        assert_eq!(end.employee.as_deref(), Some("101"));
+        assert_eq!(talkers(end), [("101", 6)]);
+    }
+
+    /// The originate's caller id comes after the dial was judged (an inbound call from
+    /// nobody, to the outside number): the call turns around, as nothing depended on it
+    /// yet.
+    #[test]
+    fn a_caller_id_learned_after_the_dial_turns_the_call_around() {
+        let updates = script(vec![
+            (
+                0,
+                "7.1",
+                created("Local/89031112233@internal-00000001;1", None, "89031112233"),
+            ),
+            (
+                0,
+                "7.2",
+                created("Local/89031112233@internal-00000001;2", None, "89031112233"),
+            ),
+            (
+                0,
+                "7.2",
+                dial("7.3", "PJSIP/trunk-00000002", "PJSIP/89031112233@trunk"),
+            ),
+            (
+                0,
+                "7.1",
+                PbxEventKind::CallerKnown {
+                    caller_number: "101".into(),
+                },
+            ),
+            (3, "7.2", answered("7.3")),
+            (3, "7.2", bridged("b1")),
+            (3, "7.3", bridged("b1")),
+            (9, "7.3", hung_up()),
+            (9, "7.2", hung_up()),
+            (9, "7.1", hung_up()),
+        ]);
+        let end = the_end(&updates);
+        assert_eq!(end.header.direction, Direction::Outbound);
+        assert_eq!(end.header.customer_number.as_deref(), Some("89031112233"));
+        assert_eq!(end.employee.as_deref(), Some("101"));
+        assert_eq!(talkers(end), [("101", 6)]);
+    }
+
+    /// Once a step depends on who calls (an employee's phone rang: a pop-up), a later
+    /// caller id no longer changes the call.
+    #[test]
+    fn a_caller_id_learned_after_a_pop_up_changes_nothing() {
+        let updates = script(vec![
+            (
+                0,
+                "7.1",
+                created("IAX2/trunk-00000001", Some("+79161234567"), "74951234567"),
+            ),
+            (0, "7.1", dial("7.2", "IAX2/101-00000002", "IAX2/101")),
+            (
+                1,
+                "7.1",
+                PbxEventKind::CallerKnown {
+                    caller_number: "+79169999999".into(),
+                },
+            ),
+            (2, "7.1", answered("7.2")),
+            (2, "7.1", bridged("b1")),
+            (2, "7.2", bridged("b1")),
+            (8, "7.2", hung_up()),
+            (8, "7.1", hung_up()),
+        ]);
+        let end = the_end(&updates);
+        assert_eq!(end.header.direction, Direction::Inbound);
+        assert_eq!(end.header.customer_number.as_deref(), Some("+79161234567"));
+        assert_eq!(end.employee.as_deref(), Some("101"));
+    }
+
+    /// An originate that names no extension (no caller id of ours) and first dials the
+    /// customer: a call out, the employee's being whoever talked with the customer.
+    #[test]
+    fn an_originate_naming_no_extension_is_the_call_of_whoever_talked() {
+        let updates = script(vec![
+            (
+                0,
+                "7.1",
+                created("Local/89031112233@internal-00000001;1", None, "89031112233"),
+            ),
+            (
+                0,
+                "7.2",
+                created("Local/89031112233@internal-00000001;2", None, "89031112233"),
+            ),
+            (0, "7.1", PbxEventKind::Originated),
+            (
+                0,
+                "7.2",
+                dial("7.3", "PJSIP/trunk-00000002", "PJSIP/89031112233@trunk"),
+            ),
+            (4, "7.2", answered("7.3")),
+            (4, "7.2", bridged("b1")),
+            (4, "7.3", bridged("b1")),
+            (4, "7.1", dial("7.4", "PJSIP/102-00000003", "PJSIP/102")),
+            (6, "7.1", answered("7.4")),
+            (6, "7.1", bridged("b2")),
+            (6, "7.4", bridged("b2")),
+            (11, "7.3", hung_up()),
+            (11, "7.2", hung_up()),
+            (11, "7.1", hung_up()),
+            (11, "7.4", hung_up()),
+        ]);
+        assert!(!updates
+            .iter()
+            .any(|u| matches!(u.stage, CallStage::Ringing { .. })));
+        let end = the_end(&updates);
+        assert_eq!(end.header.direction, Direction::Outbound);
+        assert_eq!(end.header.customer_number.as_deref(), Some("89031112233"));
+        assert_eq!(end.employee.as_deref(), Some("102"));
+        assert_eq!(talkers(end), [("102", 5)]);
+    }
+
+    /// FreeSWITCH loopback halves are one pipe: a call rung through `loopback/sales`,
+    /// whose `-b` half dials the phone, reaches the employee through the pair.
+    #[test]
+    fn loopback_halves_carry_the_conversation() {
+        let updates = script(vec![
+            (
+                0,
+                "7.1",
+                created("PJSIP/trunk-00000001", Some("+79161234567"), "74951234567"),
+            ),
+            (0, "7.1", dial("7.2", "loopback/sales-a", "sales")),
+            (
+                0,
+                "7.3",
+                created("loopback/sales-b", Some("+79161234567"), "sales"),
+            ),
+            (
+                0,
+                "7.3",
+                PbxEventKind::PairedWith {
+                    other: ChannelId("7.2".into()),
+                },
+            ),
+            (0, "7.3", dial("7.4", "PJSIP/101-00000004", "101")),
+            (2, "7.3", answered("7.4")),
+            (2, "7.3", bridged("b2")),
+            (2, "7.4", bridged("b2")),
+            (2, "7.1", answered("7.2")),
+            (2, "7.1", bridged("b1")),
+            (2, "7.2", bridged("b1")),
+            (8, "7.4", hung_up()),
+            (8, "7.3", hung_up()),
+            (8, "7.2", hung_up()),
+            (8, "7.1", hung_up()),
+        ]);
+        let end = the_end(&updates);
+        assert_eq!(end.header.direction, Direction::Inbound);
+        assert_eq!(end.rang, ["101"]);
+        assert_eq!(end.employee.as_deref(), Some("101"));
+        assert_eq!(talkers(end), [("101", 6)]);
     }
 
     #[test]

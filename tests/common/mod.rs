@@ -317,7 +317,10 @@ impl DaemonProcess {
         } else {
             Stdio::null()
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        // `CALLBRIDGE_TEST_BIN` runs the same test against another build (before/after).
+        let bin = std::env::var_os("CALLBRIDGE_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_callbridge").into());
+        let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", log)

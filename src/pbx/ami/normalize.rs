@@ -548,6 +548,28 @@ mod tests {
         assert_eq!(normalize(&other, Timestamp(0)), Err(Skip::Ignored));
     }
 
+    /// The `DialBegin` of `Originate` (no caller block, as recorded in
+    /// tests/fixtures/asterisk/local/outbound_answered.ami) names the channel the PBX
+    /// placed.
+    #[test]
+    fn an_originates_dial_marks_the_channel_it_placed() {
+        let f = frame(&[
+            ("Event", "DialBegin"),
+            ("Timestamp", "1795627257.261883"),
+            ("DestChannel", "Local/89031112233@internal-0000000e;1"),
+            ("DestCallerIDNum", "101"),
+            ("DestUniqueid", "1795627257.28"),
+            ("DestLinkedid", "1795627257.28"),
+            ("DialString", "89031112233@internal"),
+        ]);
+        let ev = normalize(&f, Timestamp(0)).expect("event");
+        assert_eq!(
+            (ev.call.as_str(), ev.channel.0.as_str()),
+            ("1795627257.28", "1795627257.28")
+        );
+        assert_eq!(ev.kind, PbxEventKind::Originated);
+    }
+
     #[test]
     fn dial_statuses() {
         assert_eq!(dial_outcome("ANSWER"), DialOutcome::Answered);

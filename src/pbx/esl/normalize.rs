@@ -1025,6 +1025,40 @@ mod tests {
         assert!(!got.iter().any(|e| e.ends_with("recording")), "{got:#?}");
     }
 
+    /// A carrier call through loopback channels: the trunk leg's `-b` half joins the
+    /// `-a` half's call, and so does the handset's `-b` half of the phone leg: four
+    /// channels, one call.
+    #[test]
+    fn loopback_halves_join_the_call_of_their_other_half() {
+        let events = events_of("loopback/inbound_answered");
+        let call = &events[0].call;
+        assert!(events.iter().all(|e| e.call == *call), "one call");
+        let pairs = events
+            .iter()
+            .filter(|e| matches!(e.kind, PbxEventKind::PairedWith { .. }))
+            .count();
+        assert_eq!(pairs, 2, "the trunk's pair and the phone's pair");
+        let events = events_of("loopback/outbound_answered");
+        assert!(events.iter().all(|e| e.call == events[0].call), "one call");
+    }
+
+    /// `originate user/101 &bridge(…)`: the employee's leg is placed by FreeSWITCH for no
+    /// other leg; the gateway leg is dialed by it.
+    #[test]
+    fn an_originated_leg_is_marked_and_the_leg_it_bridges_joins_its_call() {
+        let got: Vec<String> = events_of("synthetic/originate_user_bridge_answered")
+            .iter()
+            .map(short)
+            .collect();
+        assert_eq!(got[0], "50a7 50a7 created 101");
+        assert_eq!(got[1], "50a7 50a7 Originated");
+        assert!(
+            got[2].starts_with("50a7 50a7 dial 0977 89031112233"),
+            "{got:#?}"
+        );
+        assert!(got.iter().all(|e| e.starts_with("50a7")), "{got:#?}");
+    }
+
     #[test]
     fn outbound_trunk_leg_not_answering_is_no_answer() {
         let got: Vec<String> = events_of("outbound_no_answer").iter().map(short).collect();
