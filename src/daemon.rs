@@ -557,7 +557,7 @@ async fn track(
                     let company = !p.alone.now();
                     for update in apply(&mut tracker, pbx_now, input) {
                         if let Some(update) = held.admit(update, &tracker, company) {
-                            updates.push(stage(&p, update));
+                            updates.push(stage(&p, update, false));
                         }
                     }
                     clock.observe(&tracker);
@@ -572,7 +572,7 @@ async fn track(
                 let company = !p.alone.now();
                 for update in stale {
                     if let Some(update) = held.admit(update, &tracker, company) {
-                        updates.push(stage(&p, update));
+                        updates.push(stage(&p, update, false));
                     }
                 }
             }
@@ -582,7 +582,7 @@ async fn track(
         updates.extend(
             held.due(p.alone.now())
                 .into_iter()
-                .map(|update| stage(&p, update)),
+                .map(|update| stage(&p, update, true)),
         );
         for staged in &updates {
             if let CallStage::Ended(summary) = &staged.update.stage {
@@ -603,7 +603,11 @@ async fn track(
     }
     // Stopping: what was held back is stored now rather than lost (the store keeps the
     // first word on each step, so another process's earlier one stands).
-    let rest: Vec<Staged> = held.drain().into_iter().map(|u| stage(&p, u)).collect();
+    let rest: Vec<Staged> = held
+        .drain()
+        .into_iter()
+        .map(|u| stage(&p, u, true))
+        .collect();
     if !rest.is_empty() {
         let _ = batches
             .send(WriteBatch {
@@ -658,8 +662,12 @@ impl Held {
         if !(queued || company && theirs) {
             return Some(update);
         }
+        if self.queue.is_empty() {
+            info!(pbx = %update.header.pbx, hold = ?HOLD_PARTIAL,
+                  "calls known here only in part while another process follows this PBX: their steps wait for that process's word");
+        }
         if !queued {
-            info!(pbx = %update.header.pbx, call_id = %id, hold = ?HOLD_PARTIAL,
+            debug!(pbx = %update.header.pbx, call_id = %id, hold = ?HOLD_PARTIAL,
                   "a call known only in part while another process follows this PBX: its steps wait for that process's word");
         }
         *self.calls.entry(id.clone()).or_default() += 1;
@@ -714,8 +722,9 @@ impl Held {
 }
 
 /// Gives an update its call's span and decides a ringing call's actions now, sending
-/// its pop-up when it can.
-fn stage(p: &Processor, update: CallUpdate) -> Staged {
+/// its pop-up when it can: ahead of the store only when this process is the PBX's one
+/// follower and the step was not held back (another process may have sent it).
+fn stage(p: &Processor, update: CallUpdate, held_back: bool) -> Staged {
     let span = info_span!(
         "call",
         pbx = %update.header.pbx,
@@ -730,7 +739,7 @@ fn stage(p: &Processor, update: CallUpdate) -> Staged {
                 &update.header.external_id(),
                 &mut decided,
                 &span,
-                p.alone.now(),
+                p.alone.now() && !held_back,
             );
             actions = Some(decided);
         }),

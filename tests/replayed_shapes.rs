@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use callbridge::sim::ami::AmiSim;
 use callbridge::sim::esl::{EslSim, EslSimOptions};
-use callbridge::sim::retailcrm::{SimState, UploadedCall};
+use callbridge::sim::retailcrm::SimState;
 use callbridge::store::{CallRow, Store};
 use common::{esl_fixture, fixture, DaemonProcess, ESL_PASSWORD};
 
@@ -28,11 +28,13 @@ struct Expect {
     talk_secs: i64,
     /// The history record: `type`, `result`, the customer's `phone`.
     history: (&'static str, &'static str, &'static str),
+    /// The extensions of the inbound pop-ups, in order.
+    popups: &'static [&'static str],
 }
 
 /// Plays `name` through the real binary (its `[[pbx]]` with `extra_pbx` keys) at
-/// `speed`; returns the calls the store holds and what the CRM received.
-async fn play(pbx: Pbx, name: &str, speed: f64, extra_pbx: &str) -> (Vec<CallRow>, SimState) {
+/// `speed` and checks the one call it must give.
+async fn shape(pbx: Pbx, name: &str, speed: f64, extra_pbx: &str, want: Expect) {
     let crm = common::unlimited_crm().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("cb.db");
@@ -79,10 +81,10 @@ async fn play(pbx: Pbx, name: &str, speed: f64, extra_pbx: &str) -> (Vec<CallRow
     ami.stop();
     esl.stop();
     crm.shutdown();
-    (calls, state)
+    check(name, &calls, &state, &want);
 }
 
-fn check(name: &str, calls: &[CallRow], state: &SimState, want: &Expect) -> UploadedCall {
+fn check(name: &str, calls: &[CallRow], state: &SimState, want: &Expect) {
     assert_eq!(calls.len(), 1, "{name}: one call: {calls:#?}");
     let call = &calls[0];
     assert_eq!(call.direction, want.direction, "{name}: direction");
@@ -104,7 +106,7 @@ fn check(name: &str, calls: &[CallRow], state: &SimState, want: &Expect) -> Uplo
         "{name}: one history record: {:#?}",
         state.calls
     );
-    let up = state.calls[0].clone();
+    let up = &state.calls[0];
     let (kind, result, phone) = want.history;
     assert_eq!(up.r#type, kind, "{name}: history type");
     assert_eq!(up.result.as_deref(), Some(result), "{name}: history result");
@@ -128,158 +130,89 @@ fn check(name: &str, calls: &[CallRow], state: &SimState, want: &Expect) -> Uplo
         "{name}: pop-ups of one call: {:#?}",
         state.call_events
     );
-    up
-}
-
-/// Asterisk `Originate` of `Local/89031112233@internal` with the extension's caller id
-/// (a click-to-call tool): the first channel has no caller id and sits on the outside
-/// number; `101` comes in `NewCallerid`, and the `;2` half dials the trunk. It was an
-/// inbound missed call "from 101".
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_asterisk_originate_of_a_local_channel_is_an_outbound_call_by_the_extension() {
-    let name = "local/outbound_answered";
-    let (calls, state) = play(Pbx::Asterisk, name, 20.0, "").await;
-    check(
-        name,
-        &calls,
-        &state,
-        &Expect {
-            direction: "outbound",
-            outcome: "answered",
-            employee: "101",
-            talk_secs: 6,
-            history: ("out", "answered", "+79031112233"),
-        },
-    );
-    assert!(
-        state.call_events.iter().all(|e| e.r#type != "in"),
-        "no inbound pop-up"
-    );
-}
-
-/// FreeSWITCH `originate {origination_caller_id_number=…}user/101
-/// &bridge(sofia/gateway/carrier/89031112233)`: the employee's phone is rung first (an
-/// outbound leg whose destination is `101`), then the gateway leg. It reached the CRM
-/// with no history at all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_freeswitch_originate_of_the_extension_then_the_number_is_an_outbound_call() {
-    let name = "synthetic/originate_user_bridge_answered";
-    let (calls, state) = play(Pbx::FreeSwitch, name, 20.0, "").await;
-    check(
-        name,
-        &calls,
-        &state,
-        &Expect {
-            direction: "outbound",
-            outcome: "answered",
-            employee: "101",
-            talk_secs: 6,
-            history: ("out", "answered", "+79031112233"),
-        },
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_freeswitch_originate_the_number_does_not_answer_is_an_outbound_call_not_answered() {
-    let name = "synthetic/originate_user_bridge_no_answer";
-    let (calls, state) = play(Pbx::FreeSwitch, name, 40.0, "").await;
-    check(
-        name,
-        &calls,
-        &state,
-        &Expect {
-            direction: "outbound",
-            outcome: "missed",
-            employee: "101",
-            talk_secs: 0,
-            history: ("out", "no answer", "+79031112233"),
-        },
-    );
-}
-
-/// A carrier call through `loopback/…` channels (the trunk leg and the phone each a pair
-/// of halves joined only by `other_loopback_leg_uuid`): one call, not two.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_freeswitch_loopback_inbound_call_is_one_call() {
-    let name = "loopback/inbound_answered";
-    let (calls, state) = play(Pbx::FreeSwitch, name, 20.0, "").await;
-    check(
-        name,
-        &calls,
-        &state,
-        &Expect {
-            direction: "inbound",
-            outcome: "answered",
-            employee: "101",
-            talk_secs: 6,
-            history: ("in", "answered", "+79161234567"),
-        },
-    );
-    let popups: Vec<_> = state
+    let popups: Vec<&str> = state
         .call_events
         .iter()
         .filter(|e| e.r#type == "in")
+        .flat_map(|e| e.codes.iter().map(String::as_str))
         .collect();
-    assert_eq!(popups.len(), 1, "one pop-up for 101: {popups:#?}");
-    assert_eq!(popups[0].codes, ["101"]);
+    assert_eq!(popups, want.popups, "{name}: pop-ups");
 }
 
-/// `originate loopback/101/…` dialing out through another loopback pair: one outbound
-/// call by 101 (the second half was an "outbound call from 101 to 101" before).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_freeswitch_loopback_outbound_call_is_one_call() {
-    let name = "loopback/outbound_answered";
-    let (calls, state) = play(Pbx::FreeSwitch, name, 20.0, "").await;
-    check(
-        name,
-        &calls,
-        &state,
-        &Expect {
-            direction: "outbound",
-            outcome: "answered",
-            employee: "101",
-            talk_secs: 6,
-            history: ("out", "answered", "+79031112233"),
-        },
-    );
+macro_rules! shapes {
+    ($(
+        $(#[doc = $doc:literal])*
+        $test:ident: $pbx:ident $fixture:literal at $speed:literal $extra:literal =>
+            $direction:literal $outcome:literal by $employee:literal talking $talk:literal,
+            history $kind:literal $result:literal $phone:literal, pop-ups $popups:expr;
+    )*) => {
+        $(
+            $(#[doc = $doc])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                shape(Pbx::$pbx, $fixture, $speed, $extra, Expect {
+                    direction: $direction,
+                    outcome: $outcome,
+                    employee: $employee,
+                    talk_secs: $talk,
+                    history: ($kind, $result, $phone),
+                    popups: $popups,
+                })
+                .await;
+            }
+        )*
+    };
 }
 
-/// The channel list read while the call talks — the 3-s follow-up list and a 1-s
-/// `resync_interval` — keeps the 6 s of talk (FreeSWITCH's list has no bridge column;
-/// it used to undo the bridge and leave 0 s).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_freeswitch_call_keeps_its_talk_time_through_channel_lists_read_while_it_talks() {
-    let name = "inbound_answered";
-    let (calls, state) = play(Pbx::FreeSwitch, name, 1.5, "resync_interval = \"1s\"").await;
-    check(
-        name,
-        &calls,
-        &state,
-        &Expect {
-            direction: "inbound",
-            outcome: "answered",
-            employee: "101",
-            talk_secs: 6,
-            history: ("in", "answered", "+79161234567"),
-        },
-    );
-}
+shapes! {
+    /// Asterisk `Originate` of `Local/89031112233@internal` with the extension's caller
+    /// id (a click-to-call tool): the first channel has no caller id and sits on the
+    /// outside number; `101` comes in `NewCallerid`, and the `;2` half dials the trunk.
+    /// It was an inbound missed call "from 101".
+    an_asterisk_originate_of_a_local_channel_is_an_outbound_call_by_the_extension:
+        Asterisk "local/outbound_answered" at 20.0 "" =>
+        "outbound" "answered" by "101" talking 6,
+        history "out" "answered" "+79031112233", pop-ups &[];
 
-/// The same on Asterisk (its list shows bridges, and says what the events said).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_asterisk_call_keeps_its_talk_time_through_channel_lists_read_while_it_talks() {
-    let name = "iax2/inbound_answered";
-    let (calls, state) = play(Pbx::Asterisk, name, 1.5, "resync_interval = \"1s\"").await;
-    check(
-        name,
-        &calls,
-        &state,
-        &Expect {
-            direction: "inbound",
-            outcome: "answered",
-            employee: "101",
-            talk_secs: 6,
-            history: ("in", "answered", "+79161234567"),
-        },
-    );
+    /// FreeSWITCH `originate {origination_caller_id_number=…}user/101
+    /// &bridge(sofia/gateway/carrier/89031112233)`: the employee's phone is rung first
+    /// (an outbound leg whose destination is `101`), then the gateway leg. It reached
+    /// the CRM with no history at all (its customer was "101").
+    a_freeswitch_originate_of_the_extension_then_the_number_is_an_outbound_call:
+        FreeSwitch "synthetic/originate_user_bridge_answered" at 20.0 "" =>
+        "outbound" "answered" by "101" talking 6,
+        history "out" "answered" "+79031112233", pop-ups &[];
+
+    a_freeswitch_originate_the_number_does_not_answer_is_an_outbound_call_not_answered:
+        FreeSwitch "synthetic/originate_user_bridge_no_answer" at 40.0 "" =>
+        "outbound" "missed" by "101" talking 0,
+        history "out" "no answer" "+79031112233", pop-ups &[];
+
+    /// A carrier call through `loopback/…` channels (the trunk leg and the phone each a
+    /// pair of halves joined only by `other_loopback_leg_uuid`): one call, not two.
+    a_freeswitch_loopback_inbound_call_is_one_call:
+        FreeSwitch "loopback/inbound_answered" at 20.0 "" =>
+        "inbound" "answered" by "101" talking 6,
+        history "in" "answered" "+79161234567", pop-ups &["101"];
+
+    /// `originate loopback/101/…` dialing out through another loopback pair: one
+    /// outbound call by 101 (its second half was an "outbound call from 101 to 101").
+    a_freeswitch_loopback_outbound_call_is_one_call:
+        FreeSwitch "loopback/outbound_answered" at 20.0 "" =>
+        "outbound" "answered" by "101" talking 6,
+        history "out" "answered" "+79031112233", pop-ups &[];
+
+    /// The channel list read while the call talks — the 3-s follow-up list and a 1-s
+    /// `resync_interval` — keeps the 6 s of talk (FreeSWITCH's list has no bridge
+    /// column; it used to undo the bridge and leave 0 s).
+    a_freeswitch_call_keeps_its_talk_time_through_channel_lists_read_while_it_talks:
+        FreeSwitch "inbound_answered" at 1.5 "resync_interval = \"1s\"" =>
+        "inbound" "answered" by "101" talking 6,
+        history "in" "answered" "+79161234567", pop-ups &["101"];
+
+    /// The same on Asterisk (its list shows bridges, and says what the events said).
+    an_asterisk_call_keeps_its_talk_time_through_channel_lists_read_while_it_talks:
+        Asterisk "iax2/inbound_answered" at 1.5 "resync_interval = \"1s\"" =>
+        "inbound" "answered" by "101" talking 6,
+        history "in" "answered" "+79161234567", pop-ups &["101"];
 }

@@ -37,27 +37,58 @@ fn call(n: u32) -> (Transcript, String, &'static str, u64, u64) {
     (t, caller, ext, user, talk)
 }
 
-fn spawn(
-    dir: &std::path::Path,
-    n: usize,
-    pbx: &AmiSim,
-    crm: &RetailCrmSim,
-    store: &str,
-) -> DaemonProcess {
-    let config = dir.join(format!("cb{n}.toml"));
-    std::fs::write(
-        &config,
-        config_toml_store(
-            pbx.addr().port(),
-            &crm.base_url(),
-            store,
-            "",
-            "rate_limit_per_sec = 1000\ntelephony_rate_limit_per_sec = 1000",
-        ),
-    )
-    .expect("config");
-    let log = std::env::var("CALLBRIDGE_TEST_LOG").unwrap_or_else(|_| "error".into());
-    DaemonProcess::spawn(&config, &log, false)
+/// One PBX, one retailCRM and one PostgreSQL schema, shared by the processes a test
+/// starts.
+struct Site {
+    schema: PgSchema,
+    pbx: AmiSim,
+    crm: RetailCrmSim,
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    async fn new(tag: &str) -> Site {
+        Site {
+            schema: PgSchema::create(tag).await,
+            pbx: AmiSim::start(ami_options()).await.expect("AMI sim"),
+            crm: common::unlimited_crm().await,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Starts process `n` (`callbridge run`) and waits until `n + 1` are logged in.
+    async fn start(&self, n: usize) -> DaemonProcess {
+        let config = self.dir.path().join(format!("cb{n}.toml"));
+        std::fs::write(
+            &config,
+            config_toml_store(
+                self.pbx.addr().port(),
+                &self.crm.base_url(),
+                &self.schema.url,
+                "",
+                "rate_limit_per_sec = 1000\ntelephony_rate_limit_per_sec = 1000",
+            ),
+        )
+        .expect("config");
+        let log = std::env::var("CALLBRIDGE_TEST_LOG").unwrap_or_else(|_| "error".into());
+        let daemon = DaemonProcess::spawn(&config, &log, false);
+        assert!(
+            self.pbx
+                .wait_for_logins(n as u64 + 1, Duration::from_secs(20))
+                .await,
+            "process {n} logged in"
+        );
+        daemon
+    }
+
+    /// Waits until every call ended and every record was delivered, then checks them.
+    async fn settle_and_check(self, calls: u32, within: Duration) {
+        let store = Store::open(&self.schema.url).await.expect("store");
+        common::wait_settled(&store, calls as usize, within).await;
+        check(&self.crm.state(), calls);
+        store.close().await;
+        self.schema.drop().await;
+    }
 }
 
 /// Plays calls `from..to`, one every `every`, each at 4x its recorded pace; returns the
@@ -144,28 +175,16 @@ fn check(state: &SimState, calls: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL on 127.0.0.1:5432 (user postgres, database test); .ci/run runs it"]
 async fn two_processes_on_one_pbx_one_killed_mid_run_every_call_once_and_right() {
-    let schema = PgSchema::create("shared").await;
-    let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
-    let crm = common::unlimited_crm().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut first = spawn(dir.path(), 0, &pbx, &crm, &schema.url);
-    assert!(pbx.wait_for_logins(1, Duration::from_secs(20)).await);
-    let _second = spawn(dir.path(), 1, &pbx, &crm, &schema.url);
-    assert!(
-        pbx.wait_for_logins(2, Duration::from_secs(20)).await,
-        "both logged in"
-    );
+    let site = Site::new("shared").await;
+    let mut first = site.start(0).await;
+    let _second = site.start(1).await;
     let calls = 20;
-    let players = start_calls(&pbx, 0..calls, Duration::from_millis(250));
+    let players = start_calls(&site.pbx, 0..calls, Duration::from_millis(250));
     // Mid-run: ten calls started, several of them talking.
     tokio::time::sleep(Duration::from_millis(2600)).await;
     first.0.kill().expect("SIGKILL");
     players.await.expect("players");
-    let store = Store::open(&schema.url).await.expect("store");
-    common::wait_settled(&store, calls as usize, Duration::from_secs(60)).await;
-    check(&crm.state(), calls);
-    store.close().await;
-    schema.drop().await;
+    site.settle_and_check(calls, Duration::from_secs(60)).await;
 }
 
 /// The second process starts while the first follows calls in progress, and the first is
@@ -175,28 +194,16 @@ async fn two_processes_on_one_pbx_one_killed_mid_run_every_call_once_and_right()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL on 127.0.0.1:5432 (user postgres, database test); .ci/run runs it"]
 async fn a_process_started_beside_a_running_one_takes_over_its_calls_when_it_is_killed() {
-    let schema = PgSchema::create("beside").await;
-    let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
-    let crm = common::unlimited_crm().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut first = spawn(dir.path(), 0, &pbx, &crm, &schema.url);
-    assert!(pbx.wait_for_logins(1, Duration::from_secs(20)).await);
+    let site = Site::new("beside").await;
+    let mut first = site.start(0).await;
     let calls = 16;
-    let players = start_calls(&pbx, 0..calls, Duration::from_millis(300));
+    let players = start_calls(&site.pbx, 0..calls, Duration::from_millis(300));
     // Calls in progress when the second starts...
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let _second = spawn(dir.path(), 1, &pbx, &crm, &schema.url);
-    assert!(
-        pbx.wait_for_logins(2, Duration::from_secs(20)).await,
-        "both logged in"
-    );
+    let _second = site.start(1).await;
     // ... and when the first is killed.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     first.0.kill().expect("SIGKILL");
     players.await.expect("players");
-    let store = Store::open(&schema.url).await.expect("store");
-    common::wait_settled(&store, calls as usize, Duration::from_secs(90)).await;
-    check(&crm.state(), calls);
-    store.close().await;
-    schema.drop().await;
+    site.settle_and_check(calls, Duration::from_secs(90)).await;
 }
