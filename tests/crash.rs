@@ -386,6 +386,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 (user postgres, db test)"]
 async fn sigkill_under_load_loses_and_duplicates_nothing_postgres() {
     let schema = PgSchema::create("crash").await;
     crash_run(&schema.url).await;

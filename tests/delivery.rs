@@ -216,6 +216,7 @@ async fn an_action_failing_past_give_up_after_is_dead_lettered_with_the_reason()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 (user postgres, db test)"]
 async fn two_daemons_on_one_postgres_deliver_each_action_once() {
     let schema = PgSchema::create("two").await;
     let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
@@ -532,6 +533,7 @@ async fn a_popup_sent_at_once_that_fails_is_retried_by_the_outbox() {
 /// share one PostgreSQL store (and so one outbox). Every call of both PBXs is in the CRM
 /// once, with its own PBX's name, and no customer is made twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 (user postgres, db test)"]
 async fn two_daemons_each_with_its_own_pbx_share_one_postgres() {
     let schema = PgSchema::create("split").await;
     let crm = common::unlimited_crm().await;

@@ -112,6 +112,7 @@ macro_rules! on_both_backends {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "needs PostgreSQL at 127.0.0.1:5432 (user postgres, db test)"]
         async fn $postgres() {
             let schema = PgSchema::create(stringify!($scenario)).await;
             $scenario(&schema.url).await;

@@ -173,7 +173,7 @@ fn check(state: &SimState, calls: u32) {
 /// and end them at once against a channel list older than they were: 6 of 20 reached
 /// retailCRM as missed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PostgreSQL on 127.0.0.1:5432 (user postgres, database test); .ci/run runs it"]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 (user postgres, db test)"]
 async fn two_processes_on_one_pbx_one_killed_mid_run_every_call_once_and_right() {
     let site = Site::new("shared").await;
     let mut first = site.start(0).await;
@@ -192,7 +192,7 @@ async fn two_processes_on_one_pbx_one_killed_mid_run_every_call_once_and_right()
 /// only in part, and once the first is gone goes on with them (known from the first's
 /// snapshots and the PBX's channel list): nothing lost, nothing twice, nothing wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PostgreSQL on 127.0.0.1:5432 (user postgres, database test); .ci/run runs it"]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 (user postgres, db test)"]
 async fn a_process_started_beside_a_running_one_takes_over_its_calls_when_it_is_killed() {
     let site = Site::new("beside").await;
     let mut first = site.start(0).await;
