@@ -258,6 +258,16 @@ parity_table! {
     // are halves of a pipe through the PBX; the outbound one placed by an originate.
     through_local_and_loopback: "local/inbound_answered" <=> "loopback/inbound_answered";
     originated_through_local_and_loopback: "local/outbound_answered" <=> "loopback/outbound_answered";
+    // The same worlds, written in the recordings' shape (synthetic/README.md).
+    missed_through_local_and_loopback: "synthetic/local_inbound_missed" <=> "synthetic/loopback_inbound_missed";
+    ring_group_through_local_and_loopback: "synthetic/local_ring_group_second_answers" <=> "synthetic/loopback_ring_group_second_answers";
+    voicemail_through_local_and_loopback: "synthetic/local_inbound_voicemail" <=> "synthetic/loopback_inbound_voicemail";
+    not_answered_through_local_and_loopback: "synthetic/local_outbound_no_answer" <=> "synthetic/loopback_outbound_no_answer";
+    recorded_through_local_and_loopback: "synthetic/local_recording" <=> "synthetic/loopback_recording";
+    queue_through_local_and_loopback: "local/queue_agent_answers" <=> "synthetic/loopback_queue_agent_answers";
+    // Click-to-call ringing the employee first: `Originate` of `Local/101@internal`,
+    // `originate user/101 &bridge(…)`.
+    click_to_call_extension_first: "synthetic/local_originate_extension_first" <=> "synthetic/originate_user_bridge_answered";
     // Shapes the recordings lack, written after them (see each synthetic/README.md).
     busy: "synthetic/inbound_busy" <=> "synthetic/inbound_busy";
     outbound_busy: "synthetic/outbound_busy" <=> "synthetic/outbound_busy";

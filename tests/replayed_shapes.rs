@@ -188,6 +188,26 @@ shapes! {
         "outbound" "missed" by "101" talking 0,
         history "out" "no answer" "+79031112233", pop-ups &[];
 
+    /// Click-to-call the other common way: `Originate` of `Local/101@internal` rings the
+    /// employee first (no pop-up for their own phone), then the `;1` half dials the
+    /// customer (written in the recordings' shape: synthetic/README.md).
+    an_asterisk_originate_ringing_the_extension_first_is_its_outbound_call:
+        Asterisk "synthetic/local_originate_extension_first" at 20.0 "" =>
+        "outbound" "answered" by "101" talking 6,
+        history "out" "answered" "+79031112233", pop-ups &[];
+
+    an_asterisk_originate_the_number_does_not_answer_is_an_outbound_call_not_answered:
+        Asterisk "synthetic/local_outbound_no_answer" at 20.0 "" =>
+        "outbound" "missed" by "101" talking 0,
+        history "out" "no answer" "+74957654321", pop-ups &[];
+
+    /// A queue whose agents are reached through `loopback/10X/phones` (written in the
+    /// recordings' shape: synthetic/README.md).
+    a_freeswitch_queue_through_loopback_agents_is_one_call:
+        FreeSwitch "synthetic/loopback_queue_agent_answers" at 20.0 "" =>
+        "inbound" "answered" by "101" talking 5,
+        history "in" "answered" "+79857778899", pop-ups &["102", "101"];
+
     /// A carrier call through `loopback/…` channels (the trunk leg and the phone each a
     /// pair of halves joined only by `other_loopback_leg_uuid`): one call, not two.
     a_freeswitch_loopback_inbound_call_is_one_call:

@@ -36,6 +36,12 @@ const AMI: &[&str] = &[
     "synthetic/inbound_busy",
     "synthetic/queue_abandon",
     "synthetic/two_interleaved_calls",
+    "synthetic/local_inbound_missed",
+    "synthetic/local_ring_group_second_answers",
+    "synthetic/local_inbound_voicemail",
+    "synthetic/local_outbound_no_answer",
+    "synthetic/local_recording",
+    "synthetic/local_originate_extension_first",
 ];
 
 const ESL: &[&str] = &[
@@ -55,6 +61,12 @@ const ESL: &[&str] = &[
     "synthetic/outbound_busy",
     "synthetic/originate_user_bridge_answered",
     "synthetic/originate_user_bridge_no_answer",
+    "synthetic/loopback_inbound_missed",
+    "synthetic/loopback_ring_group_second_answers",
+    "synthetic/loopback_queue_agent_answers",
+    "synthetic/loopback_inbound_voicemail",
+    "synthetic/loopback_outbound_no_answer",
+    "synthetic/loopback_recording",
 ];
 
 fn fixture(path: &str) -> Vec<u8> {
