@@ -16,7 +16,8 @@
 //!
 //! The documented example for administrators is `conf/callbridge.toml`.
 
-use crate::call::CampaignVariables;
+use crate::call::{CampaignVariables, ExtensionRange};
+use crate::matrix::CreateOn;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -174,41 +175,6 @@ pub struct PbxConfig {
     pub campaign_variables: CampaignVariables,
 }
 
-/// An inclusive range of numeric extensions; a single extension is a range of one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExtensionRange {
-    pub first: u64,
-    pub last: u64,
-}
-
-impl ExtensionRange {
-    /// `"100-199"` or `"2001"`.
-    pub fn parse(text: &str) -> Option<ExtensionRange> {
-        let digits = |t: &str| {
-            let t = t.trim();
-            (!t.is_empty() && t.len() <= 18 && t.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| t.parse::<u64>().ok())
-                .flatten()
-        };
-        match text.split_once('-') {
-            Some((a, b)) => {
-                let (first, last) = (digits(a)?, digits(b)?);
-                (first <= last).then_some(ExtensionRange { first, last })
-            }
-            None => digits(text).map(|n| ExtensionRange { first: n, last: n }),
-        }
-    }
-
-    pub fn contains(&self, extension: &str) -> bool {
-        !extension.is_empty()
-            && extension.len() <= 18
-            && extension.bytes().all(|b| b.is_ascii_digit())
-            && extension
-                .parse::<u64>()
-                .is_ok_and(|n| (self.first..=self.last).contains(&n))
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PbxKind {
     /// Asterisk through the Manager Interface (AMI).
@@ -294,28 +260,6 @@ pub struct EmployeesConfig {
 #[derive(Debug, Clone)]
 pub struct MatrixConfig {
     pub create_on: CreateOn,
-}
-
-/// When the CRM record for a call is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreateOn {
-    Answer,
-    Ring,
-}
-
-impl CreateOn {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CreateOn::Answer => "answer",
-            CreateOn::Ring => "ring",
-        }
-    }
-}
-
-impl fmt::Display for CreateOn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -13,10 +13,11 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::actions::{CrmAction, DecideRequest, Moment};
-use crate::config::{Config, CreateOn};
+use crate::config::Config;
 use crate::crm::{CrmError, RetailCrm};
 use crate::directory::Directory;
 use crate::links::LinkKey;
+use crate::matrix::CreateOn;
 use crate::matrix::{self, CrmSnapshot, Customer, Earlier, MatrixConfig, Order};
 use crate::phone::{PhoneNormalizer, PhoneNumber};
 use crate::store::{Store, StoreError};

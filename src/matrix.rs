@@ -19,10 +19,32 @@ use crate::actions::{
     ManagerChange, NewCustomer, NewOrder, NewTask, Source,
 };
 use crate::call::{CallHeader, CallSummary, Direction, Outcome};
-use crate::config::CreateOn;
 use crate::directory::{Directory, UserId};
 use crate::phone::PhoneNumber;
 use crate::time::Timestamp;
+
+/// When the CRM records of a new caller are made (`[matrix] create_on`): once an
+/// employee answered, or as the call starts ringing (row 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOn {
+    Answer,
+    Ring,
+}
+
+impl CreateOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreateOn::Answer => "answer",
+            CreateOn::Ring => "ring",
+        }
+    }
+}
+
+impl std::fmt::Display for CreateOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What the matrix needs from the configuration.
 #[derive(Debug, Clone)]

@@ -1,12 +1,16 @@
 //! The call model: what the tracker knows about one call while it lives (`CallStage`)
 //! and once it ended (`CallSummary`). These values are the input of the CRM side.
 
+pub mod campaign;
+pub mod extensions;
 pub mod tracker;
 
 use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
+pub use campaign::{Campaign, CampaignVariables};
+pub use extensions::{ExtensionRange, InternalExtensions};
 pub use tracker::{CallTracker, TrackerConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,82 +75,6 @@ pub struct CallHeader {
     /// Web-analytics data the dialplan set on the call (`UTM_*` channel variables).
     #[serde(default, skip_serializing_if = "Campaign::is_empty")]
     pub campaign: Campaign,
-}
-
-/// Where the caller came from, as the PBX's dialplan was told (call tracking puts UTM
-/// tags into channel variables).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Campaign {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub medium: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub campaign: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub term: Option<String>,
-}
-
-impl Campaign {
-    pub fn is_empty(&self) -> bool {
-        self == &Campaign::default()
-    }
-}
-
-/// Which channel variables carry the campaign data (`[[pbx]] utm_variables`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CampaignVariables {
-    pub source: String,
-    pub medium: String,
-    pub campaign: String,
-    pub content: String,
-    pub term: String,
-}
-
-impl Default for CampaignVariables {
-    fn default() -> Self {
-        CampaignVariables {
-            source: "UTM_SOURCE".into(),
-            medium: "UTM_MEDIUM".into(),
-            campaign: "UTM_CAMPAIGN".into(),
-            content: "UTM_CONTENT".into(),
-            term: "UTM_TERM".into(),
-        }
-    }
-}
-
-impl CampaignVariables {
-    pub fn names(&self) -> [&str; 5] {
-        [
-            &self.source,
-            &self.medium,
-            &self.campaign,
-            &self.content,
-            &self.term,
-        ]
-    }
-
-    /// Records `value` when `name` is one of the campaign variables; returns whether it was.
-    pub fn take(&self, campaign: &mut Campaign, name: &str, value: &str) -> bool {
-        let slot = if name == self.source {
-            &mut campaign.source
-        } else if name == self.medium {
-            &mut campaign.medium
-        } else if name == self.campaign {
-            &mut campaign.campaign
-        } else if name == self.content {
-            &mut campaign.content
-        } else if name == self.term {
-            &mut campaign.term
-        } else {
-            return false;
-        };
-        let value = value.trim();
-        *slot = (!value.is_empty()).then(|| value.to_string());
-        true
-    }
 }
 
 impl CallHeader {
@@ -235,40 +163,4 @@ pub struct CallUpdate {
     pub header: CallHeader,
     pub at: Timestamp,
     pub stage: CallStage,
-}
-
-/// Which endpoints are employee extensions (as opposed to trunks): the configured
-/// `internal_extensions` ranges plus the mapped extensions. Until ranges are configured,
-/// an endpoint also counts as internal when it is a short all-digit name (2 to 6
-/// digits), which is what office PBXs use for extensions and what trunk names and
-/// outside numbers are not.
-#[derive(Debug, Clone, Default)]
-pub struct InternalExtensions {
-    pub known: std::collections::BTreeSet<String>,
-    pub ranges: Vec<crate::config::ExtensionRange>,
-}
-
-impl InternalExtensions {
-    pub fn new(known: impl IntoIterator<Item = String>) -> Self {
-        InternalExtensions {
-            known: known.into_iter().collect(),
-            ranges: Vec::new(),
-        }
-    }
-
-    pub fn with_ranges(mut self, ranges: Vec<crate::config::ExtensionRange>) -> Self {
-        self.ranges = ranges;
-        self
-    }
-
-    pub fn contains(&self, endpoint: &str) -> bool {
-        if self.known.contains(endpoint) {
-            return true;
-        }
-        if self.ranges.is_empty() {
-            (2..=6).contains(&endpoint.len()) && endpoint.bytes().all(|b| b.is_ascii_digit())
-        } else {
-            self.ranges.iter().any(|r| r.contains(endpoint))
-        }
-    }
 }

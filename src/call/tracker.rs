@@ -1906,7 +1906,7 @@ mod tests {
     #[test]
     fn configured_ranges_decide_what_is_internal() {
         let ranges = InternalExtensions::new(["2001".to_string()]).with_ranges(vec![
-            crate::config::ExtensionRange {
+            crate::call::ExtensionRange {
                 first: 100,
                 last: 199,
             },
