@@ -471,7 +471,7 @@ fn a_freeswitch_list_read_mid_conversation_keeps_the_talk_time() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn an_asterisk_list_at_any_moment_changes_no_call(
