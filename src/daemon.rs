@@ -28,9 +28,9 @@ use crate::call::{
 };
 use crate::config::{Config, PbxConfig, PbxKind};
 use crate::crm::RetailCrm;
-use crate::decider::Decider;
+use crate::delivery::decider::Decider;
+use crate::delivery::{DeliveryOptions, Outbox};
 use crate::http::{self, HttpState};
-use crate::outbox::{DeliveryOptions, Outbox};
 use crate::pbx::event::PbxInput;
 use crate::pbx::status::PbxStatus;
 use crate::pbx::{ami, esl};
@@ -88,7 +88,7 @@ pub async fn run_reloadable(
     }
 
     // One key for the links decisions make and the HTTP side that checks them.
-    let link_key = crate::decider::link_key(&config);
+    let link_key = crate::delivery::decider::link_key(&config);
     let http_stop = CancellationToken::new();
     let (http_addr, http_task) = http::serve(
         config.http.listen,
@@ -322,7 +322,7 @@ struct Processor {
     pbx: PbxConfig,
     outbox: Outbox,
     /// Whether this process is the PBX's only follower (pop-ups may go ahead of the store).
-    alone: crate::express::Alone,
+    alone: crate::delivery::express::Alone,
 }
 
 /// How many PBX inputs are applied before their results are written in one
@@ -422,10 +422,10 @@ async fn others_following(
     let now = Timestamp::now();
     let alive_since = Timestamp(now.0 - FOLLOWER_GONE_AFTER.as_micros() as i64);
     let others = store.follow(pbx, worker, now, alive_since).await?;
-    let host = crate::outbox::host_name();
+    let host = crate::delivery::identity::host_name();
     let mut alive = 0;
     for other in others {
-        if crate::outbox::worker_is_gone(&other, &host) {
+        if crate::delivery::identity::worker_is_gone(&other, &host) {
             let _ = store.unfollow(pbx, &other).await;
         } else {
             alive += 1;
@@ -513,7 +513,7 @@ struct Staged {
     update: CallUpdate,
     span: tracing::Span,
     actions: Option<Vec<crate::actions::CrmAction>>,
-    express: Option<crate::express::ExpressTicket>,
+    express: Option<crate::delivery::express::ExpressTicket>,
 }
 
 /// The tracking half: inputs → tracker → updates, pop-ups sent as ringing is read.

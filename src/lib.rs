@@ -11,17 +11,17 @@ pub mod call;
 pub mod config;
 pub mod crm;
 pub mod daemon;
-pub mod decider;
+pub mod delivery;
 pub mod demo;
 pub mod directory;
-pub mod express;
+
 pub mod http;
 pub mod links;
 pub mod load;
 pub mod logging;
 pub mod matrix;
 pub mod metrics;
-pub mod outbox;
+
 pub mod outbox_cmd;
 pub mod pbx;
 pub mod phone;

@@ -22,7 +22,7 @@ use crate::actions::{
 use crate::call::{CallHeader, Direction};
 use crate::config::{CrmConfig, CrmKind, Secret};
 use crate::crm::RetailCrm;
-use crate::outbox::{DeliveryOptions, Outbox};
+use crate::delivery::{DeliveryOptions, Outbox};
 use crate::sim::retailcrm::{RetailCrmSim, SimOptions};
 use crate::store::{Commit, Store};
 use crate::time::Timestamp;

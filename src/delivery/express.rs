@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, Instrument};
 
+use super::settle::{hand_to_writer, settle, DeliveryError};
+use super::DeliveryOptions;
 use crate::actions::{CrmAction, Moment};
 use crate::crm::RetailCrm;
-use crate::outbox::{hand_to_writer, settle, DeliveryError, DeliveryOptions};
 use crate::store::{AttemptResult, Claim, PendingAction, Settled};
 use crate::time::Timestamp;
 
