@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod outbox_cmd;
 pub mod pbx;
 pub mod phone;
+pub mod processor;
 pub mod recordings;
 pub mod replay;
 pub mod service;
