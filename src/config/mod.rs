@@ -1581,7 +1581,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../conf/callbridge.toml");
+    const EXAMPLE: &str = include_str!("../../conf/callbridge.toml");
 
     /// The smallest valid file.
     const MINIMAL: &str = r#"
