@@ -2,6 +2,10 @@
 //! its key, `CALLBRIDGE__…` overrides, and secrets that never reach any output.
 
 use super::*;
+use crate::call::ExtensionRange;
+use crate::matrix::CreateOn;
+use std::path::PathBuf;
+use std::time::Duration;
 
 const EXAMPLE: &str = include_str!("../../conf/callbridge.toml");
 
