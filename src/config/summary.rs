@@ -1,0 +1,91 @@
+//! What `check-config` prints when the file is good: [`Config::summary`], a few lines an
+//! administrator can compare with what was meant, and never a secret (a database
+//! password in the store URL is masked by [`redact_url_password`]).
+
+use super::types::{Config, PbxKind};
+use std::time::Duration;
+
+/// `scheme://user:password@host/…` → `scheme://user:***@host/…`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A duration as the configuration would write it: whole days as days (humantime
+/// would say "2months 29days 2h 52m 48s" for 90 days).
+fn human_duration(d: Duration) -> String {
+    const DAY: u64 = 86_400;
+    if d.as_secs() >= DAY && d.as_secs().is_multiple_of(DAY) && d.subsec_nanos() == 0 {
+        format!("{}days", d.as_secs() / DAY)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+impl Config {
+    /// A short human summary for `check-config`; never contains a secret. Warnings are
+    /// not included (see [`Config::warnings`]).
+    pub fn summary(&self) -> String {
+        let mut lines = Vec::new();
+        lines.push(format!("store: {}", redact_url_password(&self.store.url)));
+        lines.push(format!(
+            "http: listening on {}, reachable by the CRM as {}; recording links valid {}, a recording not on disk yet waited for {} after the call",
+            self.http.listen,
+            self.http.public_url,
+            human_duration(self.http.link_ttl),
+            human_duration(self.http.recording_wait)
+        ));
+        for pbx in &self.pbx {
+            let login = match pbx.kind {
+                PbxKind::Asterisk => format!("AMI user {:?}", pbx.username),
+                PbxKind::FreeSwitch => "the event socket's password".to_string(),
+            };
+            lines.push(format!(
+                "pbx {:?}: {} at {}:{} with {login}, recordings in {}",
+                pbx.name,
+                pbx.kind,
+                pbx.host,
+                pbx.port,
+                pbx.recordings_dir.display()
+            ));
+        }
+        let site = match &self.crm.site {
+            Some(site) => format!(", site {site:?}"),
+            None => String::new(),
+        };
+        lines.push(format!("crm: {} at {}{site}", self.crm.kind, self.crm.url));
+        lines.push(format!(
+            "delivery: {} requests/s ({}/s telephony), {} calls at a time, dead-lettered after {}",
+            self.crm.rate_limit_per_sec,
+            self.crm.telephony_rate_limit_per_sec,
+            self.crm.concurrency,
+            humantime::format_duration(self.crm.give_up_after)
+        ));
+        let seniors = if self.employees.senior.is_empty() {
+            "none".to_string()
+        } else {
+            let ids: Vec<String> = self.employees.senior.iter().map(u64::to_string).collect();
+            ids.join(", ")
+        };
+        lines.push(format!(
+            "employees: {} extension(s) mapped to CRM users; senior managers: {seniors}",
+            self.employees.extensions.len()
+        ));
+        lines.push(format!(
+            "calls create CRM records on: {}",
+            self.matrix.create_on
+        ));
+        lines.push(format!("log: {} ({})", self.log.level, self.log.format));
+        lines.join("\n")
+    }
+}
