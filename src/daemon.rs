@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::call::{CallTracker, InternalExtensions, TrackerConfig};
 use crate::config::{Config, PbxKind};
-use crate::crm::RetailCrm;
+use crate::crm::CrmClient;
 use crate::delivery::decider::Decider;
 use crate::delivery::{DeliveryOptions, Outbox};
 use crate::http::{self, HttpState};
@@ -74,7 +74,7 @@ pub async fn run_reloadable(
     let store = Store::open(&config.store.url)
         .await
         .with_context(|| format!("opening the store (store.url = {:?})", config.store.url))?;
-    let crm = RetailCrm::new(&config.crm).context("setting up the CRM client")?;
+    let crm = crate::crm::connect(&config.crm).context("setting up the CRM client")?;
     let status = PbxStatus::default();
     for pbx in &config.pbx {
         status.register(&pbx.name, &pbx.kind.to_string());
@@ -268,14 +268,14 @@ pub async fn run_reloadable(
 /// Registers the telephony module, trying again while the CRM is unreachable: calls are
 /// followed meanwhile, and pop-ups sent by extension code wait for nothing but this.
 async fn register_module(
-    crm: RetailCrm,
+    crm: CrmClient,
     code: String,
     base_url: String,
     codes: std::collections::BTreeMap<String, u64>,
 ) {
     let mut delay = Duration::from_secs(1);
     loop {
-        match crm.register_module(&code, &base_url, &codes).await {
+        match crm.register(&code, &base_url, &codes).await {
             Ok(_) => return,
             Err(e) if e.is_transient() => {
                 warn!(module = %code, error = %e, retry_in = ?delay, "could not register the telephony module; trying again");

@@ -45,7 +45,7 @@ pub struct HttpState {
     /// How long after a call's end its recording is waited for (`[http] recording_wait`).
     pub recording_wait: std::time::Duration,
     /// For whether the CRM answers.
-    pub crm: crate::crm::RetailCrm,
+    pub crm: crate::crm::CrmClient,
 }
 
 pub fn router(state: HttpState) -> Router {

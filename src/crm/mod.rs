@@ -1,15 +1,118 @@
-//! The CRM side: what a delivery attempt can end in, and the CRM adapters (retailCRM API
-//! v5 first). Adapters turn `CrmAction`s into the CRM's own requests and its answers into
-//! `Delivered` or a typed `CrmError` that says whether trying again can help.
+//! The CRM side: what callbridge asks of a CRM (`Crm`), what a delivery attempt can end
+//! in (`Delivered`, or a `CrmError` that says whether trying again can help), and the
+//! adapters, one folder each: `retailcrm/` (API v5). The matrix speaks of clients,
+//! orders, tasks, managers, pop-ups and the call history; an adapter maps them onto its
+//! CRM's records and requests. `rate` is the request pacing adapters share.
 
 pub mod rate;
-pub mod reads;
-pub mod registration;
 pub mod retailcrm;
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use retailcrm::RetailCrm;
+use futures::future::BoxFuture;
+
+use crate::actions::CrmAction;
+use crate::config::{CrmConfig, CrmKind};
+use crate::phone::{PhoneNormalizer, PhoneNumber};
+
+pub use retailcrm::{Registered, RetailCrm};
+
+/// What callbridge asks of a CRM: to carry out the actions the matrix decided, and the
+/// reads a decision needs (the caller's records, which orders are open, who the managers
+/// are, which extension codes the CRM's telephony integration holds).
+pub trait Crm: Send + Sync + std::fmt::Debug {
+    /// Carries out one action. `in_doubt`: an earlier attempt may have worked (its
+    /// answer was lost), so a record is looked up before it is created again.
+    fn send<'a>(
+        &'a self,
+        action: &'a CrmAction,
+        in_doubt: bool,
+    ) -> BoxFuture<'a, Result<Delivered, CrmError>>;
+
+    /// The clients whose phones include `phone` (compared in full, not by the CRM's
+    /// search alone).
+    fn customers_by_phone<'a>(
+        &'a self,
+        phone: &'a PhoneNumber,
+        normalizer: &'a PhoneNormalizer,
+    ) -> BoxFuture<'a, Result<Vec<CrmCustomer>, CrmError>>;
+
+    /// A client's orders.
+    fn orders_of(&self, customer_id: u64) -> BoxFuture<'_, Result<Vec<CrmOrder>, CrmError>>;
+
+    /// Order status → the group it belongs to (to tell open orders from closed ones).
+    fn status_groups(&self) -> BoxFuture<'_, Result<HashMap<String, String>, CrmError>>;
+
+    /// The ids of the active managers.
+    fn active_managers(&self) -> BoxFuture<'_, Result<Vec<u64>, CrmError>>;
+
+    /// The extension codes the CRM's telephony integration `module` gives users
+    /// (extension, user id); `None` when the integration is not registered.
+    fn extension_codes<'a>(
+        &'a self,
+        module: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ExtensionCodes>, CrmError>>;
+
+    /// Registers callbridge's telephony integration `module`, reachable at `base_url`,
+    /// with `codes` (extension → user id).
+    fn register<'a>(
+        &'a self,
+        module: &'a str,
+        base_url: &'a str,
+        codes: &'a BTreeMap<String, u64>,
+    ) -> BoxFuture<'a, Result<Registered, CrmError>>;
+
+    /// Whether the CRM answered lately (for `/health`).
+    fn reach(&self) -> Reach;
+}
+
+/// Extension codes a CRM's telephony integration gives users: (extension, user id).
+pub type ExtensionCodes = Vec<(String, u64)>;
+
+/// The CRM the configuration names, shared by every task that talks to it.
+pub type CrmClient = Arc<dyn Crm>;
+
+/// The adapter for `[crm] kind`.
+pub fn connect(config: &CrmConfig) -> Result<CrmClient, CrmError> {
+    Ok(match config.kind {
+        CrmKind::RetailCrm => Arc::new(RetailCrm::new(config)?),
+    })
+}
+
+/// A client as a decision needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmCustomer {
+    pub id: u64,
+    pub name: String,
+    pub manager_id: Option<u64>,
+    /// `Y-m-d H:i:s`.
+    pub created_at: Option<String>,
+}
+
+/// An order as a decision needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmOrder {
+    pub id: u64,
+    pub number: String,
+    pub status: String,
+    pub manager_id: Option<u64>,
+    /// `Y-m-d H:i:s`.
+    pub created_at: String,
+}
+
+/// Whether the CRM answered lately: any HTTP answer counts (a refusal is an answer);
+/// no answer at all (connect error, timeout) does not.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Reach {
+    /// `None` until the first request.
+    pub reachable: Option<bool>,
+    /// When the CRM last answered (ISO 8601, UTC).
+    pub last_answer_at: Option<String>,
+    /// The last request that got no answer, and why.
+    pub last_error: Option<String>,
+}
 
 /// A confirmed delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]

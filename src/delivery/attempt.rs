@@ -12,7 +12,7 @@ use super::decider::DecideError;
 use super::settle::{hand_to_writer, settle, DeliveryError};
 use super::DeliveryOptions;
 use crate::actions::{CallEventType, CrmAction, EntityRef};
-use crate::crm::{Delivered, RetailCrm};
+use crate::crm::{CrmClient, Delivered};
 use crate::store::{Attempt, AttemptResult, PendingAction, Store, StoreError};
 use crate::time::Timestamp;
 
@@ -77,7 +77,7 @@ async fn prepare(store: &Store, pending: &mut PendingAction) -> Result<Option<Ho
 /// One attempt at one action, and its record in the store.
 pub(super) async fn deliver(
     store: Store,
-    crm: RetailCrm,
+    crm: CrmClient,
     options: DeliveryOptions,
     mut pending: PendingAction,
     results: mpsc::Sender<AttemptResult>,

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::actions::{CrmAction, DecideRequest, Moment};
 use crate::config::Config;
-use crate::crm::{CrmError, RetailCrm};
+use crate::crm::{CrmClient, CrmError};
 use crate::directory::Directory;
 use crate::links::LinkKey;
 use crate::matrix::CreateOn;
@@ -59,7 +59,7 @@ const RETRY_READ: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct Decider {
-    crm: RetailCrm,
+    crm: CrmClient,
     normalizer: PhoneNormalizer,
     /// Replaced whole on a reload (SIGHUP); a decision reads the one current then.
     config: Arc<std::sync::RwLock<Arc<MatrixConfig>>>,
@@ -85,7 +85,7 @@ impl Decider {
     /// `link_key` signs the recording links of its decisions (the HTTP side checks them
     /// with the same key: see [`link_key`]).
     pub fn new(
-        crm: RetailCrm,
+        crm: CrmClient,
         config: &Config,
         link_key: LinkKey,
     ) -> Result<Self, crate::phone::PhoneError> {
@@ -391,7 +391,7 @@ impl Decider {
             }
         }
         if let Some(code) = &self.module_code {
-            match self.crm.module_codes(code).await {
+            match self.crm.extension_codes(code).await {
                 Ok(Some(codes)) => {
                     for c in directory.sync_codes(codes) {
                         warn!(extension = %c.extension, configured = c.configured, crm = c.crm,

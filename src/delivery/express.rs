@@ -24,14 +24,14 @@ use tracing::{debug, Instrument};
 use super::settle::{hand_to_writer, settle, DeliveryError};
 use super::DeliveryOptions;
 use crate::actions::{CrmAction, Moment};
-use crate::crm::RetailCrm;
+use crate::crm::CrmClient;
 use crate::store::{AttemptResult, Claim, PendingAction, Settled};
 use crate::time::Timestamp;
 
 /// What the express lane needs to send and record, installed by `Outbox::run`.
 #[derive(Debug)]
 pub(crate) struct ExpressLane {
-    pub crm: RetailCrm,
+    pub crm: CrmClient,
     pub options: DeliveryOptions,
     pub worker: String,
     pub results: mpsc::Sender<AttemptResult>,
@@ -171,7 +171,7 @@ async fn send(
     actions: Vec<CrmAction>,
     stored: oneshot::Receiver<Vec<i64>>,
     answered: impl FnOnce(),
-    crm: RetailCrm,
+    crm: CrmClient,
     options: DeliveryOptions,
     results: mpsc::Sender<AttemptResult>,
     stop: CancellationToken,

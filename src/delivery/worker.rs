@@ -16,7 +16,7 @@ use super::express::ExpressLane;
 use super::identity::{host_name, worker_is_gone};
 use super::{DeliveryOptions, Outbox};
 use crate::actions::CrmAction;
-use crate::crm::RetailCrm;
+use crate::crm::CrmClient;
 use crate::store::{AttemptResult, Lane, PendingAction, Settled};
 use crate::time::Timestamp;
 
@@ -24,7 +24,7 @@ impl Outbox {
     /// Delivers until `shutdown`, then lets in-flight requests finish for up to
     /// `options.grace`; whatever is still unconfirmed stays pending for the next start
     /// (or for another process once its lease runs out).
-    pub async fn run(self, crm: RetailCrm, options: DeliveryOptions, shutdown: CancellationToken) {
+    pub async fn run(self, crm: CrmClient, options: DeliveryOptions, shutdown: CancellationToken) {
         let worker = self.worker.to_string();
         info!(%worker, concurrency = options.concurrency, "outbox: delivering");
         self.expire_dead_workers_claims().await;
@@ -163,7 +163,7 @@ impl Outbox {
     /// One claimed action's delivery, in its call's span.
     fn delivery(
         &self,
-        crm: &RetailCrm,
+        crm: &CrmClient,
         options: &DeliveryOptions,
         pending: PendingAction,
         results: &mpsc::Sender<AttemptResult>,

@@ -21,7 +21,7 @@ use crate::actions::{
 };
 use crate::call::{CallHeader, Direction};
 use crate::config::{CrmConfig, CrmKind, Secret};
-use crate::crm::RetailCrm;
+
 use crate::delivery::{DeliveryOptions, Outbox};
 use crate::sim::retailcrm::{RetailCrmSim, SimOptions};
 use crate::store::{Commit, Store};
@@ -155,7 +155,7 @@ pub async fn run(store_url: &str, load: &OutboxLoad) -> anyhow::Result<OutboxLoa
             (url, Stop::Bare(stop))
         }
     };
-    let crm = RetailCrm::new(&CrmConfig {
+    let crm = crate::crm::connect(&CrmConfig {
         kind: CrmKind::RetailCrm,
         url: crm_url,
         api_key: Secret::new(SimOptions::default().api_key),

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use tracing::info;
 
-use crate::crm::{CrmError, RetailCrm};
+use super::RetailCrm;
+use crate::crm::CrmError;
 
 /// A small SVG (retailCRM accepts only SVG logos).
 const LOGO: &str = "data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIHZpZXdCb3g9IjAgMCAyNCAyNCI+PHBhdGggZD0iTTYgMmg0bDIgNS0yLjUgMS41YTExIDExIDAgMCAwIDYgNkwxNyAxMmw1IDJ2NGEyIDIgMCAwIDEtMiAyQTE4IDE4IDAgMCAxIDQgNGEyIDIgMCAwIDEgMi0yIi8+PC9zdmc+";
@@ -58,7 +59,7 @@ impl RetailCrm {
         });
         let path = format!(
             "/api/v5/integration-modules/{}/edit",
-            super::retailcrm::path_segment(code)
+            super::path_segment(code)
         );
         self.post_form_fields(&path, &[("integrationModule", module.to_string())])
             .await?;

@@ -13,29 +13,9 @@ use std::collections::HashMap;
 use serde_json::Value;
 use tracing::warn;
 
-use crate::crm::{CrmError, RetailCrm};
+use super::RetailCrm;
+use crate::crm::{CrmCustomer, CrmError, CrmOrder};
 use crate::phone::{PhoneNormalizer, PhoneNumber};
-
-/// A customer as the matrix needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrmCustomer {
-    pub id: u64,
-    pub name: String,
-    pub manager_id: Option<u64>,
-    /// `Y-m-d H:i:s`.
-    pub created_at: Option<String>,
-}
-
-/// An order as the matrix needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrmOrder {
-    pub id: u64,
-    pub number: String,
-    pub status: String,
-    pub manager_id: Option<u64>,
-    /// `Y-m-d H:i:s`.
-    pub created_at: String,
-}
 
 /// Most records one page holds (API v5 takes 20, 50 or 100).
 const PAGE: &str = "100";
@@ -167,10 +147,7 @@ impl RetailCrm {
     /// The extension codes the telephony module gives users (`additionalCodes`);
     /// `None` when the module is not registered.
     pub async fn module_codes(&self, code: &str) -> Result<Option<Vec<(String, u64)>>, CrmError> {
-        let path = format!(
-            "/api/v5/integration-modules/{}",
-            super::retailcrm::path_segment(code)
-        );
+        let path = format!("/api/v5/integration-modules/{}", super::path_segment(code));
         let body = match self.get(&path, &[]).await {
             Ok((_, body)) => body,
             Err(CrmError::Rejected { status: 404, .. }) => return Ok(None),
