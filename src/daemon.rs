@@ -25,7 +25,7 @@ use crate::config::{Config, PbxKind};
 use crate::crm::CrmClient;
 use crate::delivery::decider::Decider;
 use crate::delivery::{DeliveryOptions, Outbox};
-use crate::http::{self, HttpState};
+use crate::ops::http::{self, HttpState};
 use crate::pbx::event::PbxInput;
 use crate::pbx::status::PbxStatus;
 use crate::pbx::{ami, esl};
@@ -68,7 +68,7 @@ pub async fn run_reloadable(
     ready: Option<oneshot::Sender<Running>>,
     mut reloads: mpsc::Receiver<Config>,
 ) -> anyhow::Result<()> {
-    if crate::metrics::install().is_none() {
+    if crate::ops::metrics::install().is_none() {
         warn!("another metrics recorder is installed in this process: /metrics will be empty");
     }
     let store = Store::open(&config.store.url)
@@ -206,9 +206,9 @@ pub async fn run_reloadable(
     // with an error instead, so the service manager restarts callbridge, which resumes
     // from the store.
     let mut delivery = Some(delivery);
-    crate::service::ready();
+    crate::ops::service::ready();
     // The watchdog is kept alive from this loop: if it stops turning, systemd restarts us.
-    let mut watchdog = crate::service::Watchdog::from_env();
+    let mut watchdog = crate::ops::service::Watchdog::from_env();
     let failed = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break None,
@@ -220,16 +220,16 @@ pub async fn run_reloadable(
             }
             _ = watchdog.tick() => watchdog.keep_alive(),
             Some(new) = reloads.recv() => {
-                crate::service::reloading();
+                crate::ops::service::reloading();
                 decider.reconfigure(&new).await;
                 info!(extensions = new.employees.extensions.len(), seniors = new.employees.senior.len(),
                       create_on = ?new.matrix.create_on,
                       "configuration reloaded: employees map and matrix options (the rest applies at the next restart)");
-                crate::service::ready();
+                crate::ops::service::ready();
             }
         }
     };
-    crate::service::stopping();
+    crate::ops::service::stopping();
     let failure = failed.map(|(what, ended)| {
         let why = match ended {
             Ok(()) => "ended".to_string(),

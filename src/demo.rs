@@ -263,7 +263,7 @@ const ROW_7: Row = Row {
 };
 
 pub async fn run(speed: f64) -> anyhow::Result<()> {
-    crate::logging::init("warn", false);
+    crate::ops::logging::init("warn", false);
     let crm = RetailCrmSim::start(SimOptions::default())
         .await
         .context("starting the retailCRM simulator")?;

@@ -15,20 +15,16 @@ pub mod delivery;
 pub mod demo;
 pub mod directory;
 
-pub mod http;
 pub mod links;
 pub mod load;
-pub mod logging;
 pub mod matrix;
-pub mod metrics;
+pub mod ops;
 
 pub mod outbox_cmd;
 pub mod pbx;
 pub mod phone;
 pub mod processor;
-pub mod recordings;
 pub mod replay;
-pub mod service;
 pub mod sim;
 pub mod store;
 pub mod time;

@@ -309,7 +309,7 @@ fn outbox_store_url(config: Option<PathBuf>, store: Option<String>) -> anyhow::R
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let cfg = config::load(&path)
         .map_err(|e| anyhow::anyhow!("invalid configuration {}:\n{e}", path.display()))?;
-    callbridge::logging::init(&cfg.log.level, cfg.log.format == LogFormat::Json);
+    callbridge::ops::logging::init(&cfg.log.level, cfg.log.format == LogFormat::Json);
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }

@@ -32,7 +32,7 @@ pub(super) async fn track(
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshots = SnapshotSchedule::default();
     let mut clock = PbxClock::default();
-    let mut meters = crate::metrics::PbxMeters::new(&p.pbx.name);
+    let mut meters = crate::ops::metrics::PbxMeters::new(&p.pbx.name);
     loop {
         let mut updates = Vec::new();
         let snapshot_due = snapshots.due_in();

@@ -12,7 +12,7 @@ use super::{Processor, BATCH};
 use super::{Staged, WriteBatch};
 use crate::call::{CallStage, CallSummary, CallUpdate, Outcome};
 use crate::config::{PbxConfig, PbxKind};
-use crate::recordings;
+use crate::ops::recordings;
 use crate::store::Commit;
 
 /// A store write slower than this is worth a warning: events wait behind it, and a

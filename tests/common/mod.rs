@@ -197,7 +197,7 @@ impl Harness {
         edit: impl FnOnce(String) -> String,
     ) -> Harness {
         if let Ok(level) = std::env::var("CALLBRIDGE_TEST_LOG") {
-            callbridge::logging::init(&level, false);
+            callbridge::ops::logging::init(&level, false);
         }
         let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
         let crm = RetailCrmSim::start(crm_options).await.expect("CRM sim");

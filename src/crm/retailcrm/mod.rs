@@ -152,14 +152,14 @@ impl RetailCrm {
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
-                crate::metrics::crm_request(path, None);
+                crate::ops::metrics::crm_request(path, None);
                 let text = transport_text(&e);
                 self.answered(Some(text.clone()));
                 return Err(CrmError::Transport(text));
             }
         };
         let status = response.status().as_u16();
-        crate::metrics::crm_request(path, Some(status));
+        crate::ops::metrics::crm_request(path, Some(status));
         self.answered(None);
         let retry_after = retry_after(response.headers());
         let text = response

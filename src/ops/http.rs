@@ -67,7 +67,7 @@ struct LinkQuery {
 /// Prometheus text format (see `metrics.rs` for the series).
 async fn metrics(State(state): State<HttpState>) -> Response {
     let outbox = state.store.outbox_metrics(Timestamp::now()).await.ok();
-    match crate::metrics::render(&state.pbx, outbox.as_ref()) {
+    match crate::ops::metrics::render(&state.pbx, outbox.as_ref()) {
         Some(text) => (
             [(
                 axum::http::header::CONTENT_TYPE,
@@ -142,8 +142,9 @@ async fn recording(
     let file = loop {
         let (named, allowed) = (named.clone(), allowed.clone());
         let found = tokio::task::spawn_blocking(move || {
-            crate::recordings::audio_file(&named, &allowed).map(|f| {
-                let growing = crate::recordings::still_written(&f, std::time::SystemTime::now());
+            crate::ops::recordings::audio_file(&named, &allowed).map(|f| {
+                let growing =
+                    crate::ops::recordings::still_written(&f, std::time::SystemTime::now());
                 (f, growing)
             })
         })
