@@ -1713,7 +1713,7 @@ fn number_of_dial_string(dial: &str) -> Option<Id> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::replay_bytes;
+    use crate::tools::replay::replay_bytes;
 
     /// Plays a recorded transcript through codec, normalize and tracker; returns the one
     /// call's summary and all its stages.

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::pbx::esl::{EslCodec, EslItem, PlainEvent};
-use crate::sim::ami::{Transcript, TranscriptError};
-use crate::sim::subscribers::{lock, play, Subscribers};
+use crate::tools::sim::ami::{Transcript, TranscriptError};
+use crate::tools::sim::subscribers::{lock, play, Subscribers};
 
 /// What FreeSWITCH sends before closing a socket.
 pub const DISCONNECT_NOTICE: &str = "Content-Type: text/disconnect-notice\nContent-Length: 67\n\nDisconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::pbx::ami::{AmiCodec, AmiFrame, AmiItem};
-use crate::sim::subscribers::{lock, play, Subscribers};
+use crate::tools::sim::subscribers::{lock, play, Subscribers};
 
 pub const GREETING: &str = "Asterisk Call Manager/11.0.0\r\n";
 
@@ -581,8 +581,8 @@ mod tests {
     #[test]
     fn transcript_drops_login_answer_and_goodbye() {
         let t = Transcript::from_recording(
-            include_bytes!("../../tests/fixtures/asterisk/iax2/inbound_answered.ami"),
-            include_str!("../../tests/fixtures/asterisk/iax2/inbound_answered.timing"),
+            include_bytes!("../../../tests/fixtures/asterisk/iax2/inbound_answered.ami"),
+            include_str!("../../../tests/fixtures/asterisk/iax2/inbound_answered.timing"),
         )
         .expect("transcript");
         let all = t.bytes();
@@ -595,15 +595,15 @@ mod tests {
     #[test]
     fn replicas_are_distinct_calls_with_the_same_shape() {
         let t = Transcript::from_recording(
-            include_bytes!("../../tests/fixtures/asterisk/local/inbound_answered.ami"),
-            include_str!("../../tests/fixtures/asterisk/local/inbound_answered.timing"),
+            include_bytes!("../../../tests/fixtures/asterisk/local/inbound_answered.ami"),
+            include_str!("../../../tests/fixtures/asterisk/local/inbound_answered.timing"),
         )
         .expect("transcript");
         let mut bytes = Vec::new();
         bytes.extend_from_slice(b"Asterisk Call Manager/11.0.0\r\n");
         bytes.extend_from_slice(&t.replica(1).bytes());
         bytes.extend_from_slice(&t.replica(2).bytes());
-        let report = crate::replay::replay_bytes(&bytes, "office", &[]);
+        let report = crate::tools::replay::replay_bytes(&bytes, "office", &[]);
         let ended: Vec<_> = report
             .updates
             .iter()

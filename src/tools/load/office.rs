@@ -20,10 +20,10 @@ use bytes::BytesMut;
 use serde::Serialize;
 
 use crate::config::PbxKind;
-use crate::load::mix::{self, CallCopy, Template};
-use crate::sim::ami::{AmiSim, AmiSimOptions};
-use crate::sim::esl::{EslSim, EslSimOptions};
-use crate::sim::retailcrm::{Observed, RateLimit, RetailCrmSim, SimOptions};
+use crate::tools::load::mix::{self, CallCopy, Template};
+use crate::tools::sim::ami::{AmiSim, AmiSimOptions};
+use crate::tools::sim::esl::{EslSim, EslSimOptions};
+use crate::tools::sim::retailcrm::{Observed, RateLimit, RetailCrmSim, SimOptions};
 
 /// The AMI login the spawned daemon uses against the simulator.
 const AMI_USER: &str = "callbridge";
@@ -283,7 +283,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
                 opts.pbx,
                 ami.addr(),
                 crm.base_url(),
-                crate::sim::retailcrm::DEFAULT_API_KEY
+                crate::tools::sim::retailcrm::DEFAULT_API_KEY
             );
             *pid
         }
@@ -865,7 +865,7 @@ level = "warn"
             PbxKind::FreeSwitch => "kind = \"freeswitch\"".to_string(),
         },
         crm_url = crm.base_url(),
-        key = crate::sim::retailcrm::DEFAULT_API_KEY,
+        key = crate::tools::sim::retailcrm::DEFAULT_API_KEY,
     );
     let path = dir.join("callbridge.toml");
     std::fs::write(&path, config).context("writing the daemon's configuration")?;
@@ -905,7 +905,9 @@ fn tail(path: &std::path::Path) -> String {
 }
 
 /// Customers per 10-digit national number (the last ten digits of each phone).
-fn customers_by_number(customers: &[crate::sim::retailcrm::Customer]) -> HashMap<String, usize> {
+fn customers_by_number(
+    customers: &[crate::tools::sim::retailcrm::Customer],
+) -> HashMap<String, usize> {
     let mut by_number: HashMap<String, usize> = HashMap::new();
     for c in customers {
         let mut numbers: Vec<String> = c

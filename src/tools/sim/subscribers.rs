@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::sim::ami::Transcript;
+use crate::tools::sim::ami::Transcript;
 
 /// The clients events go to: each a sender to its connection's writer and the token that
 /// closes that connection.
