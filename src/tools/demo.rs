@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config;
 use crate::daemon::{self, Running};
-use crate::tools::sim::ami::{AmiSim, AmiSimOptions, Transcript};
+use crate::tools::sim::ami::{AmiSim, AmiSimOptions};
 use crate::tools::sim::esl::{self, EslSim, EslSimOptions};
 use crate::tools::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
+use crate::tools::sim::transcript::Transcript;
 
 const INBOUND_ANSWERED: (&[u8], &str) = (
     include_bytes!("../../tests/fixtures/asterisk/iax2/inbound_answered.ami"),

@@ -12,8 +12,9 @@ use callbridge::actions::{
 use callbridge::call::{CallHeader, Direction};
 use callbridge::daemon::{self, Running};
 use callbridge::time::Timestamp;
-use callbridge::tools::sim::ami::{AmiSim, AmiSimOptions, Transcript};
+use callbridge::tools::sim::ami::{AmiSim, AmiSimOptions};
 use callbridge::tools::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
+use callbridge::tools::sim::transcript::Transcript;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

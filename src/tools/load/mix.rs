@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::PbxKind;
-use crate::tools::sim::ami::Transcript;
 use crate::tools::sim::esl;
+use crate::tools::sim::transcript::Transcript;
 
 /// One kind of call in the mix.
 pub struct Template {

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::pbx::ami::{AmiCodec, AmiFrame, AmiItem};
-use crate::tools::sim::subscribers::{lock, play, Subscribers};
+use crate::tools::sim::lock;
+use crate::tools::sim::subscribers::Subscribers;
+use crate::tools::sim::transcript::{find, play, Transcript, TranscriptError};
 
 pub const GREETING: &str = "Asterisk Call Manager/11.0.0\r\n";
 
@@ -39,23 +41,6 @@ impl Default for AmiSimOptions {
     }
 }
 
-/// A recorded server-to-client AMI stream, reduced to what follows the Login answer:
-/// the calls' events, with the recv() splits and times they were read with.
-#[derive(Debug, Clone)]
-pub struct Transcript {
-    pub chunks: Vec<(Duration, Bytes)>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TranscriptError {
-    #[error("transcript has no greeting line")]
-    NoGreeting,
-    #[error("transcript has no Login answer")]
-    NoLoginAnswer,
-    #[error("timing line {line}: {text:?} is not `<seconds>\\t<offset>\\t<length>`")]
-    BadTiming { line: usize, text: String },
-}
-
 impl Transcript {
     /// Cuts a recording (`*.ami` + `*.timing`) down to the part a fresh client should
     /// receive after its own Login: drops the greeting, the recorded Login answer, and a
@@ -69,35 +54,7 @@ impl Transcript {
                 end = last + 4;
             }
         }
-        let mut chunks = Vec::new();
-        for (i, line) in timing.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let bad = || TranscriptError::BadTiming {
-                line: i + 1,
-                text: line.to_string(),
-            };
-            let mut parts = line.split('\t');
-            let secs: f64 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-            let offset: usize = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-            let len: usize = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-            let (from, to) = (offset.max(start), (offset + len).min(end));
-            if from < to {
-                chunks.push((
-                    Duration::from_secs_f64(secs.max(0.0)),
-                    Bytes::copy_from_slice(&ami[from..to]),
-                ));
-            }
-        }
-        Ok(Transcript { chunks })
-    }
-
-    /// The part read before `at` (seconds since the recording's connect) and the rest.
-    pub fn split_at(&self, at: Duration) -> (Transcript, Transcript) {
-        let (before, after): (Vec<_>, Vec<_>) =
-            self.chunks.iter().cloned().partition(|(t, _)| *t < at);
-        (Transcript { chunks: before }, Transcript { chunks: after })
+        Transcript::from_timing(ami, timing, start, end)
     }
 
     /// The same calls with every channel, call and bridge id made unique for `replica`,
@@ -137,15 +94,6 @@ impl Transcript {
         }
         Transcript { chunks }
     }
-
-    /// The same bytes as one chunk at time zero.
-    pub fn bytes(&self) -> Bytes {
-        let mut all = BytesMut::new();
-        for (_, c) in &self.chunks {
-            all.extend_from_slice(c);
-        }
-        all.freeze()
-    }
 }
 
 fn replica_value(key: &str, value: &str, replica: u32) -> String {
@@ -162,13 +110,6 @@ fn replica_value(key: &str, value: &str, replica: u32) -> String {
         };
     }
     value.to_string()
-}
-
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
 }
 
 fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {

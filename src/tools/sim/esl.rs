@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::pbx::esl::{EslCodec, EslItem, PlainEvent};
-use crate::tools::sim::ami::{Transcript, TranscriptError};
-use crate::tools::sim::subscribers::{lock, play, Subscribers};
+use crate::tools::sim::lock;
+use crate::tools::sim::subscribers::Subscribers;
+use crate::tools::sim::transcript::{find, play, Transcript, TranscriptError};
 
 /// What FreeSWITCH sends before closing a socket.
 pub const DISCONNECT_NOTICE: &str = "Content-Type: text/disconnect-notice\nContent-Length: 67\n\nDisconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
@@ -52,28 +53,7 @@ pub fn transcript_from_recording(esl: &[u8], timing: &str) -> Result<Transcript,
     )
     .or_else(|| find(esl, b"Content-Type: text/disconnect-notice", start))
     .unwrap_or(esl.len());
-    let mut chunks = Vec::new();
-    for (i, line) in timing.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = || TranscriptError::BadTiming {
-            line: i + 1,
-            text: line.to_string(),
-        };
-        let mut parts = line.split('\t');
-        let secs: f64 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let offset: usize = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let len: usize = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let (from, to) = (offset.max(start), (offset + len).min(end));
-        if from < to {
-            chunks.push((
-                Duration::from_secs_f64(secs.max(0.0)),
-                Bytes::copy_from_slice(&esl[from..to]),
-            ));
-        }
-    }
-    Ok(Transcript { chunks })
+    Transcript::from_timing(esl, timing, start, end)
 }
 
 /// The same calls with every event header value passed through `f(name, value)`,
@@ -169,13 +149,6 @@ fn url_encode(value: &str) -> String {
         .add(b'|')
         .add(b'}');
     percent_encoding::utf8_percent_encode(value, UNSAFE).to_string()
-}
-
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
 }
 
 /// A channel the sim's recordings created and have not destroyed: a row of

@@ -95,7 +95,7 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::tools::sim::subscribers::lock;
+use crate::tools::sim::lock;
 
 /// The API key of [`SimOptions::default`].
 pub const DEFAULT_API_KEY: &str = "demo-key";
