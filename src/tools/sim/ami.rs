@@ -2,24 +2,21 @@
 //! `Logoff`, and plays recorded AMI byte streams (tests/fixtures/asterisk) to every
 //! logged-in client with their original read splits and pace (optionally sped up).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_util::codec::{Decoder, Encoder, FramedRead};
-use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tokio::net::TcpStream;
+use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::pbx::ami::{AmiCodec, AmiFrame, AmiItem};
 use crate::tools::sim::lock;
-use crate::tools::sim::subscribers::Subscribers;
-use crate::tools::sim::transcript::{find, play, Transcript, TranscriptError};
+use crate::tools::sim::pbx::{
+    track_channel, ChannelChange, ChannelList, Connection, PbxSim, Peer, Protocol,
+};
+use crate::tools::sim::transcript::{decode_each, find, Transcript, TranscriptError};
 
 pub const GREETING: &str = "Asterisk Call Manager/11.0.0\r\n";
 
@@ -73,26 +70,17 @@ impl Transcript {
 
     /// Every frame re-encoded with its header values passed through `f(key, value)`.
     fn map_values(&self, f: impl Fn(&str, &str) -> String) -> Transcript {
-        let mut decoder = AmiCodec::without_greeting();
         let mut encoder = AmiCodec::without_greeting();
-        let mut chunks = Vec::with_capacity(self.chunks.len());
-        let mut buf = BytesMut::new();
-        for (at, chunk) in &self.chunks {
-            buf.extend_from_slice(chunk);
-            let mut out = BytesMut::new();
-            while let Ok(Some(item)) = decoder.decode(&mut buf) {
-                let AmiItem::Frame(frame) = item else {
-                    continue;
-                };
-                let mut copy = AmiFrame::new();
-                for (key, value) in frame.headers() {
-                    copy.push(key, &f(key, value));
-                }
-                let _ = encoder.encode(&copy, &mut out);
+        self.map_items(AmiCodec::without_greeting(), |item, out| {
+            let AmiItem::Frame(frame) = item else {
+                return;
+            };
+            let mut copy = AmiFrame::new();
+            for (key, value) in frame.headers() {
+                copy.push(key, &f(key, value));
             }
-            chunks.push((*at, out.freeze()));
-        }
-        Transcript { chunks }
+            let _ = encoder.encode(&copy, out);
+        })
     }
 }
 
@@ -118,7 +106,7 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The channels the simulated Asterisk has now, learned from the events it sends, so
 /// it can answer `CoreShowChannels` like the real one.
-struct Channels {
+pub struct Channels {
     decoder: AmiCodec,
     buf: BytesMut,
     live: Vec<SimChannel>,
@@ -162,35 +150,34 @@ impl Default for Channels {
     }
 }
 
-impl Channels {
+impl ChannelList for Channels {
+    fn count(&self) -> usize {
+        self.live.len()
+    }
+
     fn observe(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-        while let Ok(Some(item)) = self.decoder.decode(&mut self.buf) {
-            let AmiItem::Frame(f) = item else { continue };
+        let Channels { decoder, buf, live } = self;
+        decode_each(decoder, buf, bytes, |item| {
+            let AmiItem::Frame(f) = item else { return };
             let (Some(event), Some(uid)) = (f.event(), f.get("Uniqueid")) else {
-                continue;
+                return;
             };
             let uid = uid.to_string();
-            if event == "Hangup" {
-                self.live.retain(|c| c.uniqueid != uid);
-                continue;
-            }
-            let pos = match self.live.iter().position(|c| c.uniqueid == uid) {
-                Some(p) => p,
-                None if event == "Newchannel" => {
-                    self.live.push(SimChannel {
-                        snapshot: Vec::new(),
-                        uniqueid: uid.clone(),
-                        bridge: String::new(),
-                        application: String::new(),
-                        application_data: String::new(),
-                        created: std::time::Instant::now(),
-                    });
-                    self.live.len() - 1
-                }
-                None => continue,
+            let change = match event {
+                "Hangup" => ChannelChange::Ended,
+                "Newchannel" => ChannelChange::Created(|| SimChannel {
+                    snapshot: Vec::new(),
+                    uniqueid: uid.clone(),
+                    bridge: String::new(),
+                    application: String::new(),
+                    application_data: String::new(),
+                    created: std::time::Instant::now(),
+                }),
+                _ => ChannelChange::Changed,
             };
-            let chan = &mut self.live[pos];
+            let Some(chan) = track_channel(live, &uid, |c| &c.uniqueid, change) else {
+                return;
+            };
             if f.get("Channel").is_some() && f.get("ChannelState").is_some() {
                 chan.snapshot = SNAPSHOT
                     .iter()
@@ -208,311 +195,214 @@ impl Channels {
                 }
                 _ => {}
             }
-        }
+        });
     }
 }
 
-struct Inner {
+/// The simulated Asterisk's own state.
+pub struct Asterisk {
     options: AmiSimOptions,
     /// `CoreStatus`' CoreStartupTime: a new value tells clients Asterisk restarted.
     startup: String,
-    channels: Mutex<Channels>,
-    /// Logged-in connections: their outgoing queue and a switch that closes them.
-    subscribers: Subscribers,
     actions: Mutex<Vec<AmiFrame>>,
     answer_pings: AtomicBool,
-    stop: CancellationToken,
 }
 
-/// Handle to a running AMI peer; clones share it.
-#[derive(Clone)]
-pub struct AmiSim {
-    addr: SocketAddr,
-    inner: Arc<Inner>,
-}
+impl Protocol for Asterisk {
+    type Options = AmiSimOptions;
+    type Channels = Channels;
+    const NAME: &'static str = "AMI";
 
-impl AmiSim {
-    pub async fn start(options: AmiSimOptions) -> std::io::Result<AmiSim> {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), options).await
-    }
-
-    /// Binds a given address (e.g. the port of a simulator that was stopped, to test
-    /// reconnection).
-    pub async fn start_on(addr: SocketAddr, options: AmiSimOptions) -> std::io::Result<AmiSim> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let inner = Arc::new(Inner {
+    fn new(options: AmiSimOptions) -> Asterisk {
+        Asterisk {
             startup: chrono::Local::now().format("%H:%M:%S%.6f").to_string(),
-            channels: Mutex::new(Channels::default()),
             answer_pings: AtomicBool::new(options.answer_pings),
             options,
-            subscribers: Subscribers::default(),
             actions: Mutex::new(Vec::new()),
-            stop: CancellationToken::new(),
-        });
-        let accept_inner = inner.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => { tokio::spawn(serve(stream, accept_inner.clone())); }
-                        Err(e) => { debug!(error = %e, "AMI sim accept failed"); }
-                    },
-                    _ = accept_inner.stop.cancelled() => break,
-                }
-            }
-        });
-        Ok(AmiSim { addr, inner })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Successful logins so far.
-    pub fn logins(&self) -> u64 {
-        self.inner.subscribers.logins()
-    }
-
-    /// Every action received from clients, in order.
-    pub fn actions(&self) -> Vec<AmiFrame> {
-        lock(&self.inner.actions).clone()
-    }
-
-    pub fn set_answer_pings(&self, on: bool) {
-        self.inner.answer_pings.store(on, Ordering::SeqCst);
-    }
-
-    /// Waits until at least `n` logins happened.
-    pub async fn wait_for_logins(&self, n: u64, within: Duration) -> bool {
-        self.inner.subscribers.wait_for_logins(n, within).await
-    }
-
-    /// Logged-in clients whose connection is still open.
-    pub fn connected(&self) -> usize {
-        self.inner.subscribers.connected()
-    }
-
-    /// Sends raw bytes to every logged-in client; returns how many got them.
-    pub fn send_raw(&self, bytes: Bytes) -> usize {
-        // Handed to the clients first: the simulator's own note of its channels (for
-        // the channel list it answers) must not delay what the clients read.
-        let sent = self.inner.subscribers.broadcast(bytes.clone());
-        lock(&self.inner.channels).observe(&bytes);
-        sent
-    }
-
-    /// Plays a transcript with its original pace divided by `speed` (1.0 = real time).
-    pub async fn play(&self, transcript: &Transcript, speed: f64) {
-        play(transcript, speed, |chunk| {
-            self.send_raw(chunk);
-        })
-        .await
-    }
-
-    /// Channels the simulated PBX has now.
-    pub fn live_channels(&self) -> usize {
-        lock(&self.inner.channels).live.len()
-    }
-
-    /// Drops every client connection but keeps listening and keeps its channels: the
-    /// network between callbridge and the PBX broke, the PBX did not.
-    pub fn drop_clients(&self) {
-        self.inner.subscribers.drop_all();
-    }
-
-    /// Closes the listener and every connection, like a PBX that went down.
-    pub fn stop(&self) {
-        self.inner.stop.cancel();
-        self.inner.subscribers.clear();
-    }
-}
-
-async fn serve(stream: TcpStream, inner: Arc<Inner>) {
-    let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
-    // Closes this connection alone (drop_clients) or with the whole peer (stop).
-    let close = inner.stop.child_token();
-    let stop = close.clone();
-    let writer = tokio::spawn(async move {
-        if write.write_all(GREETING.as_bytes()).await.is_err() {
-            return;
         }
+    }
+
+    async fn serve(stream: TcpStream, peer: Arc<Peer<Asterisk>>) {
+        let Connection {
+            read,
+            tx,
+            close,
+            writer,
+        } = peer.connect(stream, GREETING.as_bytes());
+        let inner = &peer.protocol;
+        let mut frames = FramedRead::new(read, AmiCodec::without_greeting());
+        let mut codec = AmiCodec::without_greeting();
+        let reply = |frame: AmiFrame, codec: &mut AmiCodec| {
+            let mut buf = BytesMut::new();
+            let _ = codec.encode(&frame, &mut buf);
+            let _ = tx.send(buf.freeze());
+        };
         loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(bytes) => if write.write_all(&bytes).await.is_err() { return },
-                    None => return,
-                },
-                _ = stop.cancelled() => {
-                    // What was sent before the link broke still arrives.
-                    while let Ok(bytes) = rx.try_recv() {
-                        if write.write_all(&bytes).await.is_err() { return }
+            let next = tokio::select! {
+                n = frames.next() => n,
+                _ = close.cancelled() => break,
+            };
+            let Some(Ok(AmiItem::Frame(action))) = next else {
+                break;
+            };
+            lock(&inner.actions).push(action.clone());
+            let id = action.action_id().unwrap_or_default().to_string();
+            match action.get("Action").map(str::to_ascii_lowercase).as_deref() {
+                Some("login") => {
+                    let ok = action.get("Username") == Some(inner.options.username.as_str())
+                        && action.get("Secret") == Some(inner.options.secret.as_str());
+                    if ok {
+                        reply(
+                            AmiFrame::new()
+                                .with("Response", "Success")
+                                .with("ActionID", &id)
+                                .with("Message", "Authentication accepted"),
+                            &mut codec,
+                        );
+                        reply(
+                            AmiFrame::new()
+                                .with("Event", "FullyBooted")
+                                .with("Privilege", "system,all")
+                                .with("Uptime", "22")
+                                .with("LastReload", "22")
+                                .with("Status", "Fully Booted"),
+                            &mut codec,
+                        );
+                        peer.subscribers.add(tx.clone(), close.clone());
+                    } else {
+                        // Asterisk waits a second before refusing, then closes.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        reply(
+                            AmiFrame::new()
+                                .with("Response", "Error")
+                                .with("ActionID", &id)
+                                .with("Message", "Authentication failed"),
+                            &mut codec,
+                        );
+                        break;
                     }
-                    return;
                 }
-            }
-        }
-    });
-    let mut frames = FramedRead::new(read, AmiCodec::without_greeting());
-    let mut codec = AmiCodec::without_greeting();
-    let reply = |frame: AmiFrame, codec: &mut AmiCodec| {
-        let mut buf = BytesMut::new();
-        let _ = codec.encode(&frame, &mut buf);
-        let _ = tx.send(buf.freeze());
-    };
-    loop {
-        let next = tokio::select! {
-            n = frames.next() => n,
-            _ = close.cancelled() => break,
-        };
-        let Some(Ok(AmiItem::Frame(action))) = next else {
-            break;
-        };
-        lock(&inner.actions).push(action.clone());
-        let id = action.action_id().unwrap_or_default().to_string();
-        match action.get("Action").map(str::to_ascii_lowercase).as_deref() {
-            Some("login") => {
-                let ok = action.get("Username") == Some(inner.options.username.as_str())
-                    && action.get("Secret") == Some(inner.options.secret.as_str());
-                if ok {
+                Some("ping") => {
+                    if inner.answer_pings.load(Ordering::SeqCst) {
+                        reply(
+                            AmiFrame::new()
+                                .with("Response", "Success")
+                                .with("ActionID", &id)
+                                .with("Ping", "Pong")
+                                .with(
+                                    "Timestamp",
+                                    &format!("{:.6}", crate::time::Timestamp::now().as_secs_f64()),
+                                ),
+                            &mut codec,
+                        );
+                    }
+                }
+                Some("corestatus") => {
                     reply(
                         AmiFrame::new()
                             .with("Response", "Success")
                             .with("ActionID", &id)
-                            .with("Message", "Authentication accepted"),
+                            .with("CoreStartupDate", "2026-11-25")
+                            .with("CoreStartupTime", &inner.startup)
+                            .with("CoreReloadDate", "2026-11-25")
+                            .with("CoreReloadTime", &inner.startup)
+                            .with(
+                                "CoreCurrentCalls",
+                                &lock(&peer.channels).count().to_string(),
+                            ),
                         &mut codec,
                     );
+                }
+                Some("coreshowchannels") => {
                     reply(
                         AmiFrame::new()
-                            .with("Event", "FullyBooted")
-                            .with("Privilege", "system,all")
-                            .with("Uptime", "22")
-                            .with("LastReload", "22")
-                            .with("Status", "Fully Booted"),
-                        &mut codec,
-                    );
-                    inner.subscribers.add(tx.clone(), close.clone());
-                } else {
-                    // Asterisk waits a second before refusing, then closes.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    reply(
-                        AmiFrame::new()
-                            .with("Response", "Error")
+                            .with("Response", "Success")
                             .with("ActionID", &id)
-                            .with("Message", "Authentication failed"),
+                            .with("EventList", "start")
+                            .with("Message", "Channels will follow"),
+                        &mut codec,
+                    );
+                    let items: Vec<AmiFrame> = lock(&peer.channels)
+                        .live
+                        .iter()
+                        .filter(|c| !c.snapshot.is_empty())
+                        .map(|c| {
+                            let mut f = AmiFrame::new()
+                                .with("Event", "CoreShowChannel")
+                                .with("ActionID", &id);
+                            for (k, v) in &c.snapshot {
+                                f.push(k, v);
+                            }
+                            let secs = c.created.elapsed().as_secs();
+                            f.with("Application", &c.application)
+                                .with("ApplicationData", &c.application_data)
+                                .with(
+                                    "Duration",
+                                    &format!(
+                                        "{:02}:{:02}:{:02}",
+                                        secs / 3600,
+                                        secs / 60 % 60,
+                                        secs % 60
+                                    ),
+                                )
+                                .with("BridgeId", &c.bridge)
+                        })
+                        .collect();
+                    let n = items.len();
+                    for item in items {
+                        reply(item, &mut codec);
+                    }
+                    reply(
+                        AmiFrame::new()
+                            .with("Event", "CoreShowChannelsComplete")
+                            .with("ActionID", &id)
+                            .with("EventList", "Complete")
+                            .with("ListItems", &n.to_string()),
+                        &mut codec,
+                    );
+                }
+                Some("logoff") => {
+                    reply(
+                        AmiFrame::new()
+                            .with("Response", "Goodbye")
+                            .with("ActionID", &id)
+                            .with("Message", "Thanks for all the fish."),
                         &mut codec,
                     );
                     break;
                 }
-            }
-            Some("ping") => {
-                if inner.answer_pings.load(Ordering::SeqCst) {
+                other => {
                     reply(
                         AmiFrame::new()
-                            .with("Response", "Success")
+                            .with("Response", "Error")
                             .with("ActionID", &id)
-                            .with("Ping", "Pong")
                             .with(
-                                "Timestamp",
-                                &format!("{:.6}", crate::time::Timestamp::now().as_secs_f64()),
+                                "Message",
+                                &format!("Invalid/unknown command: {}", other.unwrap_or("")),
                             ),
                         &mut codec,
                     );
                 }
             }
-            Some("corestatus") => {
-                reply(
-                    AmiFrame::new()
-                        .with("Response", "Success")
-                        .with("ActionID", &id)
-                        .with("CoreStartupDate", "2026-11-25")
-                        .with("CoreStartupTime", &inner.startup)
-                        .with("CoreReloadDate", "2026-11-25")
-                        .with("CoreReloadTime", &inner.startup)
-                        .with(
-                            "CoreCurrentCalls",
-                            &lock(&inner.channels).live.len().to_string(),
-                        ),
-                    &mut codec,
-                );
-            }
-            Some("coreshowchannels") => {
-                reply(
-                    AmiFrame::new()
-                        .with("Response", "Success")
-                        .with("ActionID", &id)
-                        .with("EventList", "start")
-                        .with("Message", "Channels will follow"),
-                    &mut codec,
-                );
-                let items: Vec<AmiFrame> = lock(&inner.channels)
-                    .live
-                    .iter()
-                    .filter(|c| !c.snapshot.is_empty())
-                    .map(|c| {
-                        let mut f = AmiFrame::new()
-                            .with("Event", "CoreShowChannel")
-                            .with("ActionID", &id);
-                        for (k, v) in &c.snapshot {
-                            f.push(k, v);
-                        }
-                        let secs = c.created.elapsed().as_secs();
-                        f.with("Application", &c.application)
-                            .with("ApplicationData", &c.application_data)
-                            .with(
-                                "Duration",
-                                &format!(
-                                    "{:02}:{:02}:{:02}",
-                                    secs / 3600,
-                                    secs / 60 % 60,
-                                    secs % 60
-                                ),
-                            )
-                            .with("BridgeId", &c.bridge)
-                    })
-                    .collect();
-                let n = items.len();
-                for item in items {
-                    reply(item, &mut codec);
-                }
-                reply(
-                    AmiFrame::new()
-                        .with("Event", "CoreShowChannelsComplete")
-                        .with("ActionID", &id)
-                        .with("EventList", "Complete")
-                        .with("ListItems", &n.to_string()),
-                    &mut codec,
-                );
-            }
-            Some("logoff") => {
-                reply(
-                    AmiFrame::new()
-                        .with("Response", "Goodbye")
-                        .with("ActionID", &id)
-                        .with("Message", "Thanks for all the fish."),
-                    &mut codec,
-                );
-                break;
-            }
-            other => {
-                reply(
-                    AmiFrame::new()
-                        .with("Response", "Error")
-                        .with("ActionID", &id)
-                        .with(
-                            "Message",
-                            &format!("Invalid/unknown command: {}", other.unwrap_or("")),
-                        ),
-                    &mut codec,
-                );
-            }
         }
+        drop(tx);
+        // Let queued answers (e.g. the Goodbye) go out before the socket closes.
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     }
-    drop(tx);
-    // Let queued answers (e.g. the Goodbye) go out before the socket closes.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+/// Handle to a running AMI peer; clones share it.
+pub type AmiSim = PbxSim<Asterisk>;
+
+impl AmiSim {
+    /// Every action received from clients, in order.
+    pub fn actions(&self) -> Vec<AmiFrame> {
+        lock(&self.protocol().actions).clone()
+    }
+
+    pub fn set_answer_pings(&self, on: bool) {
+        self.protocol().answer_pings.store(on, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]

@@ -6,22 +6,18 @@
 //! original read splits and pace (optionally sped up). A wrong password gets what
 //! FreeSWITCH sends: `-ERR invalid`, the disconnect notice, and the socket closed.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 use crate::pbx::esl::{EslCodec, EslItem, PlainEvent};
 use crate::tools::sim::lock;
-use crate::tools::sim::subscribers::Subscribers;
-use crate::tools::sim::transcript::{find, play, Transcript, TranscriptError};
+use crate::tools::sim::pbx::{
+    track_channel, ChannelChange, ChannelList, Connection, PbxSim, Peer, Protocol,
+};
+use crate::tools::sim::transcript::{decode_each, find, Transcript, TranscriptError};
 
 /// What FreeSWITCH sends before closing a socket.
 pub const DISCONNECT_NOTICE: &str = "Content-Type: text/disconnect-notice\nContent-Length: 67\n\nDisconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
@@ -59,53 +55,44 @@ pub fn transcript_from_recording(esl: &[u8], timing: &str) -> Result<Transcript,
 /// The same calls with every event header value passed through `f(name, value)`,
 /// re-encoded event by event (URL-encoding and `Content-Length`s made anew).
 pub fn map_event_values(transcript: &Transcript, f: impl Fn(&str, &str) -> String) -> Transcript {
-    let mut decoder = EslCodec::new();
-    let mut buf = BytesMut::new();
-    let mut chunks = Vec::with_capacity(transcript.chunks.len());
-    for (at, chunk) in &transcript.chunks {
-        buf.extend_from_slice(chunk);
-        let mut out = BytesMut::new();
-        while let Ok(Some(item)) = decoder.decode(&mut buf) {
-            let EslItem::Message(message) = item else {
-                continue;
-            };
-            if message.content_type() != Some("text/event-plain") {
-                for (k, v) in &message.headers {
-                    out.extend_from_slice(format!("{k}: {v}\n").as_bytes());
-                }
-                out.extend_from_slice(b"\n");
-                out.extend_from_slice(&message.body);
-                continue;
+    transcript.map_items(EslCodec::new(), |item, out| {
+        let EslItem::Message(message) = item else {
+            return;
+        };
+        if message.content_type() != Some("text/event-plain") {
+            for (k, v) in &message.headers {
+                out.extend_from_slice(format!("{k}: {v}\n").as_bytes());
             }
-            let event = PlainEvent::parse(&message.body);
-            let mut body = String::new();
-            for (k, v) in event.headers() {
-                if k == "Content-Length" {
-                    continue;
-                }
-                body.push_str(&k);
-                body.push_str(": ");
-                body.push_str(&url_encode(&f(&k, &v)));
-                body.push('\n');
-            }
-            match event.body() {
-                Some(inner) => {
-                    body.push_str(&format!("Content-Length: {}\n\n{inner}", inner.len()));
-                }
-                None => body.push('\n'),
-            }
-            out.extend_from_slice(
-                format!(
-                    "Content-Length: {}\nContent-Type: text/event-plain\n\n",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-            out.extend_from_slice(body.as_bytes());
+            out.extend_from_slice(b"\n");
+            out.extend_from_slice(&message.body);
+            return;
         }
-        chunks.push((*at, out.freeze()));
-    }
-    Transcript { chunks }
+        let event = PlainEvent::parse(&message.body);
+        let mut body = String::new();
+        for (k, v) in event.headers() {
+            if k == "Content-Length" {
+                continue;
+            }
+            body.push_str(&k);
+            body.push_str(": ");
+            body.push_str(&url_encode(&f(&k, &v)));
+            body.push('\n');
+        }
+        match event.body() {
+            Some(inner) => {
+                body.push_str(&format!("Content-Length: {}\n\n{inner}", inner.len()));
+            }
+            None => body.push('\n'),
+        }
+        out.extend_from_slice(
+            format!(
+                "Content-Length: {}\nContent-Type: text/event-plain\n\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(body.as_bytes());
+    })
 }
 
 /// The same calls with every uuid made unique for `replica` (load tests, benchmarks).
@@ -169,57 +156,56 @@ struct Row {
     call_uuid: String,
 }
 
+/// The channels the simulated FreeSWITCH has now: the rows of `show channels as json`.
 #[derive(Default)]
-struct Channels {
+pub struct Channels {
     decoder: EslCodec,
     buf: BytesMut,
     rows: Vec<Row>,
 }
 
-impl Channels {
+impl ChannelList for Channels {
+    fn count(&self) -> usize {
+        self.rows.len()
+    }
+
     fn observe(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-        while let Ok(Some(item)) = self.decoder.decode(&mut self.buf) {
-            let EslItem::Message(m) = item else { continue };
+        let Channels { decoder, buf, rows } = self;
+        decode_each(decoder, buf, bytes, |item| {
+            let EslItem::Message(m) = item else { return };
             if m.content_type() != Some("text/event-plain") {
-                continue;
+                return;
             }
             let ev = PlainEvent::parse(&m.body);
             let (Some(name), Some(uuid)) = (ev.name(), ev.get("Unique-ID")) else {
-                continue;
+                return;
             };
             let uuid = uuid.into_owned();
-            if name == "CHANNEL_DESTROY" {
-                self.rows.retain(|r| r.uuid != uuid);
-                continue;
-            }
             let get = |k: &str| ev.get(k).map(|v| v.into_owned()).unwrap_or_default();
-            let pos = match self.rows.iter().position(|r| r.uuid == uuid) {
-                Some(p) => p,
-                None if name == "CHANNEL_CREATE" => {
-                    let created = get("Caller-Channel-Created-Time")
+            let change = match name {
+                "CHANNEL_DESTROY" => ChannelChange::Ended,
+                "CHANNEL_CREATE" => ChannelChange::Created(|| Row {
+                    uuid: uuid.clone(),
+                    direction: get("Call-Direction"),
+                    created_epoch: get("Caller-Channel-Created-Time")
                         .parse::<i64>()
                         .map(|us| (us / 1_000_000).to_string())
-                        .unwrap_or_default();
-                    self.rows.push(Row {
-                        uuid: uuid.clone(),
-                        direction: get("Call-Direction"),
-                        created_epoch: created,
-                        name: get("Channel-Name"),
-                        state: get("Channel-State"),
-                        cid_num: get("Caller-Caller-ID-Number"),
-                        dest: get("Caller-Destination-Number"),
-                        context: get("Caller-Context"),
-                        application: String::new(),
-                        application_data: String::new(),
-                        callstate: get("Channel-Call-State"),
-                        call_uuid: get("Channel-Call-UUID"),
-                    });
-                    self.rows.len() - 1
-                }
-                None => continue,
+                        .unwrap_or_default(),
+                    name: get("Channel-Name"),
+                    state: get("Channel-State"),
+                    cid_num: get("Caller-Caller-ID-Number"),
+                    dest: get("Caller-Destination-Number"),
+                    context: get("Caller-Context"),
+                    application: String::new(),
+                    application_data: String::new(),
+                    callstate: get("Channel-Call-State"),
+                    call_uuid: get("Channel-Call-UUID"),
+                }),
+                _ => ChannelChange::Changed,
             };
-            let row = &mut self.rows[pos];
+            let Some(row) = track_channel(rows, &uuid, |r| &r.uuid, change) else {
+                return;
+            };
             if let Some(s) = ev.get("Channel-Call-State") {
                 row.callstate = s.into_owned();
             }
@@ -237,9 +223,12 @@ impl Channels {
                 row.application = get("Application");
                 row.application_data = get("Application-Data");
             }
-        }
+        });
     }
+}
 
+impl Channels {
+    /// The answer to `show channels as json`.
     fn json(&self) -> String {
         if self.rows.is_empty() {
             return "{\"row_count\":0}".into();
@@ -248,105 +237,111 @@ impl Channels {
     }
 }
 
-struct Inner {
+/// The simulated FreeSWITCH's own state.
+pub struct FreeSwitch {
     options: EslSimOptions,
     core_uuid: String,
-    channels: Mutex<Channels>,
-    subscribers: Subscribers,
     commands: Mutex<Vec<String>>,
-    stop: CancellationToken,
 }
 
-#[derive(Clone)]
-pub struct EslSim {
-    addr: SocketAddr,
-    inner: Arc<Inner>,
-}
+impl Protocol for FreeSwitch {
+    type Options = EslSimOptions;
+    type Channels = Channels;
+    const NAME: &'static str = "ESL";
 
-impl EslSim {
-    pub async fn start(options: EslSimOptions) -> std::io::Result<EslSim> {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), options).await
-    }
-
-    pub async fn start_on(addr: SocketAddr, options: EslSimOptions) -> std::io::Result<EslSim> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let inner = Arc::new(Inner {
+    fn new(options: EslSimOptions) -> FreeSwitch {
+        FreeSwitch {
             options,
             core_uuid: format!(
                 "c0e1b2a3-0000-4000-8000-{:012x}",
                 crate::time::Timestamp::now().0 & 0xffff_ffff_ffff
             ),
-            channels: Mutex::new(Channels::default()),
-            subscribers: Subscribers::default(),
             commands: Mutex::new(Vec::new()),
-            stop: CancellationToken::new(),
-        });
-        let accept_inner = inner.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => { tokio::spawn(serve(stream, accept_inner.clone())); }
-                        Err(e) => { debug!(error = %e, "ESL sim accept failed"); }
-                    },
-                    _ = accept_inner.stop.cancelled() => break,
+        }
+    }
+
+    async fn serve(stream: TcpStream, peer: Arc<Peer<FreeSwitch>>) {
+        let Connection {
+            mut read,
+            tx,
+            close,
+            writer,
+        } = peer.connect(stream, b"Content-Type: auth/request\n\n");
+        let inner = &peer.protocol;
+        let mut buf = BytesMut::new();
+        let mut authed = false;
+        'conn: loop {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::select! {
+                n = read.read(&mut chunk) => n,
+                _ = close.cancelled() => break,
+            };
+            let Ok(n) = n else { break };
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(end) = find(&buf, b"\n\n", 0) {
+                let command = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+                let _ = buf.split_to(end + 2);
+                lock(&inner.commands).push(command.clone());
+                let (verb, rest) = command.split_once(' ').unwrap_or((command.as_str(), ""));
+                if !authed && verb != "auth" {
+                    let _ = tx.send(reply("-ERR command not found"));
+                    continue;
+                }
+                match verb {
+                    "auth" => {
+                        if rest == inner.options.password {
+                            authed = true;
+                            let _ = tx.send(reply("+OK accepted"));
+                        } else {
+                            let _ = tx.send(reply("-ERR invalid"));
+                            let _ = tx.send(Bytes::from_static(DISCONNECT_NOTICE.as_bytes()));
+                            break 'conn;
+                        }
+                    }
+                    "event" => {
+                        let format = rest.split_whitespace().next().unwrap_or("plain");
+                        let _ = tx.send(reply(&format!("+OK event listener enabled {format}")));
+                        peer.subscribers.add(tx.clone(), close.clone());
+                    }
+                    "filter" => {
+                        let _ = tx.send(reply(&format!("+OK filter added. [{rest}]")));
+                    }
+                    "api" => {
+                        let body = match rest.trim() {
+                            "status" => "UP 0 years, 0 days, 0 hours, 1 minute, 2 seconds, 3 milliseconds, 4 microseconds\nFreeSWITCH (Version 1.10.12-release 64bit) is ready\n".to_string(),
+                            "global_getvar core_uuid" => inner.core_uuid.clone(),
+                            "show channels as json" => lock(&peer.channels).json(),
+                            other => format!("-ERR {} Command not found!\n", other.split_whitespace().next().unwrap_or("")),
+                        };
+                        let _ = tx.send(api_response(&body));
+                    }
+                    "exit" => {
+                        let _ = tx.send(reply("+OK bye"));
+                        let _ = tx.send(Bytes::from_static(DISCONNECT_NOTICE.as_bytes()));
+                        break 'conn;
+                    }
+                    _ => {
+                        let _ = tx.send(reply("-ERR command not found"));
+                    }
                 }
             }
-        });
-        Ok(EslSim { addr, inner })
+        }
+        drop(tx);
+        close.cancel();
+        let _ = writer.await;
     }
+}
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
+/// Handle to a running event socket; clones share it.
+pub type EslSim = PbxSim<FreeSwitch>;
 
-    /// Clients that authenticated and subscribed.
-    pub fn logins(&self) -> u64 {
-        self.inner.subscribers.logins()
-    }
-
+impl EslSim {
     /// Every command received, as sent (the `auth` line included: tests check it).
     pub fn commands(&self) -> Vec<String> {
-        lock(&self.inner.commands).clone()
-    }
-
-    pub async fn wait_for_logins(&self, n: u64, within: Duration) -> bool {
-        self.inner.subscribers.wait_for_logins(n, within).await
-    }
-
-    pub fn connected(&self) -> usize {
-        self.inner.subscribers.connected()
-    }
-
-    /// Sends bytes to every subscribed client as they are.
-    pub fn send_raw(&self, bytes: Bytes) -> usize {
-        // Handed to the clients first: the simulator's own note of its channels (for
-        // the channel list it answers) must not delay what the clients read.
-        let sent = self.inner.subscribers.broadcast(bytes.clone());
-        lock(&self.inner.channels).observe(&bytes);
-        sent
-    }
-
-    pub async fn play(&self, transcript: &Transcript, speed: f64) {
-        play(transcript, speed, |chunk| {
-            self.send_raw(chunk);
-        })
-        .await
-    }
-
-    pub fn live_channels(&self) -> usize {
-        lock(&self.inner.channels).rows.len()
-    }
-
-    /// Closes every client's socket (what a FreeSWITCH restart or a network cut does).
-    pub fn drop_clients(&self) {
-        self.inner.subscribers.drop_all();
-    }
-
-    pub fn stop(&self) {
-        self.inner.stop.cancel();
-        self.inner.subscribers.clear();
+        lock(&self.protocol().commands).clone()
     }
 }
 
@@ -363,103 +358,10 @@ fn api_response(body: &str) -> Bytes {
     ))
 }
 
-async fn serve(stream: TcpStream, inner: Arc<Inner>) {
-    let _ = stream.set_nodelay(true);
-    let (mut read, mut write) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
-    let close = inner.stop.child_token();
-    let stop = close.clone();
-    let writer = tokio::spawn(async move {
-        if write
-            .write_all(b"Content-Type: auth/request\n\n")
-            .await
-            .is_err()
-        {
-            return;
-        }
-        loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(bytes) => if write.write_all(&bytes).await.is_err() { return },
-                    None => return,
-                },
-                _ = stop.cancelled() => {
-                    while let Ok(bytes) = rx.try_recv() {
-                        if write.write_all(&bytes).await.is_err() { return }
-                    }
-                    return;
-                }
-            }
-        }
-    });
-    let mut buf = BytesMut::new();
-    let mut authed = false;
-    'conn: loop {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::select! {
-            n = read.read(&mut chunk) => n,
-            _ = close.cancelled() => break,
-        };
-        let Ok(n) = n else { break };
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        while let Some(end) = find(&buf, b"\n\n", 0) {
-            let command = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-            let _ = buf.split_to(end + 2);
-            lock(&inner.commands).push(command.clone());
-            let (verb, rest) = command.split_once(' ').unwrap_or((command.as_str(), ""));
-            if !authed && verb != "auth" {
-                let _ = tx.send(reply("-ERR command not found"));
-                continue;
-            }
-            match verb {
-                "auth" => {
-                    if rest == inner.options.password {
-                        authed = true;
-                        let _ = tx.send(reply("+OK accepted"));
-                    } else {
-                        let _ = tx.send(reply("-ERR invalid"));
-                        let _ = tx.send(Bytes::from_static(DISCONNECT_NOTICE.as_bytes()));
-                        break 'conn;
-                    }
-                }
-                "event" => {
-                    let format = rest.split_whitespace().next().unwrap_or("plain");
-                    let _ = tx.send(reply(&format!("+OK event listener enabled {format}")));
-                    inner.subscribers.add(tx.clone(), close.clone());
-                }
-                "filter" => {
-                    let _ = tx.send(reply(&format!("+OK filter added. [{rest}]")));
-                }
-                "api" => {
-                    let body = match rest.trim() {
-                        "status" => "UP 0 years, 0 days, 0 hours, 1 minute, 2 seconds, 3 milliseconds, 4 microseconds\nFreeSWITCH (Version 1.10.12-release 64bit) is ready\n".to_string(),
-                        "global_getvar core_uuid" => inner.core_uuid.clone(),
-                        "show channels as json" => lock(&inner.channels).json(),
-                        other => format!("-ERR {} Command not found!\n", other.split_whitespace().next().unwrap_or("")),
-                    };
-                    let _ = tx.send(api_response(&body));
-                }
-                "exit" => {
-                    let _ = tx.send(reply("+OK bye"));
-                    let _ = tx.send(Bytes::from_static(DISCONNECT_NOTICE.as_bytes()));
-                    break 'conn;
-                }
-                _ => {
-                    let _ = tx.send(reply("-ERR command not found"));
-                }
-            }
-        }
-    }
-    drop(tx);
-    close.cancel();
-    let _ = writer.await;
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio_util::codec::Decoder;
+
     use super::*;
 
     fn events(t: &Transcript) -> Vec<Vec<(String, String)>> {

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
 
 /// A recorded server-to-client stream (AMI or event socket), reduced to what a fresh
 /// client receives after its own login: the calls' events, with the recv() splits and
@@ -65,6 +66,26 @@ impl Transcript {
         (Transcript { chunks: before }, Transcript { chunks: after })
     }
 
+    /// The same chunks at the same times, read with a protocol's `decoder` and each
+    /// whole item written anew by `write` (a recording edited item by item).
+    pub fn map_items<D: Decoder>(
+        &self,
+        mut decoder: D,
+        mut write: impl FnMut(D::Item, &mut BytesMut),
+    ) -> Transcript {
+        let mut buf = BytesMut::new();
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|(at, chunk)| {
+                let mut out = BytesMut::new();
+                decode_each(&mut decoder, &mut buf, chunk, |item| write(item, &mut out));
+                (*at, out.freeze())
+            })
+            .collect();
+        Transcript { chunks }
+    }
+
     /// The same bytes as one chunk at time zero.
     pub fn bytes(&self) -> Bytes {
         let mut all = BytesMut::new();
@@ -87,6 +108,20 @@ pub async fn play(transcript: &Transcript, speed: f64, mut send: impl FnMut(Byte
         let offset = at.saturating_sub(first).div_f64(speed.max(0.001));
         tokio::time::sleep_until(start + offset).await;
         send(chunk.clone());
+    }
+}
+
+/// Feeds `bytes` to a protocol's decoder and hands over each whole item it yields; the
+/// start of an item not whole yet waits in `buf` for the next bytes.
+pub fn decode_each<D: Decoder>(
+    decoder: &mut D,
+    buf: &mut BytesMut,
+    bytes: &[u8],
+    mut each: impl FnMut(D::Item),
+) {
+    buf.extend_from_slice(bytes);
+    while let Ok(Some(item)) = decoder.decode(buf) {
+        each(item);
     }
 }
 
