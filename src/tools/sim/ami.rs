@@ -229,7 +229,7 @@ impl Protocol for Asterisk {
             close,
             writer,
         } = peer.connect(stream, GREETING.as_bytes());
-        let inner = &peer.protocol;
+        let asterisk = &peer.protocol;
         let mut frames = FramedRead::new(read, AmiCodec::without_greeting());
         let mut codec = AmiCodec::without_greeting();
         let reply = |frame: AmiFrame, codec: &mut AmiCodec| {
@@ -245,12 +245,12 @@ impl Protocol for Asterisk {
             let Some(Ok(AmiItem::Frame(action))) = next else {
                 break;
             };
-            lock(&inner.actions).push(action.clone());
+            lock(&asterisk.actions).push(action.clone());
             let id = action.action_id().unwrap_or_default().to_string();
             match action.get("Action").map(str::to_ascii_lowercase).as_deref() {
                 Some("login") => {
-                    let ok = action.get("Username") == Some(inner.options.username.as_str())
-                        && action.get("Secret") == Some(inner.options.secret.as_str());
+                    let ok = action.get("Username") == Some(asterisk.options.username.as_str())
+                        && action.get("Secret") == Some(asterisk.options.secret.as_str());
                     if ok {
                         reply(
                             AmiFrame::new()
@@ -283,7 +283,7 @@ impl Protocol for Asterisk {
                     }
                 }
                 Some("ping") => {
-                    if inner.answer_pings.load(Ordering::SeqCst) {
+                    if asterisk.answer_pings.load(Ordering::SeqCst) {
                         reply(
                             AmiFrame::new()
                                 .with("Response", "Success")
@@ -303,9 +303,9 @@ impl Protocol for Asterisk {
                             .with("Response", "Success")
                             .with("ActionID", &id)
                             .with("CoreStartupDate", "2026-11-25")
-                            .with("CoreStartupTime", &inner.startup)
+                            .with("CoreStartupTime", &asterisk.startup)
                             .with("CoreReloadDate", "2026-11-25")
-                            .with("CoreReloadTime", &inner.startup)
+                            .with("CoreReloadTime", &asterisk.startup)
                             .with(
                                 "CoreCurrentCalls",
                                 &lock(&peer.channels).count().to_string(),

@@ -267,7 +267,7 @@ impl Protocol for FreeSwitch {
             close,
             writer,
         } = peer.connect(stream, b"Content-Type: auth/request\n\n");
-        let inner = &peer.protocol;
+        let freeswitch = &peer.protocol;
         let mut buf = BytesMut::new();
         let mut authed = false;
         'conn: loop {
@@ -284,7 +284,7 @@ impl Protocol for FreeSwitch {
             while let Some(end) = find(&buf, b"\n\n", 0) {
                 let command = String::from_utf8_lossy(&buf[..end]).trim().to_string();
                 let _ = buf.split_to(end + 2);
-                lock(&inner.commands).push(command.clone());
+                lock(&freeswitch.commands).push(command.clone());
                 let (verb, rest) = command.split_once(' ').unwrap_or((command.as_str(), ""));
                 if !authed && verb != "auth" {
                     let _ = tx.send(reply("-ERR command not found"));
@@ -292,7 +292,7 @@ impl Protocol for FreeSwitch {
                 }
                 match verb {
                     "auth" => {
-                        if rest == inner.options.password {
+                        if rest == freeswitch.options.password {
                             authed = true;
                             let _ = tx.send(reply("+OK accepted"));
                         } else {
@@ -312,7 +312,7 @@ impl Protocol for FreeSwitch {
                     "api" => {
                         let body = match rest.trim() {
                             "status" => "UP 0 years, 0 days, 0 hours, 1 minute, 2 seconds, 3 milliseconds, 4 microseconds\nFreeSWITCH (Version 1.10.12-release 64bit) is ready\n".to_string(),
-                            "global_getvar core_uuid" => inner.core_uuid.clone(),
+                            "global_getvar core_uuid" => freeswitch.core_uuid.clone(),
                             "show channels as json" => lock(&peer.channels).json(),
                             other => format!("-ERR {} Command not found!\n", other.split_whitespace().next().unwrap_or("")),
                         };
