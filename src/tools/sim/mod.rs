@@ -1,7 +1,8 @@
 //! Simulators of the systems around callbridge, served over real loopback sockets: an
 //! Asterisk AMI peer and a FreeSWITCH event socket that replay recorded transcripts, and
 //! a stateful retailCRM API v5 stand-in. `callbridge demo` and the integration tests run
-//! the real daemon against them.
+//! the real daemon against them. The two PBX simulators are one handle (`pbx`) over
+//! their protocol (`ami`, `esl`); what they play is a `transcript`.
 
 use std::sync::{Mutex, MutexGuard};
 
