@@ -12,9 +12,9 @@ use bytes::BytesMut;
 use callbridge::call::{CallTracker, CampaignVariables, TrackerConfig};
 use callbridge::pbx::esl::normalize::SUBSCRIPTION;
 use callbridge::pbx::esl::{EslCodec, EslItem, EslNormalizer, PlainEvent};
-use callbridge::sim::ami::Transcript;
-use callbridge::sim::esl::{replica, transcript_from_recording};
 use callbridge::time::Timestamp;
+use callbridge::tools::sim::esl::{replica, transcript_from_recording};
+use callbridge::tools::sim::transcript::Transcript;
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use tokio_util::codec::Decoder;
 

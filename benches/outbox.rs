@@ -1,5 +1,5 @@
 //! Outbox throughput on SQLite and PostgreSQL: actions enqueued + delivered per second
-//! against a local fake CRM with no rate limit (see `callbridge::load::outbox`): a bare
+//! against a local fake CRM with no rate limit (see `callbridge::tools::load::outbox`): a bare
 //! responder by default, the retailCRM stand-in with OUTBOX_CRM=standin.
 //!
 //!     cargo bench --bench outbox
@@ -10,7 +10,7 @@
 //! OUTBOX_PG_CALLS (default 1000: PostgreSQL is slower here), OUTBOX_RUNS (default 5); the
 //! median is reported.
 
-use callbridge::load::outbox::{run, FakeCrm, OutboxLoad};
+use callbridge::tools::load::outbox::{run, FakeCrm, OutboxLoad};
 use sqlx::Connection;
 
 #[global_allocator]

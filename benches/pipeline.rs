@@ -15,8 +15,8 @@ use bytes::BytesMut;
 use callbridge::call::{CallTracker, TrackerConfig};
 use callbridge::pbx::ami::normalize::normalize;
 use callbridge::pbx::ami::{AmiCodec, AmiItem};
-use callbridge::sim::ami::Transcript;
 use callbridge::time::Timestamp;
+use callbridge::tools::sim::transcript::Transcript;
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use tokio_util::codec::Decoder;
 

@@ -12,19 +12,13 @@ pub mod config;
 pub mod crm;
 pub mod daemon;
 pub mod delivery;
-pub mod demo;
 pub mod directory;
-
 pub mod links;
-pub mod load;
 pub mod matrix;
 pub mod ops;
-
-pub mod outbox_cmd;
 pub mod pbx;
 pub mod phone;
 pub mod processor;
-pub mod replay;
-pub mod sim;
 pub mod store;
 pub mod time;
+pub mod tools;

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use callbridge::config::{self, LogFormat};
-use callbridge::outbox_cmd::OutboxCommand;
 use callbridge::store::ActionFilter;
+use callbridge::tools::outbox::OutboxCommand;
 
 /// mimalloc: the daemon allocates many small, short-lived values per PBX event; it is
 /// faster than the system allocator for that and fragments less over months of uptime
@@ -94,7 +94,7 @@ struct LoadArgs {
     #[arg(long, default_value_t = 1_000)]
     concurrent: usize,
     /// New calls per second (200/s, 600/min).
-    #[arg(long, default_value = "200/s", value_parser = callbridge::load::office::parse_rate)]
+    #[arg(long, default_value = "200/s", value_parser = callbridge::tools::load::office::parse_rate)]
     rate: f64,
     /// Stop starting calls after this long (120s, 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -108,8 +108,8 @@ struct LoadArgs {
     crm_latency: std::time::Duration,
     /// The CRM's rate limit, kept by both the simulator and the daemon: none, real
     /// (retailCRM's 10/s, 40/s for telephony) or GENERAL/TELEPHONY like 20/80.
-    #[arg(long, default_value = "none", value_parser = callbridge::load::office::parse_rate_limit)]
-    crm_rate_limit: callbridge::load::office::CrmLimit,
+    #[arg(long, default_value = "none", value_parser = callbridge::tools::load::office::parse_rate_limit)]
+    crm_rate_limit: callbridge::tools::load::office::CrmLimit,
     /// The daemon's [store] url (default: SQLite in a temporary directory).
     #[arg(long, value_name = "URL")]
     store: Option<String>,
@@ -133,9 +133,14 @@ struct LoadArgs {
 
 impl LoadArgs {
     /// The run's options, and where `--json` writes.
-    fn into_options(self) -> (callbridge::load::office::LoadOptions, Option<PathBuf>) {
+    fn into_options(
+        self,
+    ) -> (
+        callbridge::tools::load::office::LoadOptions,
+        Option<PathBuf>,
+    ) {
         use callbridge::config::PbxKind;
-        use callbridge::load::office::{default_progress, Daemon, LoadOptions};
+        use callbridge::tools::load::office::{default_progress, Daemon, LoadOptions};
         let options = LoadOptions {
             pbx: if self.pbx == "freeswitch" {
                 PbxKind::FreeSwitch
@@ -199,14 +204,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => with_runtime(run(config)),
-        Command::Demo { speed } => with_runtime(callbridge::demo::run(speed)),
+        Command::Demo { speed } => with_runtime(callbridge::tools::demo::run(speed)),
         Command::Load(args) => {
             let (options, json) = args.into_options();
             with_runtime(async move {
-                let report = callbridge::load::office::run(options).await?;
+                let report = callbridge::tools::load::office::run(options).await?;
                 print!("{}", report.text());
                 if let Some(path) = json {
-                    callbridge::load::office::write_json(&report, &path)?;
+                    callbridge::tools::load::office::write_json(&report, &path)?;
                 }
                 Ok(())
             })
@@ -215,7 +220,7 @@ fn main() -> ExitCode {
             file,
             pbx,
             extensions,
-        } => match callbridge::replay::run(&file, &pbx, &extensions) {
+        } => match callbridge::tools::replay::run(&file, &pbx, &extensions) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("callbridge: {e:#}");
@@ -229,7 +234,7 @@ fn main() -> ExitCode {
         } => match outbox_store_url(config, store) {
             Ok(url) => with_runtime(async move {
                 let mut out = std::io::stdout().lock();
-                callbridge::outbox_cmd::run(&url, outbox_command(command), &mut out).await
+                callbridge::tools::outbox::run(&url, outbox_command(command), &mut out).await
             }),
             Err(e) => {
                 eprintln!("callbridge: {e:#}");

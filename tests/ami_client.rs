@@ -98,7 +98,7 @@ async fn events_in_the_same_read_as_the_login_answer_are_not_lost() {
         tokio::time::sleep(Duration::from_secs(20)).await;
         login
     });
-    let crm = callbridge::sim::retailcrm::RetailCrmSim::start(common::crm_options())
+    let crm = callbridge::tools::sim::retailcrm::RetailCrmSim::start(common::crm_options())
         .await
         .expect("crm");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -27,7 +27,10 @@ async fn play_and_check(
     fixture: &str,
     extra_pbx: &str,
     expect: Expect,
-) -> (CallRow, Option<callbridge::sim::retailcrm::UploadedCall>) {
+) -> (
+    CallRow,
+    Option<callbridge::tools::sim::retailcrm::UploadedCall>,
+) {
     let h = Harness::start_with(common::crm_options(), extra_pbx).await;
     h.play(fixture).await;
     h.wait_outbox_settled().await;

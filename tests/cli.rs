@@ -6,8 +6,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use callbridge::sim::ami::AmiSim;
-use callbridge::sim::retailcrm::RetailCrmSim;
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::retailcrm::RetailCrmSim;
 use common::{ami_options, crm_options, fixture, write_config, DaemonProcess, AMI_SECRET, CRM_KEY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_callbridge");
@@ -145,8 +145,8 @@ async fn run_delivers_a_call_stops_on_sigterm_and_never_logs_secrets() {
 /// outbox, exits 0; the next start delivers them, nothing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_request_in_flight_finish_and_the_next_start_delivers_the_rest() {
-    use callbridge::sim::retailcrm::Fault;
     use callbridge::store::Store;
+    use callbridge::tools::sim::retailcrm::Fault;
 
     let pbx = AmiSim::start(ami_options()).await.expect("AMI sim");
     let crm = RetailCrmSim::start(crm_options()).await.expect("CRM sim");

@@ -20,9 +20,10 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use callbridge::sim::ami::{AmiSim, Transcript};
-use callbridge::sim::retailcrm::SimState;
 use callbridge::store::{ActionFilter, ActionRow, CallRow, Commit, Store};
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::retailcrm::SimState;
+use callbridge::tools::sim::transcript::Transcript;
 use common::{ami_options, config_toml_store, fixture, DaemonProcess, PgSchema};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -9,9 +9,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use callbridge::sim::ami::AmiSim;
-use callbridge::sim::retailcrm::{Fault, RetailCrmSim, SimState};
 use callbridge::store::{ActionFilter, Commit, Store};
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::retailcrm::{Fault, RetailCrmSim, SimState};
 use common::{
     ami_options, config_toml_store, crm_options, fixture, DaemonProcess, Harness, PgSchema,
 };
@@ -351,7 +351,7 @@ async fn two_daemons_on_one_postgres_deliver_each_action_once() {
 /// the retailCRM stand-in (which checks every request), on SQLite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_load_run_delivers_every_action() {
-    use callbridge::load::outbox::{run, FakeCrm, OutboxLoad};
+    use callbridge::tools::load::outbox::{run, FakeCrm, OutboxLoad};
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("cb.db").display());
     let report = run(

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use callbridge::daemon::{self, Running};
-use callbridge::sim::esl::{EslSim, EslSimOptions, DISCONNECT_NOTICE};
-use callbridge::sim::retailcrm::{RetailCrmSim, SimState};
+use callbridge::tools::sim::esl::{EslSim, EslSimOptions, DISCONNECT_NOTICE};
+use callbridge::tools::sim::retailcrm::{RetailCrmSim, SimState};
 use common::{crm_options, esl_fixture, DaemonProcess, CRM_KEY, ESL_PASSWORD};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -400,7 +400,7 @@ async fn daemon_killed_mid_call_resumes_it_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_daemon_follows_an_asterisk_and_a_freeswitch_at_once() {
-    let ami = callbridge::sim::ami::AmiSim::start(common::ami_options())
+    let ami = callbridge::tools::sim::ami::AmiSim::start(common::ami_options())
         .await
         .expect("AMI sim");
     let fs = EslSim::start(EslSimOptions {

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use callbridge::call::{CallStage, CallSummary};
 use callbridge::daemon;
-use callbridge::sim::ami::AmiSim;
-use callbridge::sim::esl::{EslSim, EslSimOptions};
-use callbridge::sim::retailcrm::{RetailCrmSim, SimState};
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::esl::{EslSim, EslSimOptions};
+use callbridge::tools::sim::retailcrm::{RetailCrmSim, SimState};
 use common::{esl_fixture, ESL_PASSWORD};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -88,7 +88,7 @@ async fn crm_effects(pbx: Pbx) -> SimState {
 /// The summary the pure middle makes of a recording (the only call in it).
 fn summary(dir: &str, name: &str, ext: &str) -> CallSummary {
     let bytes = read(dir, name, ext);
-    let report = callbridge::replay::replay_any(&bytes, "office", &[]);
+    let report = callbridge::tools::replay::replay_any(&bytes, "office", &[]);
     let mut ended: Vec<CallSummary> = report
         .updates
         .into_iter()

@@ -7,8 +7,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use callbridge::sim::ami::AmiSim;
-use callbridge::sim::retailcrm::RetailCrmSim;
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::retailcrm::RetailCrmSim;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,8 @@
 mod common;
 
 use bytes::Bytes;
-use callbridge::sim::ami::Transcript;
-use callbridge::sim::retailcrm::{SimState, Task};
+use callbridge::tools::sim::retailcrm::{SimState, Task};
+use callbridge::tools::sim::transcript::Transcript;
 use common::{fixture, Harness};
 use serde_json::json;
 

@@ -9,10 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use callbridge::sim::ami::AmiSim;
-use callbridge::sim::esl::{EslSim, EslSimOptions};
-use callbridge::sim::retailcrm::SimState;
 use callbridge::store::{CallRow, Store};
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::esl::{EslSim, EslSimOptions};
+use callbridge::tools::sim::retailcrm::SimState;
 use common::{esl_fixture, fixture, DaemonProcess, ESL_PASSWORD};
 
 enum Pbx {

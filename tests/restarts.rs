@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use callbridge::sim::ami::AmiSim;
-use callbridge::sim::retailcrm::{RetailCrmSim, SimState};
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::retailcrm::{RetailCrmSim, SimState};
 use common::{ami_options, crm_options, fixture, write_config, DaemonProcess, Harness};
 
 fn log_level() -> String {

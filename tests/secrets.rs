@@ -7,9 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use callbridge::sim::ami::AmiSim;
-use callbridge::sim::esl::{EslSim, EslSimOptions};
-use callbridge::sim::retailcrm::RetailCrmSim;
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::esl::{EslSim, EslSimOptions};
+use callbridge::tools::sim::retailcrm::RetailCrmSim;
 use common::{DaemonProcess, AMI_SECRET, CRM_KEY, ESL_PASSWORD};
 
 const LINK_SECRET: &str = "link-Secret-8hq2x";

@@ -9,9 +9,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use callbridge::sim::ami::{AmiSim, Transcript};
-use callbridge::sim::retailcrm::{RetailCrmSim, SimState};
 use callbridge::store::Store;
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::retailcrm::{RetailCrmSim, SimState};
+use callbridge::tools::sim::transcript::Transcript;
 use common::{ami_options, config_toml_store, fixture, DaemonProcess, PgSchema};
 
 /// The answered shapes played, each with its caller's number in the recording, the

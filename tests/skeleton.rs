@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use callbridge::sim::ami::AmiSim;
-use callbridge::sim::retailcrm::Fault;
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::retailcrm::Fault;
 use common::{ami_options, fixture, Harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

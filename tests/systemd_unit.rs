@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use callbridge::sim::ami::AmiSim;
-use callbridge::sim::retailcrm::RetailCrmSim;
+use callbridge::tools::sim::ami::AmiSim;
+use callbridge::tools::sim::retailcrm::RetailCrmSim;
 
 /// The unit with its commands pointing at the binary under test.
 fn unit_under_test(dir: &std::path::Path) -> PathBuf {

@@ -11,9 +11,10 @@ use callbridge::actions::{
 };
 use callbridge::call::{CallHeader, Direction};
 use callbridge::daemon::{self, Running};
-use callbridge::sim::ami::{AmiSim, AmiSimOptions, Transcript};
-use callbridge::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
 use callbridge::time::Timestamp;
+use callbridge::tools::sim::ami::{AmiSim, AmiSimOptions};
+use callbridge::tools::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
+use callbridge::tools::sim::transcript::Transcript;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +40,7 @@ pub fn esl_fixture(name: &str) -> Transcript {
     let esl = std::fs::read(dir.join(format!("{name}.esl"))).expect("fixture .esl");
     let timing =
         std::fs::read_to_string(dir.join(format!("{name}.timing"))).expect("fixture .timing");
-    callbridge::sim::esl::transcript_from_recording(&esl, &timing).expect("transcript")
+    callbridge::tools::sim::esl::transcript_from_recording(&esl, &timing).expect("transcript")
 }
 
 /// The test configuration with its one `[[pbx]]` a FreeSWITCH at `esl_port`.
@@ -287,7 +288,7 @@ impl Harness {
 /// Writes a configuration file for the given simulators into `dir`; returns its path.
 pub fn write_config(
     dir: &std::path::Path,
-    pbx: &callbridge::sim::ami::AmiSim,
+    pbx: &callbridge::tools::sim::ami::AmiSim,
     crm: &RetailCrmSim,
 ) -> PathBuf {
     let path = dir.join("callbridge.toml");

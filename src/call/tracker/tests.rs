@@ -2,7 +2,7 @@
 
 use super::apply::mailbox_of_message;
 use super::*;
-use crate::replay::replay_bytes;
+use crate::tools::replay::replay_bytes;
 
 /// Plays a recorded transcript through codec, normalize and tracker; returns the one
 /// call's summary and all its stages.

@@ -21,11 +21,10 @@ use crate::actions::{
 };
 use crate::call::{CallHeader, Direction};
 use crate::config::{CrmConfig, CrmKind, Secret};
-
 use crate::delivery::{DeliveryOptions, Outbox};
-use crate::sim::retailcrm::{RetailCrmSim, SimOptions};
 use crate::store::{Commit, Store};
 use crate::time::Timestamp;
+use crate::tools::sim::retailcrm::{RetailCrmSim, SimOptions};
 
 /// Which fake CRM answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

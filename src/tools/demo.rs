@@ -16,45 +16,46 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config;
 use crate::daemon::{self, Running};
-use crate::sim::ami::{AmiSim, AmiSimOptions, Transcript};
-use crate::sim::esl::{self, EslSim, EslSimOptions};
-use crate::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
+use crate::tools::sim::ami::{AmiSim, AmiSimOptions};
+use crate::tools::sim::esl::{self, EslSim, EslSimOptions};
+use crate::tools::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
+use crate::tools::sim::transcript::Transcript;
 
 const INBOUND_ANSWERED: (&[u8], &str) = (
-    include_bytes!("../tests/fixtures/asterisk/iax2/inbound_answered.ami"),
-    include_str!("../tests/fixtures/asterisk/iax2/inbound_answered.timing"),
+    include_bytes!("../../tests/fixtures/asterisk/iax2/inbound_answered.ami"),
+    include_str!("../../tests/fixtures/asterisk/iax2/inbound_answered.timing"),
 );
 const INBOUND_MISSED: (&[u8], &str) = (
-    include_bytes!("../tests/fixtures/asterisk/iax2/inbound_missed.ami"),
-    include_str!("../tests/fixtures/asterisk/iax2/inbound_missed.timing"),
+    include_bytes!("../../tests/fixtures/asterisk/iax2/inbound_missed.ami"),
+    include_str!("../../tests/fixtures/asterisk/iax2/inbound_missed.timing"),
 );
 const RING_GROUP: (&[u8], &str) = (
-    include_bytes!("../tests/fixtures/asterisk/iax2/ring_group_second_answers.ami"),
-    include_str!("../tests/fixtures/asterisk/iax2/ring_group_second_answers.timing"),
+    include_bytes!("../../tests/fixtures/asterisk/iax2/ring_group_second_answers.ami"),
+    include_str!("../../tests/fixtures/asterisk/iax2/ring_group_second_answers.timing"),
 );
 const VOICEMAIL: (&[u8], &str) = (
-    include_bytes!("../tests/fixtures/asterisk/iax2/inbound_voicemail.ami"),
-    include_str!("../tests/fixtures/asterisk/iax2/inbound_voicemail.timing"),
+    include_bytes!("../../tests/fixtures/asterisk/iax2/inbound_voicemail.ami"),
+    include_str!("../../tests/fixtures/asterisk/iax2/inbound_voicemail.timing"),
 );
 const OUTBOUND_ANSWERED: (&[u8], &str) = (
-    include_bytes!("../tests/fixtures/asterisk/iax2/outbound_answered.ami"),
-    include_str!("../tests/fixtures/asterisk/iax2/outbound_answered.timing"),
+    include_bytes!("../../tests/fixtures/asterisk/iax2/outbound_answered.ami"),
+    include_str!("../../tests/fixtures/asterisk/iax2/outbound_answered.timing"),
 );
 const FS_INBOUND_ANSWERED: (&[u8], &str) = (
-    include_bytes!("../tests/fixtures/esl/inbound_answered.esl"),
-    include_str!("../tests/fixtures/esl/inbound_answered.timing"),
+    include_bytes!("../../tests/fixtures/esl/inbound_answered.esl"),
+    include_str!("../../tests/fixtures/esl/inbound_answered.timing"),
 );
 const FS_QUEUE: (&[u8], &str) = (
-    include_bytes!("../tests/fixtures/esl/queue_agent_answers.esl"),
-    include_str!("../tests/fixtures/esl/queue_agent_answers.timing"),
+    include_bytes!("../../tests/fixtures/esl/queue_agent_answers.esl"),
+    include_str!("../../tests/fixtures/esl/queue_agent_answers.timing"),
 );
 const FS_INBOUND_MISSED: (&[u8], &str) = (
-    include_bytes!("../tests/fixtures/esl/inbound_missed.esl"),
-    include_str!("../tests/fixtures/esl/inbound_missed.timing"),
+    include_bytes!("../../tests/fixtures/esl/inbound_missed.esl"),
+    include_str!("../../tests/fixtures/esl/inbound_missed.timing"),
 );
 const FS_VOICEMAIL: (&[u8], &str) = (
-    include_bytes!("../tests/fixtures/esl/inbound_voicemail.esl"),
-    include_str!("../tests/fixtures/esl/inbound_voicemail.timing"),
+    include_bytes!("../../tests/fixtures/esl/inbound_voicemail.esl"),
+    include_str!("../../tests/fixtures/esl/inbound_voicemail.timing"),
 );
 
 /// Which PBX a row's call comes from.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::PbxKind;
-use crate::sim::ami::Transcript;
-use crate::sim::esl;
+use crate::tools::sim::esl;
+use crate::tools::sim::transcript::Transcript;
 
 /// One kind of call in the mix.
 pub struct Template {
@@ -55,8 +55,8 @@ struct Recorded {
 macro_rules! transcript {
     ($path:literal, $name:literal, $ext:literal) => {
         (
-            include_bytes!(concat!("../../tests/fixtures/", $path, $name, ".", $ext)) as &[u8],
-            include_str!(concat!("../../tests/fixtures/", $path, $name, ".timing")),
+            include_bytes!(concat!("../../../tests/fixtures/", $path, $name, ".", $ext)) as &[u8],
+            include_str!(concat!("../../../tests/fixtures/", $path, $name, ".timing")),
         )
     };
 }

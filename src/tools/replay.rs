@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn replays_a_recorded_ring_group_call() {
         let report = replay_bytes(
-            include_bytes!("../tests/fixtures/asterisk/iax2/ring_group_second_answers.ami"),
+            include_bytes!("../../tests/fixtures/asterisk/iax2/ring_group_second_answers.ami"),
             "office",
             &[],
         );

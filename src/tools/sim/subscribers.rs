@@ -1,16 +1,15 @@
-//! What both PBX simulators share: the clients that logged in (AMI) or subscribed
-//! (event socket), each fed through its own writer task, and playing a recorded
-//! transcript to all of them with its original read splits and pace.
+//! The clients a PBX simulator sends its events to: those that logged in (AMI) or
+//! subscribed (event socket), each fed through its own writer task.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::sim::ami::Transcript;
+use crate::tools::sim::lock;
 
 /// The clients events go to: each a sender to its connection's writer and the token that
 /// closes that connection.
@@ -70,25 +69,4 @@ impl Subscribers {
     pub fn clear(&self) {
         lock(&self.clients).clear();
     }
-}
-
-/// Hands a transcript's chunks to `send` at their recorded times, `speed` times faster.
-pub async fn play(transcript: &Transcript, speed: f64, mut send: impl FnMut(Bytes)) {
-    let start = tokio::time::Instant::now();
-    let first = transcript
-        .chunks
-        .first()
-        .map(|(t, _)| *t)
-        .unwrap_or_default();
-    for (at, chunk) in &transcript.chunks {
-        let offset = at.saturating_sub(first).div_f64(speed.max(0.001));
-        tokio::time::sleep_until(start + offset).await;
-        send(chunk.clone());
-    }
-}
-
-/// Locks without panicking: a poisoned lock still holds consistent data in the
-/// simulators, because every mutation validates first and writes after.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
