@@ -1,5 +1,5 @@
 //! What the CRM must be told about a call: the `CrmAction` vocabulary (every kind the
-//! matrix of DESIGN.md needs: pop-ups, history, customers, orders, tasks, manager
+//! matrix of docs/matrix.md needs: pop-ups, history, customers, orders, tasks, manager
 //! changes), and the thin first cut of the rules deciding them from the tracker's
 //! `CallUpdate`s (the ringing pop-up and, after hang-up, the call in the history). Pure:
 //! no I/O, no clock.

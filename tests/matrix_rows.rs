@@ -1,4 +1,4 @@
-//! The matrix end to end: for each row of DESIGN.md, the retailCRM stand-in is seeded
+//! The matrix end to end: for each row of docs/matrix.md, the retailCRM stand-in is seeded
 //! with the caller as the row needs (no customer, one with an open order, one whose
 //! orders are all closed), a call recorded from a real Asterisk is played through the
 //! real daemon over a real socket, and the stand-in's records are checked: which

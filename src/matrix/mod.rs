@@ -1,4 +1,4 @@
-//! The call matrix of DESIGN.md: what a call means for the CRM, given who the caller is
+//! The call matrix (docs/matrix.md): what a call means for the CRM, given who the caller is
 //! there and who took the call. Pure: the tracker's view of the call, a snapshot of the
 //! CRM (the customers with the caller's number, their orders) and the configuration in;
 //! the `CrmAction`s out, which the outbox delivers.

@@ -1,4 +1,4 @@
-//! The matrix's rows, one test each (named after DESIGN.md's rows), and a walk over every
+//! The matrix's rows, one test each (named after the rows of docs/matrix.md), and a walk over every
 //! combination of direction × outcome × client × answerer × `create_on` checking the
 //! invariants that must hold whatever the row.
 
