@@ -2,6 +2,7 @@
 //! that produce it. Asterisk and FreeSWITCH differ only below this module's `PbxEvent`.
 
 pub mod ami;
+pub mod connect;
 pub mod esl;
 pub mod event;
 pub mod reconnect;

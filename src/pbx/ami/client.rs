@@ -1,8 +1,10 @@
-//! The AMI connection: TCP connect, greeting, `Login`, `Ping` keep-alive, and reconnect
-//! forever with exponential backoff and jitter. Frames become `PbxEvent`s here (through
-//! the pure `normalize`) and go to the call processor; nothing else about calls is known
-//! at this layer.
+//! The AMI connection: greeting, `Login`, `Ping` keep-alive, Asterisk's start time and
+//! channel list, one session at a time; the TCP connect and the reconnect loop (forever,
+//! with exponential backoff and jitter) are `pbx/connect.rs`'s. Frames become
+//! `PbxEvent`s here (through the pure `normalize`) and go to the call processor; nothing
+//! else about calls is known at this layer.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -17,8 +19,8 @@ use crate::config::PbxConfig;
 use crate::pbx::ami::codec::AmiCodecError;
 use crate::pbx::ami::normalize::{live_channel, normalize_with, Skip};
 use crate::pbx::ami::{AmiCodec, AmiFrame, AmiItem};
+use crate::pbx::connect::{connect_tcp, keep_connected, ConnectError, LogLines};
 use crate::pbx::event::{LiveChannel, PbxInput};
-use crate::pbx::reconnect::reconnect_backoff;
 use crate::pbx::status::PbxStatus;
 use crate::time::Timestamp;
 
@@ -28,13 +30,8 @@ pub const EVENT_CLASSES: &str = "call,dialplan,agent,system";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AmiError {
-    #[error("connecting to {addr} timed out after {after:?}")]
-    ConnectTimeout { addr: String, after: Duration },
-    #[error("connecting to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("no AMI greeting within {0:?}")]
     NoGreeting(Duration),
     #[error("not an Asterisk Manager Interface (greeting {0:?})")]
@@ -51,11 +48,6 @@ pub enum AmiError {
     Codec(#[from] AmiCodecError),
 }
 
-/// Why a session ended without an error.
-enum SessionEnd {
-    Shutdown,
-}
-
 /// Runs one PBX connection until `shutdown`: connects, logs in, forwards events, and on
 /// any failure waits (1 s doubling up to `reconnect_max_delay`, with jitter) and tries
 /// again. The delay starts over after a session that got logged in.
@@ -65,40 +57,23 @@ pub async fn run(
     status: PbxStatus,
     shutdown: CancellationToken,
 ) {
-    let name = config.name.clone();
-    let mut backoff = reconnect_backoff(&config);
-    let mut attempt: u64 = 0;
     // When this Asterisk started, as it said at the previous connection: a different
     // answer means it restarted and every channel id from before is void.
     let mut startup: Option<String> = None;
-    loop {
-        attempt += 1;
-        let mut logged_in = false;
-        let result = tokio::select! {
-            r = session(&config, &events, &status, &mut logged_in, &mut startup) => r,
-            _ = shutdown.cancelled() => Ok(SessionEnd::Shutdown),
-        };
-        match result {
-            Ok(SessionEnd::Shutdown) => {
-                info!(pbx = %name, "AMI connection closed for shutdown");
-                return;
-            }
-            Err(error) => {
-                status.disconnected(&name, &error.to_string());
-                if logged_in {
-                    backoff = reconnect_backoff(&config);
-                    attempt = 1;
-                }
-                let delay = backoff.next().unwrap_or(config.reconnect_max_delay);
-                warn!(pbx = %name, host = %config.host, port = config.port, attempt, retry_in = ?delay, error = %error,
-                      "AMI connection lost or failed; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        }
-    }
+    let log = LogLines {
+        lost: "AMI connection lost or failed; reconnecting",
+        closed: "AMI connection closed for shutdown",
+    };
+    keep_connected(
+        &config,
+        &events,
+        &status,
+        &shutdown,
+        &mut startup,
+        session,
+        log,
+    )
+    .await
 }
 
 /// One connection, from TCP connect to its end. Returns only on failure (or never, when
@@ -109,20 +84,10 @@ async fn session(
     status: &PbxStatus,
     logged_in: &mut bool,
     startup: &mut Option<String>,
-) -> Result<SessionEnd, AmiError> {
+) -> Result<Infallible, AmiError> {
     let addr = format!("{}:{}", config.host, config.port);
     debug!(pbx = %config.name, %addr, "connecting to AMI");
-    let stream = match timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
-        Err(_) => {
-            return Err(AmiError::ConnectTimeout {
-                addr,
-                after: config.connect_timeout,
-            })
-        }
-        Ok(Err(source)) => return Err(AmiError::Connect { addr, source }),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = connect_tcp(addr, config.connect_timeout).await?;
     let mut framed = Framed::new(stream, AmiCodec::new());
 
     let greeting = match timeout(config.connect_timeout, framed.next()).await {

@@ -1,7 +1,8 @@
-//! The Event Socket connection (inbound mode): TCP connect, `auth`, `event plain`
-//! subscription, keep-alive, channel list on connect, and reconnect forever with
-//! exponential backoff and jitter, as the AMI client does. Events become `PbxEvent`s
-//! here (through the pure `EslNormalizer`) and go to the call processor.
+//! The Event Socket connection (inbound mode): `auth`, `event plain` subscription,
+//! keep-alive, FreeSWITCH's identity and channel list (read in `channels.rs`), one
+//! session at a time; the TCP connect and the reconnect loop (forever, with exponential
+//! backoff and jitter) are `pbx/connect.rs`'s, as for the AMI client. Events become
+//! `PbxEvent`s here (through the pure `EslNormalizer`) and go to the call processor.
 //!
 //! Why `event plain` and not `json`: the plain body can be read in place (one look at
 //! the first line drops the events we do not need, the rest are read header by header
@@ -9,6 +10,7 @@
 //! every FreeSWITCH since 1.0 speaks it.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -20,23 +22,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::PbxConfig;
+use crate::pbx::connect::{connect_tcp, keep_connected, ConnectError, LogLines};
 use crate::pbx::esl::codec::EslCodecError;
 use crate::pbx::esl::normalize::{EslNormalizer, Skip, SUBSCRIPTION};
 use crate::pbx::esl::{EslCodec, EslCommand, EslItem, EslMessage, PlainEvent};
-use crate::pbx::event::{ChannelId, Id, LiveChannel, PbxInput};
-use crate::pbx::reconnect::reconnect_backoff;
+use crate::pbx::event::PbxInput;
 use crate::pbx::status::PbxStatus;
 use crate::time::Timestamp;
 
+pub use crate::pbx::esl::channels::{live_channels, Dialed};
+
 #[derive(Debug, thiserror::Error)]
 pub enum EslError {
-    #[error("connecting to {addr} timed out after {after:?}")]
-    ConnectTimeout { addr: String, after: Duration },
-    #[error("connecting to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("no auth/request from the event socket within {0:?}")]
     NoAuthRequest(Duration),
     #[error("not a FreeSWITCH event socket (first message {0:?})")]
@@ -70,38 +69,19 @@ pub async fn run(
     status: PbxStatus,
     shutdown: CancellationToken,
 ) {
-    let name = config.name.clone();
-    let mut backoff = reconnect_backoff(&config);
-    let mut attempt: u64 = 0;
     let mut state = State {
         normalizer: EslNormalizer::with_variables(&config.campaign_variables.names()),
         core_uuid: None,
         out: Vec::new(),
     };
-    loop {
-        attempt += 1;
-        let mut logged_in = false;
-        let result = tokio::select! {
-            r = session(&config, &events, &status, &mut logged_in, &mut state) => r,
-            _ = shutdown.cancelled() => return info!(pbx = %name, "event socket closed for shutdown"),
-        };
-        let error = match result {
-            Ok(()) => EslError::Closed,
-            Err(e) => e,
-        };
-        status.disconnected(&name, &error.to_string());
-        if logged_in {
-            backoff = reconnect_backoff(&config);
-            attempt = 1;
-        }
-        let delay = backoff.next().unwrap_or(config.reconnect_max_delay);
-        warn!(pbx = %name, host = %config.host, port = config.port, attempt, retry_in = ?delay, error = %error,
-              "event socket connection lost or failed; reconnecting");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
+    let log = LogLines {
+        lost: "event socket connection lost or failed; reconnecting",
+        closed: "event socket closed for shutdown",
+    };
+    keep_connected(
+        &config, &events, &status, &shutdown, &mut state, session, log,
+    )
+    .await
 }
 
 /// What outlives one connection: which legs belong to which calls, and which
@@ -170,26 +150,21 @@ fn notice(message: &EslMessage) -> String {
     first.chars().take(120).collect()
 }
 
+async fn send(events: &mpsc::Sender<PbxInput>, input: PbxInput) -> Result<(), EslError> {
+    // A closed channel means the processor is gone: we are shutting down.
+    events.send(input).await.map_err(|_| EslError::Closed)
+}
+
 async fn session(
     config: &PbxConfig,
     events: &mpsc::Sender<PbxInput>,
     status: &PbxStatus,
     logged_in: &mut bool,
     state: &mut State,
-) -> Result<(), EslError> {
+) -> Result<Infallible, EslError> {
     let addr = format!("{}:{}", config.host, config.port);
     debug!(pbx = %config.name, %addr, "connecting to the event socket");
-    let stream = match timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
-        Err(_) => {
-            return Err(EslError::ConnectTimeout {
-                addr,
-                after: config.connect_timeout,
-            })
-        }
-        Ok(Err(source)) => return Err(EslError::Connect { addr, source }),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = connect_tcp(addr, config.connect_timeout).await?;
     let mut framed = Framed::new(stream, EslCodec::new());
 
     let first = match timeout(config.connect_timeout, next_message(&mut framed)).await {
@@ -368,107 +343,6 @@ async fn channels(
     debug!(pbx = %config.name, channels = channels.len(), "channel list received");
     state.normalizer.learn_live(&channels, &dialers);
     send(events, PbxInput::Resync { at: now, channels }).await
-}
-
-/// One row of `show channels as json` (FreeSWITCH 1.10: every value is a string).
-#[derive(Debug, serde::Deserialize)]
-struct ChannelRow {
-    uuid: String,
-    #[serde(default)]
-    direction: String,
-    #[serde(default)]
-    created_epoch: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    cid_num: String,
-    #[serde(default)]
-    dest: String,
-    #[serde(default)]
-    context: String,
-    #[serde(default)]
-    application: String,
-    #[serde(default)]
-    application_data: String,
-    #[serde(default)]
-    callstate: String,
-    #[serde(default)]
-    call_uuid: String,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct ChannelList {
-    #[serde(default)]
-    rows: Vec<ChannelRow>,
-}
-
-/// A leg and the leg it was dialed for.
-pub type Dialed = (ChannelId, ChannelId);
-
-/// Reads `show channels as json` into the tracker's channel list, each leg under its
-/// call: an inbound leg is its own call; an outbound leg (one FreeSWITCH dialed)
-/// belongs to the call of the leg it is bridged or ringing for (`call_uuid`, which
-/// names the A-leg while the legs are joined). Also returns (leg, dialer) pairs. `None`
-/// when the answer is no channel list (FreeSWITCH says `+OK` with no JSON when there are
-/// no channels: an empty list).
-pub fn live_channels(body: &[u8], now: Timestamp) -> Option<(Vec<LiveChannel>, Vec<Dialed>)> {
-    let text = String::from_utf8_lossy(body);
-    let trimmed = text.trim();
-    if trimmed.starts_with("-ERR") {
-        return None;
-    }
-    let list: ChannelList = if trimmed.starts_with('{') {
-        serde_json::from_str(trimmed).ok()?
-    } else {
-        // `{"row_count":0}` on some versions, nothing at all on others.
-        ChannelList { rows: Vec::new() }
-    };
-    let mut channels = Vec::with_capacity(list.rows.len());
-    let mut dialers = Vec::new();
-    for row in &list.rows {
-        let outbound = row.direction == "outbound";
-        let dialed_by = (outbound && !row.call_uuid.is_empty() && row.call_uuid != row.uuid)
-            .then(|| ChannelId(Id::from(row.call_uuid.as_str())));
-        if let Some(dialer) = &dialed_by {
-            dialers.push((ChannelId(Id::from(row.uuid.as_str())), dialer.clone()));
-        }
-        let call = match &dialed_by {
-            Some(dialer) => dialer.0.as_str(),
-            None => row.uuid.as_str(),
-        };
-        let created = row
-            .created_epoch
-            .trim()
-            .parse::<i64>()
-            .map(Timestamp::from_secs)
-            .unwrap_or(now);
-        let opt = |s: &str| (!s.is_empty()).then(|| Id::from(s));
-        channels.push(LiveChannel {
-            channel: ChannelId(Id::from(row.uuid.as_str())),
-            call: Id::from(call),
-            name: Id::from(row.name.as_str()),
-            endpoint: crate::pbx::esl::normalize::endpoint_of_channel(&row.name),
-            up: matches!(row.callstate.as_str(), "ACTIVE" | "HELD"),
-            ringing: matches!(row.callstate.as_str(), "RINGING" | "EARLY"),
-            caller_number: opt(&row.cid_num),
-            exten: opt(&row.dest),
-            context: opt(&row.context),
-            // `show channels` has no bridge column: its silence says nothing.
-            bridge: None,
-            shows_bridge: false,
-            dialed_by,
-            hanging_up: row.callstate == "HANGUP",
-            duration_secs: now.secs_since(created),
-            application: opt(&row.application).map(|a| a.to_string()),
-            application_data: opt(&row.application_data).map(|a| a.to_string()),
-        });
-    }
-    Some((channels, dialers))
-}
-
-async fn send(events: &mpsc::Sender<PbxInput>, input: PbxInput) -> Result<(), EslError> {
-    // A closed channel means the processor is gone: we are shutting down.
-    events.send(input).await.map_err(|_| EslError::Closed)
 }
 
 /// Normalizes one event and hands what it gives to the call processor. Waiting on a
