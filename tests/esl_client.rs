@@ -120,7 +120,21 @@ async fn subscribes_to_the_events_it_reads_and_asks_for_the_channel_list() {
         !subscription.contains("ALL") && !subscription.contains("CHANNEL_STATE"),
         "not the noise: {subscription}"
     );
-    assert!(commands.iter().any(|c| c == "api show channels as json"));
+    // The list is asked for right after the subscription is answered: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !h
+        .pbx
+        .commands()
+        .iter()
+        .any(|c| c == "api show channels as json")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "asks for the channel list: {:?}",
+            h.pbx.commands()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     h.stop().await;
 }
 

@@ -229,16 +229,7 @@ impl CallTracker {
                 resumed.push(l.call.clone());
             }
             self.ensure_channel(&l.channel, &l.call, &l.name, l.endpoint.clone());
-            if let Some(bridge) = &l.bridge {
-                if let Some(chan) = self.channels.get_mut(&l.channel) {
-                    chan.bridge = Some(bridge.clone());
-                    chan.bridged_ever = true;
-                }
-                self.bridges
-                    .entry(bridge.clone())
-                    .or_default()
-                    .push(l.channel.clone());
-            }
+            self.seat_in_listed_bridge(l);
             self.attach_live(l, at, &mut out);
         }
         for id in resumed {
@@ -289,20 +280,27 @@ impl CallTracker {
             redecide_direction(call, &self.config.internal);
         }
         self.ensure_channel(&l.channel, &l.call, &l.name, l.endpoint.clone());
-        if let Some(bridge) = &l.bridge {
-            if let Some(chan) = self.channels.get_mut(&l.channel) {
-                if chan.bridge.is_none() {
-                    chan.bridge = Some(bridge.clone());
-                    chan.bridged_ever = true;
-                    self.bridges
-                        .entry(bridge.clone())
-                        .or_default()
-                        .push(l.channel.clone());
-                }
-            }
-        }
+        self.seat_in_listed_bridge(l);
         self.dirty.insert(l.call.clone());
         true
+    }
+
+    /// Puts a channel the list shows in a bridge into that bridge, unless the events
+    /// placed it in one already.
+    pub(super) fn seat_in_listed_bridge(&mut self, l: &LiveChannel) {
+        let Some(bridge) = &l.bridge else { return };
+        let Some(chan) = self.channels.get_mut(&l.channel) else {
+            return;
+        };
+        if chan.bridge.is_some() {
+            return;
+        }
+        chan.bridge = Some(bridge.clone());
+        chan.bridged_ever = true;
+        self.bridges
+            .entry(bridge.clone())
+            .or_default()
+            .push(l.channel.clone());
     }
 
     /// Makes a channel from the PBX's list a member of its call: a leg of it unless it

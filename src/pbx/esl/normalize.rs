@@ -195,17 +195,7 @@ impl EslNormalizer {
                     Some(partner) => self.call_of(&partner.0),
                     None => uuid.clone(),
                 };
-                self.remember(
-                    uuid.clone(),
-                    Leg {
-                        call: call.clone(),
-                        dialer: None,
-                        dial_ended: false,
-                        hung_up: false,
-                        in_voicemail: false,
-                        seq: 0,
-                    },
-                );
+                self.remember(uuid.clone(), Leg::new(call.clone(), None));
                 out.push(PbxEvent {
                     at,
                     call: call.clone(),
@@ -239,17 +229,7 @@ impl EslNormalizer {
             Some(dialer) => {
                 let call = self.call_of(&dialer.0);
                 let joined = uuid.clone();
-                self.remember(
-                    uuid.clone(),
-                    Leg {
-                        call: call.clone(),
-                        dialer: Some(dialer.clone()),
-                        dial_ended: false,
-                        hung_up: false,
-                        in_voicemail: false,
-                        seq: 0,
-                    },
-                );
+                self.remember(uuid.clone(), Leg::new(call.clone(), Some(dialer.clone())));
                 out.push(PbxEvent {
                     at,
                     call: call.clone(),

@@ -25,6 +25,20 @@ pub(super) struct Leg {
     pub(super) seq: u64,
 }
 
+impl Leg {
+    /// A leg of `call` just created (or learnt from a channel list), dialed by `dialer`.
+    pub(super) fn new(call: Id, dialer: Option<ChannelId>) -> Leg {
+        Leg {
+            call,
+            dialer,
+            dial_ended: false,
+            hung_up: false,
+            in_voicemail: false,
+            seq: 0,
+        }
+    }
+}
+
 impl EslNormalizer {
     /// How many legs are remembered.
     pub fn live_legs(&self) -> usize {

@@ -186,31 +186,6 @@ impl Db {
         Ok(id)
     }
 
-    fn edit_customer(
-        &mut self,
-        key: &str,
-        by_id: bool,
-        obj: &Map<String, Value>,
-    ) -> Result<u64, SimError> {
-        let old = self
-            .find_customer(key, by_id)
-            .ok_or_else(SimError::not_found)?
-            .clone();
-        let mut c = old.clone();
-        let mut errors = Errors::new();
-        self.apply_customer(&mut c, obj, &mut errors);
-        if !errors.is_empty() {
-            return Err(SimError::entity(errors));
-        }
-        self.unindex_customer(&old);
-        self.index_customer(&c);
-        let id = c.id;
-        if let Some(slot) = by_seq_mut(&mut self.customers, id) {
-            *slot = c;
-        }
-        Ok(id)
-    }
-
     pub(super) fn customer_matches_text(&self, c: &Customer, needle: &str) -> bool {
         if looks_like_phone(needle) {
             let key = phone_key(needle);
@@ -299,7 +274,33 @@ impl Inner {
     pub(super) fn customer_edit(&self, key: &str, p: &Params) -> ApiResult {
         let by_id = p.by_id()?;
         let obj = p.json_object("customer")?;
-        let id = self.db().edit_customer(key, by_id, &obj)?;
+        let id = self.db().edit::<Customer>(key, by_id, &obj)?;
         Ok(ok(json!({"success": true, "id": id})))
+    }
+}
+
+impl super::db::Editable for Customer {
+    fn find<'a>(db: &'a Db, key: &str, by_id: bool) -> Option<&'a Self> {
+        db.find_customer(key, by_id)
+    }
+
+    fn apply(db: &Db, record: &mut Self, obj: &Map<String, Value>, errors: &mut Errors) {
+        db.apply_customer(record, obj, errors)
+    }
+
+    fn index(db: &mut Db, record: &Self) {
+        db.index_customer(record)
+    }
+
+    fn unindex(db: &mut Db, record: &Self) {
+        db.unindex_customer(record)
+    }
+
+    fn slot(db: &mut Db, id: u64) -> Option<&mut Self> {
+        by_seq_mut(&mut db.customers, id)
+    }
+
+    fn id(&self) -> u64 {
+        self.id
     }
 }

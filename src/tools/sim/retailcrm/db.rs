@@ -3,8 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use super::errors::{Errors, SimError};
 use super::records::{CallEvent, Customer, Order, SimUser, Task, UploadedCall};
 
 pub(super) struct Db {
@@ -67,5 +68,44 @@ impl Db {
         };
         db.recompute_codes();
         db
+    }
+}
+
+/// A record the API edits in place (customers, orders): found by id or externalId, the
+/// sent fields applied with each refusal named, its indexes kept right.
+pub(super) trait Editable: Clone {
+    fn find<'a>(db: &'a Db, key: &str, by_id: bool) -> Option<&'a Self>;
+    fn apply(db: &Db, record: &mut Self, obj: &Map<String, Value>, errors: &mut Errors);
+    fn index(db: &mut Db, record: &Self);
+    fn unindex(db: &mut Db, record: &Self);
+    fn slot(db: &mut Db, id: u64) -> Option<&mut Self>;
+    fn id(&self) -> u64;
+}
+
+impl Db {
+    /// `…/{key}/edit`: the record as it would be with `obj` applied, kept only when every
+    /// field was accepted (as retailCRM refuses an edit as a whole).
+    pub(super) fn edit<R: Editable>(
+        &mut self,
+        key: &str,
+        by_id: bool,
+        obj: &Map<String, Value>,
+    ) -> Result<u64, SimError> {
+        let old = R::find(self, key, by_id)
+            .ok_or_else(SimError::not_found)?
+            .clone();
+        let mut record = old.clone();
+        let mut errors = Errors::new();
+        R::apply(self, &mut record, obj, &mut errors);
+        if !errors.is_empty() {
+            return Err(SimError::entity(errors));
+        }
+        R::unindex(self, &old);
+        R::index(self, &record);
+        let id = record.id();
+        if let Some(slot) = R::slot(self, id) {
+            *slot = record;
+        }
+        Ok(id)
     }
 }

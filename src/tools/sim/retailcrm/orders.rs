@@ -199,31 +199,6 @@ impl Db {
             ids.retain(|&id| id != o.id);
         }
     }
-
-    fn edit_order(
-        &mut self,
-        key: &str,
-        by_id: bool,
-        obj: &Map<String, Value>,
-    ) -> Result<u64, SimError> {
-        let old = self
-            .find_order(key, by_id)
-            .ok_or_else(SimError::not_found)?
-            .clone();
-        let mut o = old.clone();
-        let mut errors = Errors::new();
-        self.apply_order(&mut o, obj, &mut errors);
-        if !errors.is_empty() {
-            return Err(SimError::entity(errors));
-        }
-        self.unindex_order(&old);
-        self.index_order(&o);
-        let id = o.id;
-        if let Some(slot) = by_seq_mut(&mut self.orders, id) {
-            *slot = o;
-        }
-        Ok(id)
-    }
 }
 
 impl Inner {
@@ -322,11 +297,37 @@ impl Inner {
         let by_id = p.by_id()?;
         let obj = p.json_object("order")?;
         let mut db = self.db();
-        let id = db.edit_order(key, by_id, &obj)?;
+        let id = db.edit::<Order>(key, by_id, &obj)?;
         let order = db
             .order(id)
             .map(|o| db.order_json(o))
             .unwrap_or(Value::Null);
         Ok(ok(json!({"success": true, "id": id, "order": order})))
+    }
+}
+
+impl super::db::Editable for Order {
+    fn find<'a>(db: &'a Db, key: &str, by_id: bool) -> Option<&'a Self> {
+        db.find_order(key, by_id)
+    }
+
+    fn apply(db: &Db, record: &mut Self, obj: &Map<String, Value>, errors: &mut Errors) {
+        db.apply_order(record, obj, errors)
+    }
+
+    fn index(db: &mut Db, record: &Self) {
+        db.index_order(record)
+    }
+
+    fn unindex(db: &mut Db, record: &Self) {
+        db.unindex_order(record)
+    }
+
+    fn slot(db: &mut Db, id: u64) -> Option<&mut Self> {
+        by_seq_mut(&mut db.orders, id)
+    }
+
+    fn id(&self) -> u64 {
+        self.id
     }
 }
