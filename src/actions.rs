@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::call::{CallHeader, CallStage, CallSummary, CallUpdate, Campaign, Direction};
+use crate::ids::CrmId;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +118,7 @@ impl CrmAction {
 #[serde(rename_all = "snake_case")]
 pub enum EntityRef {
     /// The CRM's own id (a record found by a lookup).
-    Id(u64),
+    Id(CrmId),
     /// Our externalId of a record created earlier (possibly by another call).
     ExternalId(String),
     /// The record an earlier action of the same call creates (its `step`), replaced by the
@@ -155,7 +156,7 @@ pub struct NewCustomer {
     #[serde(default)]
     pub first_name: Option<String>,
     #[serde(default)]
-    pub manager_id: Option<u64>,
+    pub manager_id: Option<CrmId>,
     #[serde(default)]
     pub source: Option<Source>,
 }
@@ -166,7 +167,7 @@ pub struct NewOrder {
     pub customer: EntityRef,
     pub phone: String,
     #[serde(default)]
-    pub manager_id: Option<u64>,
+    pub manager_id: Option<CrmId>,
     /// Order method code (`GET /reference/order-methods`), e.g. `phone`.
     #[serde(default)]
     pub order_method: Option<String>,
@@ -186,7 +187,7 @@ pub struct NewTask {
     pub text: String,
     #[serde(default)]
     pub commentary: Option<String>,
-    pub performer_id: u64,
+    pub performer_id: CrmId,
     #[serde(default)]
     pub customer: Option<EntityRef>,
     #[serde(default)]
@@ -202,7 +203,7 @@ pub struct NewTask {
 pub struct ManagerChange {
     pub entity: Entity,
     pub target: EntityRef,
-    pub manager_id: u64,
+    pub manager_id: CrmId,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,7 +235,7 @@ pub struct CallEvent {
     /// CRM users the pop-up goes to besides the codes' owners (senior managers when an
     /// unknown extension answered; all managers for a missed call).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub user_ids: Vec<u64>,
+    pub user_ids: Vec<CrmId>,
     #[serde(default)]
     pub hangup_status: Option<HangupStatus>,
     /// Links the events of one call in the CRM.

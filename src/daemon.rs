@@ -271,7 +271,7 @@ async fn register_module(
     crm: CrmClient,
     code: String,
     base_url: String,
-    codes: std::collections::BTreeMap<String, u64>,
+    codes: std::collections::BTreeMap<String, crate::ids::CrmId>,
 ) {
     let mut delay = Duration::from_secs(1);
     loop {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 /// A CRM user id.
-pub type UserId = u64;
+pub type UserId = crate::ids::CrmId;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Directory {
@@ -106,40 +106,44 @@ impl Directory {
 mod tests {
     use super::*;
 
+    fn id(n: u64) -> UserId {
+        UserId::from(n)
+    }
+
     fn configured() -> Directory {
         Directory::new(
-            [("101".to_string(), 3), ("102".to_string(), 4)].into(),
-            vec![7],
+            [("101".to_string(), id(3)), ("102".to_string(), id(4))].into(),
+            vec![id(7)],
         )
     }
 
     #[test]
     fn configuration_wins_over_the_crm() {
         let mut d = configured();
-        let conflicts = d.sync_codes([("101".to_string(), 9), ("103".to_string(), 5)]);
+        let conflicts = d.sync_codes([("101".to_string(), id(9)), ("103".to_string(), id(5))]);
         assert_eq!(
             conflicts,
             vec![Conflict {
                 extension: "101".into(),
-                configured: 3,
-                crm: 9
+                configured: id(3),
+                crm: id(9)
             }]
         );
-        assert_eq!(d.user_of("101"), Some(3));
+        assert_eq!(d.user_of("101"), Some(id(3)));
         assert_eq!(
             d.user_of("103"),
-            Some(5),
+            Some(id(5)),
             "the CRM fills what config leaves out"
         );
         assert_eq!(d.user_of("104"), None);
-        assert_eq!(d.codes().get("101"), Some(&3));
+        assert_eq!(d.codes().get("101"), Some(&id(3)));
     }
 
     #[test]
     fn all_managers_include_seniors_and_mapped_users() {
         let mut d = configured();
-        d.sync_managers([8, 3, 8]);
-        assert_eq!(d.all_managers(), vec![3, 4, 7, 8]);
-        assert_eq!(d.senior(), &[7]);
+        d.sync_managers([id(8), id(3), id(8)]);
+        assert_eq!(d.all_managers(), vec![id(3), id(4), id(7), id(8)]);
+        assert_eq!(d.senior(), &[id(7)]);
     }
 }

@@ -18,6 +18,7 @@ pub mod crm;
 pub mod daemon;
 pub mod delivery;
 pub mod directory;
+pub mod ids;
 pub mod links;
 pub mod matrix;
 pub mod ops;

@@ -5,6 +5,7 @@
 use super::env::EnvOverride;
 use super::problems::ConfigProblem;
 use super::types::Secret;
+use crate::ids::CrmId;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -295,7 +296,13 @@ impl Checker<'_> {
         .unwrap_or(default)
     }
 
-    pub(super) fn user_id(&mut self, key: &str, v: &Value) -> Option<u64> {
+    /// A CRM user id: retailCRM's positive integers, or a GUID (Creatio's Contact Ids).
+    pub(super) fn user_id(&mut self, key: &str, v: &Value) -> Option<CrmId> {
+        if let Value::String(s) = v {
+            if crate::ids::is_guid(s.trim()) {
+                return CrmId::new(s);
+            }
+        }
         self.integer(
             key,
             v,
@@ -303,6 +310,7 @@ impl Checker<'_> {
             u64::MAX,
             "expected a CRM user id (positive integer)",
         )
+        .map(CrmId::from)
     }
 
     /// A positive rate (requests per second), integer or decimal.

@@ -12,6 +12,7 @@ use super::types::{
     MatrixConfig, PbxConfig, PbxKind, Secret, StoreConfig,
 };
 use crate::call::{CampaignVariables, ExtensionRange};
+use crate::ids::CrmId;
 use crate::matrix::CreateOn;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -470,8 +471,8 @@ fn read_employees(ck: &mut Checker<'_>, f: Field<'_>) -> EmployeesConfig {
     EmployeesConfig { senior, extensions }
 }
 
-fn read_senior(ck: &mut Checker<'_>, f: &Field<'_>) -> Vec<u64> {
-    let mut ids: Vec<u64> = Vec::new();
+fn read_senior(ck: &mut Checker<'_>, f: &Field<'_>) -> Vec<CrmId> {
+    let mut ids: Vec<CrmId> = Vec::new();
     match f.value {
         None => {}
         Some(Value::Array(items)) => {
@@ -488,7 +489,8 @@ fn read_senior(ck: &mut Checker<'_>, f: &Field<'_>) -> Vec<u64> {
         Some(Value::String(s)) => {
             for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 match part.parse::<u64>() {
-                    Ok(id) if id > 0 => ids.push(id),
+                    Ok(id) if id > 0 => ids.push(CrmId::from(id)),
+                    _ if crate::ids::is_guid(part) => ids.extend(CrmId::new(part)),
                     _ => {
                         ck.problem(
                             &f.key,

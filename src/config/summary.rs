@@ -74,7 +74,12 @@ impl Config {
         let seniors = if self.employees.senior.is_empty() {
             "none".to_string()
         } else {
-            let ids: Vec<String> = self.employees.senior.iter().map(u64::to_string).collect();
+            let ids: Vec<String> = self
+                .employees
+                .senior
+                .iter()
+                .map(|id| id.to_string())
+                .collect();
             ids.join(", ")
         };
         lines.push(format!(

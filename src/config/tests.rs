@@ -2,6 +2,7 @@
 //! defaults and reading a file; the files of `tests/` take one subject each.
 
 use super::*;
+use crate::ids::CrmId;
 use crate::matrix::CreateOn;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,9 +89,9 @@ fn example_file_parses_with_documented_values() {
     assert_eq!(cfg.crm.url, "https://example.retailcrm.ru");
     assert_eq!(cfg.crm.site.as_deref(), Some("main"));
     assert_eq!(cfg.crm.timeout, Duration::from_secs(10));
-    assert_eq!(cfg.employees.senior, vec![7]);
-    assert_eq!(cfg.employees.extensions.get("101"), Some(&3));
-    assert_eq!(cfg.employees.extensions.get("102"), Some(&4));
+    assert_eq!(cfg.employees.senior, vec![CrmId::from(7)]);
+    assert_eq!(cfg.employees.extensions.get("101"), Some(&CrmId::from(3)));
+    assert_eq!(cfg.employees.extensions.get("102"), Some(&CrmId::from(4)));
     assert_eq!(cfg.matrix.create_on, CreateOn::Answer);
     assert_eq!(cfg.log.level, "info");
     assert_eq!(cfg.log.format, LogFormat::Text);

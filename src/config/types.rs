@@ -4,6 +4,7 @@
 
 use super::problems::ConfigProblem;
 use crate::call::{CampaignVariables, ExtensionRange};
+use crate::ids::CrmId;
 use crate::matrix::CreateOn;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -182,9 +183,9 @@ impl fmt::Display for CrmKind {
 #[derive(Debug, Clone, Default)]
 pub struct EmployeesConfig {
     /// CRM user ids of senior managers.
-    pub senior: Vec<u64>,
+    pub senior: Vec<CrmId>,
     /// Extension number (as written, e.g. "101") → CRM user id.
-    pub extensions: BTreeMap<String, u64>,
+    pub extensions: BTreeMap<String, CrmId>,
 }
 
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 
 use crate::actions::CrmAction;
 use crate::config::{CrmConfig, CrmKind};
+use crate::ids::CrmId;
 use crate::phone::{PhoneNormalizer, PhoneNumber};
 
 pub use retailcrm::{Registered, RetailCrm};
@@ -40,13 +41,13 @@ pub trait Crm: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<Vec<CrmCustomer>, CrmError>>;
 
     /// A client's orders.
-    fn orders_of(&self, customer_id: u64) -> BoxFuture<'_, Result<Vec<CrmOrder>, CrmError>>;
+    fn orders_of(&self, customer_id: CrmId) -> BoxFuture<'_, Result<Vec<CrmOrder>, CrmError>>;
 
     /// Order status → the group it belongs to (to tell open orders from closed ones).
     fn status_groups(&self) -> BoxFuture<'_, Result<HashMap<String, String>, CrmError>>;
 
     /// The ids of the active managers.
-    fn active_managers(&self) -> BoxFuture<'_, Result<Vec<u64>, CrmError>>;
+    fn active_managers(&self) -> BoxFuture<'_, Result<Vec<CrmId>, CrmError>>;
 
     /// The extension codes the CRM's telephony integration `module` gives users
     /// (extension, user id); `None` when the integration is not registered.
@@ -61,7 +62,7 @@ pub trait Crm: Send + Sync + std::fmt::Debug {
         &'a self,
         module: &'a str,
         base_url: &'a str,
-        codes: &'a BTreeMap<String, u64>,
+        codes: &'a BTreeMap<String, CrmId>,
     ) -> BoxFuture<'a, Result<Registered, CrmError>>;
 
     /// Whether the CRM answered lately (for `/health`).
@@ -69,7 +70,7 @@ pub trait Crm: Send + Sync + std::fmt::Debug {
 }
 
 /// Extension codes a CRM's telephony integration gives users: (extension, user id).
-pub type ExtensionCodes = Vec<(String, u64)>;
+pub type ExtensionCodes = Vec<(String, CrmId)>;
 
 /// The CRM the configuration names, shared by every task that talks to it.
 pub type CrmClient = Arc<dyn Crm>;
@@ -84,9 +85,9 @@ pub fn connect(config: &CrmConfig) -> Result<CrmClient, CrmError> {
 /// A client as a decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrmCustomer {
-    pub id: u64,
+    pub id: CrmId,
     pub name: String,
-    pub manager_id: Option<u64>,
+    pub manager_id: Option<CrmId>,
     /// `Y-m-d H:i:s`.
     pub created_at: Option<String>,
 }
@@ -94,10 +95,10 @@ pub struct CrmCustomer {
 /// An order as a decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrmOrder {
-    pub id: u64,
+    pub id: CrmId,
     pub number: String,
     pub status: String,
-    pub manager_id: Option<u64>,
+    pub manager_id: Option<CrmId>,
     /// `Y-m-d H:i:s`.
     pub created_at: String,
 }

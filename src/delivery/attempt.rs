@@ -42,7 +42,7 @@ async fn prepare(store: &Store, pending: &mut PendingAction) -> Result<Option<Ho
                         .result
                         .as_ref()
                         .and_then(|v| v.get("id"))
-                        .and_then(|v| v.as_u64())
+                        .and_then(crate::ids::CrmId::from_json)
                     {
                         *r = EntityRef::Id(id);
                     }

@@ -394,7 +394,7 @@ impl Decider {
             match self.crm.extension_codes(code).await {
                 Ok(Some(codes)) => {
                     for c in directory.sync_codes(codes) {
-                        warn!(extension = %c.extension, configured = c.configured, crm = c.crm,
+                        warn!(extension = %c.extension, configured = %c.configured, crm = %c.crm,
                               "the CRM maps this extension to another user; the configuration wins");
                     }
                 }

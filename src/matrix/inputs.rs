@@ -3,6 +3,7 @@
 //! created, and the kind of client and of employee they make.
 
 use super::*;
+use crate::ids::CrmId;
 
 /// When the CRM records of a new caller are made (`[matrix] create_on`): once an
 /// employee answered, or as the call starts ringing (row 7).
@@ -52,7 +53,7 @@ pub struct CrmSnapshot {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer {
-    pub id: u64,
+    pub id: CrmId,
     pub name: String,
     pub manager_id: Option<UserId>,
     /// Latest activity (`Y-m-d H:i:s`, so text order is time order): when several
@@ -63,7 +64,7 @@ pub struct Customer {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
-    pub id: u64,
+    pub id: CrmId,
     pub number: String,
     pub manager_id: Option<UserId>,
     /// Its status is in no final status group (complete, cancel).

@@ -37,8 +37,8 @@ impl Context {
         let several = if snapshot.customers.len() > 1 {
             let chosen = classify(snapshot);
             let chosen_id = match chosen {
-                ClientKind::Existing(c, _) | ClientKind::Returning(c) => c.id,
-                ClientKind::New => 0,
+                ClientKind::Existing(c, _) | ClientKind::Returning(c) => c.id.to_string(),
+                ClientKind::New => "?".to_string(),
             };
             let list: Vec<String> = snapshot
                 .customers

@@ -9,9 +9,9 @@ use crate::time::Timestamp;
 
 // The office: extensions 101-103 belong to users 3-5, 109 to nobody; user 7 is the
 // senior manager; users 3, 4, 5 and 8 are the CRM's managers.
-const ANNA: UserId = 3;
-const BORIS: UserId = 4;
-const SENIOR: UserId = 7;
+const ANNA: UserId = UserId::number(3);
+const BORIS: UserId = UserId::number(4);
+const SENIOR: UserId = UserId::number(7);
 const CUSTOMER_STEP: &str = "cb-tel-79161234567";
 const ORDER_STEP: &str = "cb-office-1795627488.2-order";
 
@@ -20,12 +20,12 @@ fn config(create_on: CreateOn) -> MatrixConfig {
         [
             ("101".to_string(), ANNA),
             ("102".to_string(), BORIS),
-            ("103".to_string(), 5),
+            ("103".to_string(), UserId::number(5)),
         ]
         .into(),
         vec![SENIOR],
     );
-    directory.sync_managers([3, 4, 5, 8]);
+    directory.sync_managers([3, 4, 5, 8].map(UserId::number));
     MatrixConfig {
         create_on,
         order_method: "phone".into(),
@@ -99,7 +99,7 @@ fn summary(direction: Direction, outcome: Outcome, talkers: &[&str]) -> CallSumm
 
 fn order(id: u64, open: bool, manager: UserId) -> Order {
     Order {
-        id,
+        id: UserId::number(id),
         number: format!("{id}A"),
         manager_id: Some(manager),
         open,
@@ -110,7 +110,7 @@ fn order(id: u64, open: bool, manager: UserId) -> Order {
 /// A customer of `manager` with an open order (21).
 fn existing(manager: UserId) -> Customer {
     Customer {
-        id: 11,
+        id: UserId::number(11),
         name: "Ivan Petrov".into(),
         manager_id: Some(manager),
         last_activity: Some("2026-11-20 12:00:00".into()),
@@ -121,7 +121,7 @@ fn existing(manager: UserId) -> Customer {
 /// A customer of `manager` whose only order is closed.
 fn returning(manager: UserId) -> Customer {
     Customer {
-        id: 12,
+        id: UserId::number(12),
         name: "Olga Sidorova".into(),
         manager_id: Some(manager),
         last_activity: Some("2026-10-01 09:00:00".into()),
@@ -787,7 +787,7 @@ fn invariants_hold_for_every_combination() {
         }
         // Steps named by later actions were created before them.
         let mut steps: Vec<String> = Vec::new();
-        let known_users = [3, 4, 5, 7];
+        let known_users = [3, 4, 5, 7].map(UserId::number);
         for a in all {
             let mut a2 = a.clone();
             for r in a2.refs_mut() {

@@ -402,14 +402,14 @@ pub fn client_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
             external_id: customer.clone(),
             phone: format!("+7916{n:07}"),
             first_name: None,
-            manager_id: Some(3),
+            manager_id: Some(3.into()),
             source: None,
         }),
         CrmAction::CreateOrder(NewOrder {
             external_id: order.clone(),
             customer: EntityRef::Step(customer.clone()),
             phone: format!("+7916{n:07}"),
-            manager_id: Some(3),
+            manager_id: Some(3.into()),
             order_method: None,
             status: None,
             source: None,
@@ -419,7 +419,7 @@ pub fn client_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
             marker: format!("{customer}#1"),
             text: "Call the client back".into(),
             commentary: Some("test task".into()),
-            performer_id: 7,
+            performer_id: 7.into(),
             customer: None,
             order: Some(EntityRef::Step(order)),
             phone: None,
@@ -428,7 +428,7 @@ pub fn client_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
         CrmAction::SetManager(ManagerChange {
             entity: Entity::Customer,
             target: EntityRef::Step(customer),
-            manager_id: 4,
+            manager_id: 4.into(),
         }),
     ];
     (header, actions)

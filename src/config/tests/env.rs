@@ -2,6 +2,7 @@
 //! values checked like the file's.
 
 use super::*;
+use crate::ids::CrmId;
 
 #[test]
 fn env_overrides_section_keys_pbx_index_map_and_lists() {
@@ -37,10 +38,13 @@ fn env_overrides_section_keys_pbx_index_map_and_lists() {
     assert_eq!(cfg.pbx[0].secret.expose(), "env-ami");
     assert_eq!(cfg.pbx[0].port, 5039);
     assert_eq!(cfg.pbx[0].name, "office", "rest of the [[pbx]] kept");
-    assert_eq!(cfg.employees.extensions.get("101"), Some(&30));
-    assert_eq!(cfg.employees.extensions.get("205"), Some(&9));
-    assert_eq!(cfg.employees.extensions.get("Alice"), Some(&11));
-    assert_eq!(cfg.employees.senior, vec![7, 8]);
+    assert_eq!(cfg.employees.extensions.get("101"), Some(&CrmId::from(30)));
+    assert_eq!(cfg.employees.extensions.get("205"), Some(&CrmId::from(9)));
+    assert_eq!(
+        cfg.employees.extensions.get("Alice"),
+        Some(&CrmId::from(11))
+    );
+    assert_eq!(cfg.employees.senior, vec![CrmId::from(7), CrmId::from(8)]);
     assert_eq!(cfg.matrix.create_on, CreateOn::Ring);
     assert_eq!(cfg.http.listen, "0.0.0.0:9090".parse().unwrap());
     assert_eq!(cfg.http.public_url, "https://bridge.example.com");
@@ -68,7 +72,7 @@ fn env_can_define_a_whole_pbx_and_remove_an_extension() {
     assert_eq!(cfg.pbx[0].host, "pbx.local");
     assert_eq!(cfg.pbx[0].ping_interval, Duration::from_secs(5));
     assert_eq!(cfg.employees.extensions.len(), 1);
-    assert_eq!(cfg.employees.senior, vec![12]);
+    assert_eq!(cfg.employees.senior, vec![CrmId::from(12)]);
 }
 
 #[test]

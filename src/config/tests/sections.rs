@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::call::ExtensionRange;
+use crate::ids::CrmId;
 
 #[test]
 fn freeswitch_needs_only_host_and_password_and_defaults_to_port_8021() {
@@ -221,6 +222,6 @@ fn extension_keys_keep_their_spelling() {
         .map(String::as_str)
         .collect();
     assert_eq!(keys, vec!["*99.1", "0102", "101", "Alice", "SIP-Bob"]);
-    assert_eq!(cfg.employees.extensions["0102"], 4);
-    assert_eq!(cfg.employees.extensions["Alice"], 5);
+    assert_eq!(cfg.employees.extensions["0102"], CrmId::from(4));
+    assert_eq!(cfg.employees.extensions["Alice"], CrmId::from(5));
 }

@@ -31,6 +31,7 @@ use futures::future::BoxFuture;
 
 use crate::actions::CrmAction;
 use crate::crm::{Crm, CrmCustomer, CrmError, CrmOrder, Delivered, ExtensionCodes, Reach};
+use crate::ids::CrmId;
 use crate::phone::{PhoneNormalizer, PhoneNumber};
 
 pub use answers::interpret;
@@ -225,7 +226,7 @@ impl Crm for RetailCrm {
         Box::pin(RetailCrm::customers_by_phone(self, phone, normalizer))
     }
 
-    fn orders_of(&self, customer_id: u64) -> BoxFuture<'_, Result<Vec<CrmOrder>, CrmError>> {
+    fn orders_of(&self, customer_id: CrmId) -> BoxFuture<'_, Result<Vec<CrmOrder>, CrmError>> {
         Box::pin(RetailCrm::orders_of(self, customer_id))
     }
 
@@ -233,7 +234,7 @@ impl Crm for RetailCrm {
         Box::pin(RetailCrm::status_groups(self))
     }
 
-    fn active_managers(&self) -> BoxFuture<'_, Result<Vec<u64>, CrmError>> {
+    fn active_managers(&self) -> BoxFuture<'_, Result<Vec<CrmId>, CrmError>> {
         Box::pin(RetailCrm::active_managers(self))
     }
 
@@ -248,7 +249,7 @@ impl Crm for RetailCrm {
         &'a self,
         module: &'a str,
         base_url: &'a str,
-        codes: &'a BTreeMap<String, u64>,
+        codes: &'a BTreeMap<String, CrmId>,
     ) -> BoxFuture<'a, Result<Registered, CrmError>> {
         Box::pin(RetailCrm::register_module(self, module, base_url, codes))
     }

@@ -14,7 +14,8 @@ use serde_json::Value;
 use tracing::warn;
 
 use super::RetailCrm;
-use crate::crm::{CrmCustomer, CrmError, CrmOrder};
+use crate::crm::{CrmCustomer, CrmError, CrmOrder, ExtensionCodes};
+use crate::ids::CrmId;
 use crate::phone::{PhoneNormalizer, PhoneNumber};
 
 /// Most records one page holds (API v5 takes 20, 50 or 100).
@@ -82,7 +83,7 @@ impl RetailCrm {
     }
 
     /// A customer's orders (the most recent 100).
-    pub async fn orders_of(&self, customer_id: u64) -> Result<Vec<CrmOrder>, CrmError> {
+    pub async fn orders_of(&self, customer_id: CrmId) -> Result<Vec<CrmOrder>, CrmError> {
         let (_, body) = self
             .get(
                 "/api/v5/orders",
@@ -95,10 +96,10 @@ impl RetailCrm {
         Ok(list(&body, "orders")
             .filter_map(|o| {
                 Some(CrmOrder {
-                    id: o.get("id")?.as_u64()?,
+                    id: CrmId::from_json(o.get("id")?)?,
                     number: text(o, "number").unwrap_or_default(),
                     status: text(o, "status").unwrap_or_default(),
-                    manager_id: o.get("managerId").and_then(Value::as_u64),
+                    manager_id: o.get("managerId").and_then(CrmId::from_json),
                     created_at: text(o, "createdAt").unwrap_or_default(),
                 })
             })
@@ -112,7 +113,7 @@ impl RetailCrm {
     }
 
     /// The ids of the active users who are managers (`GET /users`, every page).
-    pub async fn active_managers(&self) -> Result<Vec<u64>, CrmError> {
+    pub async fn active_managers(&self) -> Result<Vec<CrmId>, CrmError> {
         let mut ids = Vec::new();
         let mut page = 1u64;
         loop {
@@ -131,7 +132,7 @@ impl RetailCrm {
                 list(&body, "users")
                     .filter(|u| u.get("active").and_then(Value::as_bool) != Some(false))
                     .filter(|u| u.get("isManager").and_then(Value::as_bool) != Some(false))
-                    .filter_map(|u| u.get("id").and_then(Value::as_u64)),
+                    .filter_map(|u| u.get("id").and_then(CrmId::from_json)),
             );
             let pages = body
                 .pointer("/pagination/totalPageCount")
@@ -146,7 +147,7 @@ impl RetailCrm {
 
     /// The extension codes the telephony module gives users (`additionalCodes`);
     /// `None` when the module is not registered.
-    pub async fn module_codes(&self, code: &str) -> Result<Option<Vec<(String, u64)>>, CrmError> {
+    pub async fn module_codes(&self, code: &str) -> Result<Option<ExtensionCodes>, CrmError> {
         let path = format!("/api/v5/integration-modules/{}", super::path_segment(code));
         let body = match self.get(&path, &[]).await {
             Ok((_, body)) => body,
@@ -162,10 +163,7 @@ impl RetailCrm {
                     .filter_map(|c| {
                         let code = text(c, "code")?;
                         // An int in the PHP client, a string in the Go one.
-                        let user = c.get("userId").and_then(|u| {
-                            u.as_u64()
-                                .or_else(|| u.as_str().and_then(|s| s.parse().ok()))
-                        })?;
+                        let user = c.get("userId").and_then(CrmId::from_json)?;
                         Some((code, user))
                     })
                     .collect()
@@ -219,9 +217,9 @@ fn customer(c: &Value) -> Option<CrmCustomer> {
         .collect::<Vec<_>>()
         .join(" ");
     Some(CrmCustomer {
-        id: c.get("id")?.as_u64()?,
+        id: CrmId::from_json(c.get("id")?)?,
         name,
-        manager_id: c.get("managerId").and_then(Value::as_u64),
+        manager_id: c.get("managerId").and_then(CrmId::from_json),
         created_at: text(c, "createdAt"),
     })
 }
@@ -257,7 +255,7 @@ mod tests {
         assert_eq!(has_phone(&json!({"id": 7}), &phone, &n), None);
         assert_eq!(
             customer(&c).map(|c| (c.id, c.name)),
-            Some((5, "Ivan".into()))
+            Some((CrmId::from(5), "Ivan".into()))
         );
     }
 }

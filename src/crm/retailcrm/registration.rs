@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::RetailCrm;
 use crate::crm::CrmError;
+use crate::ids::CrmId;
 
 /// A small SVG (retailCRM accepts only SVG logos).
 const LOGO: &str = "data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIHZpZXdCb3g9IjAgMCAyNCAyNCI+PHBhdGggZD0iTTYgMmg0bDIgNS0yLjUgMS41YTExIDExIDAgMCAwIDYgNkwxNyAxMmw1IDJ2NGEyIDIgMCAwIDEtMiAyQTE4IDE4IDAgMCAxIDQgNGEyIDIgMCAwIDEgMi0yIi8+PC9zdmc+";
@@ -21,8 +22,8 @@ const LOGO: &str = "data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My
 pub struct Registered {
     /// The module did not exist before.
     pub created: bool,
-    pub codes_added: Vec<(String, u64)>,
-    pub codes_removed: Vec<(String, u64)>,
+    pub codes_added: Vec<(String, CrmId)>,
+    pub codes_removed: Vec<(String, CrmId)>,
 }
 
 impl RetailCrm {
@@ -32,12 +33,12 @@ impl RetailCrm {
         &self,
         code: &str,
         base_url: &str,
-        codes: &BTreeMap<String, u64>,
+        codes: &BTreeMap<String, CrmId>,
     ) -> Result<Registered, CrmError> {
         let before = self.module_codes(code).await?;
         let additional: Vec<Value> = codes
             .iter()
-            .map(|(ext, user)| json!({"code": ext, "userId": user}))
+            .map(|(ext, user)| json!({"code": ext, "userId": user.to_json()}))
             .collect();
         let module = json!({
             "code": code,
@@ -63,8 +64,8 @@ impl RetailCrm {
         );
         self.post_form_fields(&path, &[("integrationModule", module.to_string())])
             .await?;
-        let old: Vec<(String, u64)> = before.clone().unwrap_or_default();
-        let new: Vec<(String, u64)> = codes.iter().map(|(e, u)| (e.clone(), *u)).collect();
+        let old: Vec<(String, CrmId)> = before.clone().unwrap_or_default();
+        let new: Vec<(String, CrmId)> = codes.iter().map(|(e, u)| (e.clone(), *u)).collect();
         let registered = Registered {
             created: before.is_none(),
             codes_added: new.iter().filter(|c| !old.contains(c)).cloned().collect(),

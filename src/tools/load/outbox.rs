@@ -103,14 +103,14 @@ pub fn call_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
                 external_id: id.clone(),
                 phone: phone.clone(),
                 first_name: None,
-                manager_id: Some(3),
+                manager_id: Some(3.into()),
                 source: None,
             }),
             CrmAction::CreateOrder(NewOrder {
                 external_id: order.clone(),
                 customer: EntityRef::Step(id.clone()),
                 phone: phone.clone(),
-                manager_id: Some(3),
+                manager_id: Some(3.into()),
                 order_method: None,
                 status: None,
                 source: None,
@@ -120,7 +120,7 @@ pub fn call_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
                 marker: format!("{id}#1"),
                 text: "Call the client back".into(),
                 commentary: None,
-                performer_id: 3,
+                performer_id: 3.into(),
                 customer: None,
                 order: Some(EntityRef::Step(order)),
                 phone: None,
@@ -129,7 +129,7 @@ pub fn call_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
             CrmAction::SetManager(ManagerChange {
                 entity: Entity::Customer,
                 target: EntityRef::Step(id),
-                manager_id: 4,
+                manager_id: 4.into(),
             }),
         ]);
     }
