@@ -102,6 +102,18 @@ impl CrmAction {
         }
     }
 
+    /// Links to the call's client and open order that only say what the action is about
+    /// (a CRM that links calls and tasks to them uses them; retailCRM does not): resolved
+    /// before sending like `refs_mut`, but one whose record could not be made is dropped
+    /// instead of holding the action back.
+    pub fn links_mut(&mut self) -> Vec<&mut Option<EntityRef>> {
+        match self {
+            CrmAction::CreateTask(t) => vec![&mut t.open_order],
+            CrmAction::CallHistory(r) => vec![&mut r.customer, &mut r.order],
+            _ => Vec::new(),
+        }
+    }
+
     /// Every reference to another record this action carries, to resolve before sending.
     pub fn refs_mut(&mut self) -> Vec<&mut EntityRef> {
         match self {
@@ -197,6 +209,17 @@ pub struct NewTask {
     /// A completed task: a record of what was done (the call, with its recording).
     #[serde(default)]
     pub complete: bool,
+    /// The client's open order the call is about, when the task is on the client (Creatio
+    /// links the activity to that case: "consult on an existing case").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_order: Option<EntityRef>,
+    /// The task is about a missed call (Creatio also queues its case for the operators).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub missed_call: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +296,12 @@ pub struct CallRecord {
     pub external_phone: Option<String>,
     #[serde(default)]
     pub record_url: Option<String>,
+    /// The client the call was with, and the order (Creatio: the case) it is about: for a
+    /// CRM whose call records link to them (retailCRM's find the client by the number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<EntityRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<EntityRef>,
 }
 
 /// Why an update gave no action; logged at debug so an administrator can see why a call

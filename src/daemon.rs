@@ -74,7 +74,8 @@ pub async fn run_reloadable(
     let store = Store::open(&config.store.url)
         .await
         .with_context(|| format!("opening the store (store.url = {:?})", config.store.url))?;
-    let crm = crate::crm::connect(&config.crm).context("setting up the CRM client")?;
+    let crm =
+        crate::crm::connect(&config.crm, &config.creatio).context("setting up the CRM client")?;
     let status = PbxStatus::default();
     for pbx in &config.pbx {
         status.register(&pbx.name, &pbx.kind.to_string());

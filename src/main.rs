@@ -48,6 +48,9 @@ enum Command {
         /// Replay speed relative to the recordings (1 = real time).
         #[arg(long, default_value_t = 10.0)]
         speed: f64,
+        /// Which CRM simulator the calls go to: `retailcrm` or `creatio`.
+        #[arg(long, value_enum, default_value_t = DemoCrm::Retailcrm)]
+        crm: DemoCrm,
     },
     /// Run a recorded AMI stream (a file of raw bytes, greeting first) or FreeSWITCH
     /// event socket stream (`event plain`) through the tracker and print each call's
@@ -167,6 +170,13 @@ impl LoadArgs {
     }
 }
 
+/// The CRM of `callbridge demo`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DemoCrm {
+    Retailcrm,
+    Creatio,
+}
+
 #[derive(Subcommand)]
 enum OutboxSub {
     /// List actions, oldest first.
@@ -204,7 +214,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => with_runtime(run(config)),
-        Command::Demo { speed } => with_runtime(callbridge::tools::demo::run(speed)),
+        Command::Demo { speed, crm } => with_runtime(match crm {
+            DemoCrm::Retailcrm => Box::pin(callbridge::tools::demo::run(speed))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>,
+            DemoCrm::Creatio => Box::pin(callbridge::tools::demo::run_creatio(speed)),
+        }),
         Command::Load(args) => {
             let (options, json) = args.into_options();
             with_runtime(async move {

@@ -73,6 +73,8 @@ fn new_client(call: &str) -> Vec<CrmAction> {
             order: Some(EntityRef::Step(order_id)),
             phone: None,
             complete: false,
+            open_order: None,
+            missed_call: false,
         }),
     ]
 }

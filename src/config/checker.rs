@@ -302,6 +302,13 @@ impl Checker<'_> {
             if crate::ids::is_guid(s.trim()) {
                 return CrmId::new(s);
             }
+            if s.trim().parse::<u64>().is_err() {
+                self.problem(
+                    key,
+                    format!("expected a CRM user id: a positive integer (retailCRM) or a GUID (Creatio), got {s:?}"),
+                );
+                return None;
+            }
         }
         self.integer(
             key,

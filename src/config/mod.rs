@@ -32,6 +32,7 @@
 //! and this module re-exports what they offer.
 
 mod checker;
+mod creatio;
 mod defaults;
 mod env;
 mod loading;
@@ -46,8 +47,8 @@ pub use loading::{from_toml_str, load, load_store_url, load_with_env};
 pub use problems::{ConfigErrors, ConfigProblem};
 pub use summary::redact_url_password;
 pub use types::{
-    Config, CrmConfig, CrmKind, DaemonConfig, EmployeesConfig, HttpConfig, LogConfig, LogFormat,
-    MatrixConfig, PbxConfig, PbxKind, Secret, StoreConfig,
+    Config, CreatioConfig, CrmConfig, CrmKind, DaemonConfig, EmployeesConfig, HttpConfig,
+    LogConfig, LogFormat, MatrixConfig, PbxConfig, PbxKind, Secret, StoreConfig,
 };
 
 #[cfg(test)]

@@ -34,7 +34,9 @@ pub(super) fn check(
     let http = read_http(&mut ck, root.field("http"));
     let pbx = read_pbxs(&mut ck, root.field("pbx"));
     let crm = read_crm(&mut ck, root.field("crm"));
+    let creatio = super::creatio::read_creatio(&mut ck, root.field("creatio"), crm.kind);
     let employees = read_employees(&mut ck, root.field("employees"));
+    super::creatio::check_employee_ids(&mut ck, crm.kind, &employees);
     let matrix = read_matrix(&mut ck, root.field("matrix"));
     let log = read_log(&mut ck, root.field("log"));
     let daemon = read_daemon(&mut ck, root.field("daemon"));
@@ -48,6 +50,7 @@ pub(super) fn check(
         http,
         pbx,
         crm,
+        creatio,
         employees,
         matrix,
         log,
@@ -354,7 +357,11 @@ fn read_crm(ck: &mut Checker<'_>, f: Field<'_>) -> CrmConfig {
     let mut t = ck.section(f);
     let kind = ck.kind(
         &t.field("kind"),
-        &[("retailcrm", CrmKind::RetailCrm)],
+        &[
+            ("retailcrm", CrmKind::RetailCrm),
+            ("creatio", CrmKind::Creatio),
+            ("bpmsoft", CrmKind::BpmSoft),
+        ],
         &[],
         CrmKind::RetailCrm,
     );
@@ -372,7 +379,7 @@ fn read_crm(ck: &mut Checker<'_>, f: Field<'_>) -> CrmConfig {
             );
         } else {
             url = url.trim_end_matches('/').to_string();
-            if url.contains("/api/") || url.ends_with("/api") {
+            if kind == CrmKind::RetailCrm && (url.contains("/api/") || url.ends_with("/api")) {
                 ck.warn(
                     &f.key,
                     "should be the account's base URL like \"https://example.retailcrm.ru\"; /api/v5/… is added by callbridge",
@@ -381,9 +388,20 @@ fn read_crm(ck: &mut Checker<'_>, f: Field<'_>) -> CrmConfig {
         }
     }
 
-    let api_key = ck.required_secret(&t.field("api_key"));
+    let f = t.field("api_key");
+    let api_key = if kind == CrmKind::RetailCrm {
+        ck.required_secret(&f)
+    } else {
+        if f.value.is_some() {
+            ck.warn(&f.key, "read only when crm.kind is \"retailcrm\"; Creatio logs in with crm.login or crm.client_id");
+        }
+        Secret::default()
+    };
+    let creatio_login = super::creatio::read_login(ck, &mut t, kind);
     let site = ck.string(&t.field("site"));
     let timeout = ck.duration(&t.field("timeout"), DEFAULT_CRM_TIMEOUT, false);
+    // retailCRM allows 10 requests a second per key; Creatio documents no limit, and
+    // 10 a second keeps an integration user well inside its plan's daily calls.
     let rate_limit_per_sec = ck.rate(&t.field("rate_limit_per_sec"), DEFAULT_CRM_RATE_LIMIT);
     let telephony_rate_limit_per_sec = ck.rate(
         &t.field("telephony_rate_limit_per_sec"),
@@ -424,6 +442,12 @@ fn read_crm(ck: &mut Checker<'_>, f: Field<'_>) -> CrmConfig {
         kind,
         url,
         api_key,
+        login: creatio_login.login,
+        password: creatio_login.password,
+        client_id: creatio_login.client_id,
+        client_secret: creatio_login.client_secret,
+        identity_url: creatio_login.identity_url,
+        odata_path: creatio_login.odata_path,
         site,
         timeout,
         rate_limit_per_sec,

@@ -2,7 +2,7 @@
 //! administrator can compare with what was meant, and never a secret (a database
 //! password in the store URL is masked by [`redact_url_password`]).
 
-use super::types::{Config, PbxKind};
+use super::types::{Config, CrmKind, PbxKind};
 use std::time::Duration;
 
 /// `scheme://user:password@host/…` → `scheme://user:***@host/…`.
@@ -64,6 +64,28 @@ impl Config {
             None => String::new(),
         };
         lines.push(format!("crm: {} at {}{site}", self.crm.kind, self.crm.url));
+        if self.crm.kind != CrmKind::RetailCrm {
+            // Who callbridge logs in as; never the password or the client secret.
+            let login = match (&self.crm.login, &self.crm.client_id) {
+                (Some(user), _) => format!("forms login as {user:?}"),
+                (None, Some(client)) => format!(
+                    "OAuth 2.0 client {client:?} at {}/connect/token",
+                    self.crm.identity_url.as_deref().unwrap_or(&self.crm.url)
+                ),
+                (None, None) => "no login".to_string(),
+            };
+            let queue = match &self.creatio.missed_calls_queue {
+                Some(q) => format!("missed calls queued in {q:?}"),
+                None => "missed calls not queued".to_string(),
+            };
+            lines.push(format!(
+                "creatio: {login}, OData at {}; cases from {:?} of category {:?}; numbers matched on their last {} digits, then in full; {queue}",
+                self.crm.odata_path,
+                self.creatio.case_origin,
+                self.creatio.case_category,
+                self.creatio.search_number_length
+            ));
+        }
         lines.push(format!(
             "delivery: {} requests/s ({}/s telephony), {} calls at a time, dead-lettered after {}",
             self.crm.rate_limit_per_sec,

@@ -7,6 +7,7 @@ use crate::matrix::CreateOn;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod creatio;
 mod env;
 mod output;
 mod problems;

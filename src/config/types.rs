@@ -51,6 +51,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub pbx: Vec<PbxConfig>,
     pub crm: CrmConfig,
+    /// `[creatio]`: how calls become Creatio's records (read when `crm.kind` is Creatio).
+    pub creatio: CreatioConfig,
     pub employees: EmployeesConfig,
     pub matrix: MatrixConfig,
     pub log: LogConfig,
@@ -132,9 +134,21 @@ impl fmt::Display for PbxKind {
 #[derive(Debug, Clone)]
 pub struct CrmConfig {
     pub kind: CrmKind,
-    /// Base URL of the CRM account, without a trailing slash.
+    /// Base URL of the CRM account (Creatio: the application root), without a trailing
+    /// slash.
     pub url: String,
+    /// retailCRM's API key (empty for Creatio).
     pub api_key: Secret,
+    /// Creatio's forms login (`AuthService.svc/Login`): user name and password.
+    pub login: Option<String>,
+    pub password: Option<Secret>,
+    /// Creatio's OAuth 2.0 client credentials, and the Identity Service that issues
+    /// their tokens (`{identity_url}/connect/token`).
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub identity_url: Option<String>,
+    /// Where Creatio's OData 4 lives under `url`: `/0/odata`, or `/odata` on .NET 8.
+    pub odata_path: String,
     /// retailCRM site code, if the account has several sites.
     pub site: Option<String>,
     /// Limit for one CRM request.
@@ -161,15 +175,46 @@ pub struct CrmConfig {
     pub directory_refresh: Duration,
 }
 
+/// `[creatio]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatioConfig {
+    /// How many trailing digits Creatio's `SearchNumber` compares (its system setting
+    /// `SearchNumberLength`); callbridge then compares the full numbers itself.
+    pub search_number_length: usize,
+    /// The `CaseOrigin` of the cases made for calls, by `Name`.
+    pub case_origin: String,
+    /// The `CaseCategory` of those cases, by `Name`.
+    pub case_category: String,
+    /// The `Queue` (by `Name`) that missed calls are put into for the operators; `None`:
+    /// no queue items.
+    pub missed_calls_queue: Option<String>,
+}
+
+impl Default for CreatioConfig {
+    fn default() -> Self {
+        CreatioConfig {
+            search_number_length: 7,
+            case_origin: "Call".into(),
+            case_category: "Service request".into(),
+            missed_calls_queue: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrmKind {
     RetailCrm,
+    /// Creatio, and BPMSoft (its fork, with the same APIs).
+    Creatio,
+    BpmSoft,
 }
 
 impl CrmKind {
     pub fn as_str(self) -> &'static str {
         match self {
             CrmKind::RetailCrm => "retailcrm",
+            CrmKind::Creatio => "creatio",
+            CrmKind::BpmSoft => "bpmsoft",
         }
     }
 }

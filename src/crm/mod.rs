@@ -4,6 +4,7 @@
 //! orders, tasks, managers, pop-ups and the call history; an adapter maps them onto its
 //! CRM's records and requests. `rate` is the request pacing adapters share.
 
+pub mod creatio;
 pub mod rate;
 pub mod retailcrm;
 
@@ -14,9 +15,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::actions::CrmAction;
-use crate::config::{CrmConfig, CrmKind};
+use crate::config::{CreatioConfig, CrmConfig, CrmKind};
 use crate::ids::CrmId;
 use crate::phone::{PhoneNormalizer, PhoneNumber};
+use creatio::CreatioCrm;
 
 pub use retailcrm::{Registered, RetailCrm};
 
@@ -43,14 +45,16 @@ pub trait Crm: Send + Sync + std::fmt::Debug {
     /// A client's orders.
     fn orders_of(&self, customer_id: CrmId) -> BoxFuture<'_, Result<Vec<CrmOrder>, CrmError>>;
 
-    /// Order status → the group it belongs to (to tell open orders from closed ones).
-    fn status_groups(&self) -> BoxFuture<'_, Result<HashMap<String, String>, CrmError>>;
+    /// Order status → whether an order in it is closed (retailCRM: its status group is
+    /// one of `[crm] final_status_groups`; Creatio: the case status `IsFinal`).
+    fn closed_statuses(&self) -> BoxFuture<'_, Result<HashMap<String, bool>, CrmError>>;
 
     /// The ids of the active managers.
     fn active_managers(&self) -> BoxFuture<'_, Result<Vec<CrmId>, CrmError>>;
 
-    /// The extension codes the CRM's telephony integration `module` gives users
-    /// (extension, user id); `None` when the integration is not registered.
+    /// The extension codes the CRM gives users (extension, user id): retailCRM's
+    /// telephony integration `module` (empty: none configured), Creatio's users'
+    /// telephony settings; `None` when the CRM holds none.
     fn extension_codes<'a>(
         &'a self,
         module: &'a str,
@@ -76,9 +80,10 @@ pub type ExtensionCodes = Vec<(String, CrmId)>;
 pub type CrmClient = Arc<dyn Crm>;
 
 /// The adapter for `[crm] kind`.
-pub fn connect(config: &CrmConfig) -> Result<CrmClient, CrmError> {
+pub fn connect(config: &CrmConfig, creatio: &CreatioConfig) -> Result<CrmClient, CrmError> {
     Ok(match config.kind {
         CrmKind::RetailCrm => Arc::new(RetailCrm::new(config)?),
+        CrmKind::Creatio | CrmKind::BpmSoft => Arc::new(CreatioCrm::new(config, creatio)?),
     })
 }
 

@@ -27,23 +27,42 @@ enum Hold {
 /// Replaces references to earlier steps of the call by the ids the CRM answered, and
 /// decides whether an action in doubt is still worth sending.
 async fn prepare(store: &Store, pending: &mut PendingAction) -> Result<Option<Hold>, StoreError> {
-    if pending
-        .action
-        .refs_mut()
-        .iter()
-        .any(|r| matches!(r, EntityRef::Step(_)))
-    {
+    let is_step = |r: &EntityRef| matches!(r, EntityRef::Step(_));
+    let steps_named = pending.action.refs_mut().iter().any(|r| is_step(r))
+        || pending
+            .action
+            .links_mut()
+            .iter()
+            .any(|l| l.as_ref().is_some_and(is_step));
+    if steps_named {
         let steps = store.step_results(&pending.call_id).await?;
+        let id_of = |s: &crate::store::StepState| {
+            s.result
+                .as_ref()
+                .and_then(|v| v.get("id"))
+                .and_then(crate::ids::CrmId::from_json)
+        };
+        // Links only say what the action is about: one whose record could not be made
+        // is left out rather than holding the action back.
+        for link in pending.action.links_mut() {
+            let Some(EntityRef::Step(step)) = link.as_ref() else {
+                continue;
+            };
+            match steps.get(step.as_str()) {
+                Some(s) if s.state == "done" => {
+                    if let Some(id) = id_of(s) {
+                        *link = Some(EntityRef::Id(id));
+                    }
+                }
+                Some(s) if s.state == "dead" || s.state == "dropped" => *link = None,
+                _ => {}
+            }
+        }
         for r in pending.action.refs_mut() {
             let EntityRef::Step(step) = r else { continue };
             match steps.get(step.as_str()) {
                 Some(s) if s.state == "done" => {
-                    if let Some(id) = s
-                        .result
-                        .as_ref()
-                        .and_then(|v| v.get("id"))
-                        .and_then(crate::ids::CrmId::from_json)
-                    {
+                    if let Some(id) = id_of(s) {
                         *r = EntityRef::Id(id);
                     }
                     // Without an id the step stays a reference by its externalId.
@@ -146,8 +165,10 @@ pub(super) async fn deliver(
             (CrmAction::Decide(_), None) => Err(DeliveryError::Dead(
                 "no matrix configured in this process to decide the call".into(),
             )),
+            // An attempt that failed may still have been carried out (its answer lost
+            // to a timeout or a proxy's 5xx): every retry looks for the record first.
             _ => crm
-                .send(&pending.action, pending.in_doubt)
+                .send(&pending.action, pending.in_doubt || pending.attempts > 0)
                 .await
                 .map_err(DeliveryError::Crm),
         },

@@ -40,7 +40,7 @@ struct Cached {
     /// The configuration with `directory` in it, made once per read (decisions share it).
     config: Option<Arc<MatrixConfig>>,
     /// Status code → status group code.
-    status_groups: Option<HashMap<String, String>>,
+    closed_statuses: Option<HashMap<String, bool>>,
     read_at: Option<Instant>,
     /// How long the last read counts as fresh (shorter after a failed read).
     valid_for: Duration,
@@ -63,7 +63,6 @@ pub struct Decider {
     normalizer: PhoneNormalizer,
     /// Replaced whole on a reload (SIGHUP); a decision reads the one current then.
     config: Arc<std::sync::RwLock<Arc<MatrixConfig>>>,
-    final_groups: Arc<Vec<String>>,
     module_code: Option<String>,
     refresh: Duration,
     cached: Arc<Mutex<Cached>>,
@@ -104,7 +103,6 @@ impl Decider {
                 link_ttl: config.http.link_ttl,
                 directory,
             }))),
-            final_groups: Arc::new(config.crm.final_status_groups.clone()),
             module_code: config.crm.module_code.clone(),
             refresh: config.crm.directory_refresh,
             cached: Arc::new(Mutex::new(Cached::default())),
@@ -253,7 +251,7 @@ impl Decider {
     /// The customers with this number, with their orders marked open or closed.
     async fn customers(&self, phone: &PhoneNumber) -> Result<Vec<Customer>, DecideError> {
         let found = self.crm.customers_by_phone(phone, &self.normalizer).await?;
-        let groups = self.status_groups().await?;
+        let closed = self.closed_statuses().await?;
         let mut customers = Vec::with_capacity(found.len());
         for c in found {
             let orders: Vec<Order> = self
@@ -264,9 +262,7 @@ impl Decider {
                 .map(|o| Order {
                     // A status the reference does not know is taken for open: a
                     // wrongly open order costs a task, a wrongly closed one a duplicate order.
-                    open: groups
-                        .get(&o.status)
-                        .is_none_or(|g| !self.final_groups.contains(g)),
+                    open: closed.get(&o.status).is_none_or(|closed| !closed),
                     id: o.id,
                     number: o.number,
                     manager_id: o.manager_id,
@@ -289,25 +285,25 @@ impl Decider {
         Ok(customers)
     }
 
-    async fn status_groups(&self) -> Result<HashMap<String, String>, DecideError> {
+    async fn closed_statuses(&self) -> Result<HashMap<String, bool>, DecideError> {
         self.refresh_if_stale().await;
-        if let Some(groups) = self.cached.lock().await.status_groups.clone() {
-            return Ok(groups);
+        if let Some(closed) = self.cached.lock().await.closed_statuses.clone() {
+            return Ok(closed);
         }
         // Never read yet (the CRM was down): without them no order can be judged, so a
         // transient failure fails the decision (retried). A refusal (a key without access
         // to the reference) leaves every order open: a task too many rather than a
         // second order for a client who has one.
-        let groups = match self.crm.status_groups().await {
-            Ok(groups) => groups,
+        let closed = match self.crm.closed_statuses().await {
+            Ok(closed) => closed,
             Err(e) if e.is_transient() => return Err(e.into()),
             Err(e) => {
                 warn!(error = %e, "the CRM refused its order statuses; every order counts as open");
                 HashMap::new()
             }
         };
-        self.cached.lock().await.status_groups = Some(groups.clone());
-        Ok(groups)
+        self.cached.lock().await.closed_statuses = Some(closed.clone());
+        Ok(closed)
     }
 
     /// Reads the CRM's managers, extension codes and order statuses before the first
@@ -390,8 +386,11 @@ impl Decider {
                 }
             }
         }
-        if let Some(code) = &self.module_code {
-            match self.crm.extension_codes(code).await {
+        // retailCRM keeps extension codes in its telephony module (none without one);
+        // Creatio in its users' telephony settings.
+        {
+            let module = self.module_code.as_deref().unwrap_or("");
+            match self.crm.extension_codes(module).await {
                 Ok(Some(codes)) => {
                     for c in directory.sync_codes(codes) {
                         warn!(extension = %c.extension, configured = %c.configured, crm = %c.crm,
@@ -401,15 +400,15 @@ impl Decider {
                 Ok(None) => {}
                 Err(e) => {
                     complete = false;
-                    warn!(error = %e, "could not read the telephony module's extension codes");
+                    warn!(error = %e, "could not read the CRM's extension codes; keeping the last ones");
                     if let Some(old) = &old_directory {
                         directory.sync_codes(old.codes());
                     }
                 }
             }
         }
-        let groups = match self.crm.status_groups().await {
-            Ok(groups) => Some(groups),
+        let closed = match self.crm.closed_statuses().await {
+            Ok(closed) => Some(closed),
             Err(e) => {
                 complete = false;
                 warn!(error = %e, "could not read the CRM's order statuses; keeping the last ones");
@@ -422,8 +421,8 @@ impl Decider {
             // reads again.
             return false;
         }
-        if groups.is_some() {
-            cached.status_groups = groups;
+        if closed.is_some() {
+            cached.closed_statuses = closed;
         }
         cached.config = Some(Arc::new(MatrixConfig {
             directory: directory.clone(),

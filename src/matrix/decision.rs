@@ -13,6 +13,13 @@ pub(super) struct Decision<'a> {
     pub(super) moment: &'static str,
     pub(super) tasks: usize,
     pub(super) actions: Vec<CrmAction>,
+    /// The client's open order the call is about (tasks on the client link to it).
+    pub(super) open_order: Option<EntityRef>,
+    /// The call was missed (an inbound call nobody answered): its tasks say so.
+    pub(super) missed: bool,
+    /// What this moment creates (their step names), for the call's history record.
+    pub(super) made_customer: Option<String>,
+    pub(super) made_order: Option<String>,
 }
 
 impl<'a> Decision<'a> {
@@ -29,6 +36,10 @@ impl<'a> Decision<'a> {
             moment,
             tasks: 0,
             actions: Vec::new(),
+            open_order: None,
+            missed: false,
+            made_customer: None,
+            made_order: None,
         }
     }
 
@@ -43,6 +54,7 @@ impl<'a> Decision<'a> {
         source: Option<Source>,
     ) -> EntityRef {
         let customer = customer_external_id(self.phone);
+        self.made_customer = Some(customer.clone());
         self.actions.push(CrmAction::CreateCustomer(NewCustomer {
             external_id: customer.clone(),
             phone: self.phone.e164().to_string(),
@@ -60,6 +72,7 @@ impl<'a> Decision<'a> {
         source: Option<Source>,
     ) -> EntityRef {
         let order = order_external_id(self.header);
+        self.made_order = Some(order.clone());
         self.actions.push(CrmAction::CreateOrder(NewOrder {
             external_id: order.clone(),
             customer,
@@ -96,9 +109,9 @@ impl<'a> Decision<'a> {
             self.moment,
             self.tasks
         );
-        let (customer, order) = match on {
-            On::Customer(c) => (Some(c), None),
-            On::Order(o) => (None, Some(o)),
+        let (customer, order, open_order) = match on {
+            On::Customer(c) => (Some(c), None, self.open_order.clone()),
+            On::Order(o) => (None, Some(o), None),
         };
         self.actions.push(CrmAction::CreateTask(NewTask {
             marker,
@@ -109,6 +122,8 @@ impl<'a> Decision<'a> {
             order,
             phone: Some(self.phone.e164().to_string()),
             complete,
+            open_order,
+            missed_call: self.missed,
         }));
     }
 

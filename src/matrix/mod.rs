@@ -145,6 +145,10 @@ pub fn decide(
         classify(snapshot)
     };
     let context = Context::new(summary, phone, snapshot, &recording);
+    d.missed = header.direction == Direction::Inbound && !answered;
+    if let ClientKind::Existing(_, o) = client {
+        d.open_order = Some(EntityRef::Id(o.id));
+    }
     match header.direction {
         Direction::Inbound => {
             close_popups(&mut d, summary, answered);
@@ -153,7 +157,24 @@ pub fn decide(
         Direction::Outbound => outbound(&mut d, who, client, answered, &context),
         Direction::Internal => {}
     }
-    d.actions.push(history(summary, phone, recording));
+    // What the call was about: the client and order it found, or those it (or an earlier
+    // moment) made.
+    let earlier = &snapshot.earlier;
+    let made = |step: &Option<String>, before: &Option<String>| {
+        step.clone().or_else(|| before.clone()).map(EntityRef::Step)
+    };
+    let about = match client {
+        ClientKind::Existing(c, o) => (Some(EntityRef::Id(c.id)), Some(EntityRef::Id(o.id))),
+        ClientKind::Returning(c) => (
+            Some(EntityRef::Id(c.id)),
+            made(&d.made_order, &earlier.order),
+        ),
+        ClientKind::New => (
+            made(&d.made_customer, &earlier.customer),
+            made(&d.made_order, &earlier.order),
+        ),
+    };
+    d.actions.push(history(summary, phone, recording, about));
     d.actions
 }
 
@@ -169,5 +190,10 @@ pub fn decide_unverified(
         return Vec::new();
     }
     let phone = PhoneNumber::as_given(number);
-    vec![history(summary, &phone, recording_link(summary, config))]
+    vec![history(
+        summary,
+        &phone,
+        recording_link(summary, config),
+        (None, None),
+    )]
 }

@@ -46,7 +46,7 @@ impl Context {
                 .map(|c| format!("#{} {}", c.id, c.name))
                 .collect();
             format!(
-                " The number matched several customers ({}); this is #{chosen_id}, the most recently active.",
+                " The number matched several clients ({}); this is #{chosen_id}, the most recently active.",
                 list.join(", ")
             )
         } else {
@@ -129,19 +129,19 @@ pub(super) fn inbound(
             );
         }
         // Row 2a / 2b.
-        (Handler::Employee { user, .. }, ClientKind::Existing(c, _)) => handled(
+        (Handler::Employee { user, extension }, ClientKind::Existing(c, _)) => handled(
             d,
             user,
             c,
             "Call with the client",
             &format!(
-                "Your client's call was answered by another manager (user {user}): review the call"
+                "Your client's call was answered by another manager (extension {extension}): review the call"
             ),
             cx,
         ),
         // Row 3a / 3b: a returning client gets a new order; the manager who answered
         // becomes responsible when it was somebody else.
-        (Handler::Employee { user, .. }, ClientKind::Returning(c)) => {
+        (Handler::Employee { user, extension }, ClientKind::Returning(c)) => {
             d.task(
                 Some(user),
                 On::Customer(EntityRef::Id(c.id)),
@@ -158,7 +158,7 @@ pub(super) fn inbound(
                 d.task(
                     c.manager_id.or(senior),
                     On::Customer(EntityRef::Id(c.id)),
-                    cx.text(&format!("Your former client called again and was answered by user {user}, who is now responsible for them")),
+                    cx.text(&format!("Your former client called again and was answered by the manager on extension {extension}, who is now responsible for them")),
                     cx.commentary.clone(),
                     false,
                 );
@@ -231,12 +231,12 @@ pub(super) fn outbound(
     let senior = d.senior();
     match who {
         // Row 5a / 5b.
-        Handler::Employee { user, .. } => handled(
+        Handler::Employee { user, extension } => handled(
             d,
             user,
             customer,
             "Outbound call, answered",
-            &format!("Another manager (user {user}) called your client: review the call"),
+            &format!("Another manager (extension {extension}) called your client: review the call"),
             cx,
         ),
         Handler::Unmapped { extension } => d.task(
@@ -302,6 +302,7 @@ pub(super) fn history(
     summary: &CallSummary,
     phone: &PhoneNumber,
     record_url: Option<String>,
+    about: (Option<EntityRef>, Option<EntityRef>),
 ) -> CrmAction {
     let header = &summary.header;
     CrmAction::CallHistory(CallRecord {
@@ -325,5 +326,7 @@ pub(super) fn history(
         external_id: header.external_id(),
         external_phone: header.did.clone(),
         record_url,
+        customer: about.0,
+        order: about.1,
     })
 }

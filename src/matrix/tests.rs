@@ -333,7 +333,7 @@ fn row_2b_answered_by_other_manager() {
         vec![
             CLOSED_ANSWERED.to_string(),
             "task for 4 on customer #11 done: Call with the client: inbound call +79161234567, talked: 102.".into(),
-            "task for 3 on customer #11 open: Your client's call was answered by another manager (user 4): review the call: inbound call +79161234567, talked: 102.".into(),
+            "task for 3 on customer #11 open: Your client's call was answered by another manager (extension 102): review the call: inbound call +79161234567, talked: 102.".into(),
             history_in("Answered", "102"),
         ]
     );
@@ -388,7 +388,7 @@ fn row_3b_returning_client_answered_by_other_manager() {
             CLOSED_ANSWERED.to_string(),
             "task for 4 on customer #12 done: Call with a returning client: inbound call +79161234567, talked: 102.".into(),
             "manager of Customer #12 -> 4".into(),
-            "task for 3 on customer #12 open: Your former client called again and was answered by user 4, who is now responsible for them: inbound call +79161234567, talked: 102.".into(),
+            "task for 3 on customer #12 open: Your former client called again and was answered by the manager on extension 102, who is now responsible for them: inbound call +79161234567, talked: 102.".into(),
             format!("order {ORDER_STEP} customer=#12 manager=Some(4) method=phone"),
             history_in("Answered", "102"),
         ]
@@ -442,7 +442,7 @@ fn row_5b_outbound_answered_by_other_manager() {
         ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer),
         vec![
             "task for 4 on customer #11 done: Outbound call, answered: outbound call +79161234567, talked: 102.".to_string(),
-            "task for 3 on customer #11 open: Another manager (user 4) called your client: review the call: outbound call +79161234567, talked: 102.".into(),
+            "task for 3 on customer #11 open: Another manager (extension 102) called your client: review the call: outbound call +79161234567, talked: 102.".into(),
             format!("history Outbound Answered phone=+79161234567 code=Some(\"102\") record={RECORDING}"),
         ]
     );
@@ -617,7 +617,7 @@ fn decided_several_customers_share_the_number() {
     );
     assert_eq!(
         lines[1],
-        "task for 3 on customer #11 done: Call with the client: inbound call +79161234567, talked: 101. The number matched several customers (#12 Olga Sidorova, #11 Ivan Petrov); this is #11, the most recently active."
+        "task for 3 on customer #11 done: Call with the client: inbound call +79161234567, talked: 101. The number matched several clients (#12 Olga Sidorova, #11 Ivan Petrov); this is #11, the most recently active."
     );
     assert_eq!(lines.len(), 3);
 }
@@ -631,7 +631,7 @@ fn decided_transfer_the_last_talker_answered() {
         ended(&s, &snapshot(vec![existing(ANNA)]), CreateOn::Answer)[1..3],
         [
             "task for 4 on customer #11 done: Call with the client: inbound call +79161234567, talked: 101, 102.".to_string(),
-            "task for 3 on customer #11 open: Your client's call was answered by another manager (user 4): review the call: inbound call +79161234567, talked: 101, 102.".into(),
+            "task for 3 on customer #11 open: Your client's call was answered by another manager (extension 102): review the call: inbound call +79161234567, talked: 101, 102.".into(),
         ]
     );
 }

@@ -138,19 +138,31 @@ pub fn crm_request(path: &str, status: Option<u16>) {
 }
 
 /// A request path with its ids replaced (`/api/v5/orders/cb-7/edit` →
-/// `/api/v5/orders/{id}/edit`): a segment with a digit in it, or that is not a plain
-/// word, is an id (`v5` excepted).
+/// `/api/v5/orders/{id}/edit`, Creatio's `/0/odata/Contact(<guid>)` →
+/// `/0/odata/Contact({id})`): a segment with a digit in it, or that is not a plain
+/// word, is an id (`v5`, `0` and `$batch` excepted).
 pub fn endpoint(path: &str) -> String {
     let path = path.split('?').next().unwrap_or(path);
+    // OData names its entity sets in PascalCase (`Contact`, `CaseStatus`).
+    let odata = path.contains("/odata");
     path.split('/')
         .map(|segment| {
-            let word = segment
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'_');
-            if segment.is_empty() || word || segment == "v5" {
-                segment
+            let word = segment.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b == b'-'
+                    || b == b'_'
+                    || (odata && b.is_ascii_uppercase())
+            });
+            // OData's `Entity(<key>)`.
+            if let Some((entity, _)) = segment.split_once('(') {
+                if !entity.is_empty() && entity.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return format!("{entity}({{id}})");
+                }
+            }
+            if segment.is_empty() || word || matches!(segment, "v5" | "0" | "$batch") {
+                segment.to_string()
             } else {
-                "{id}"
+                "{id}".to_string()
             }
         })
         .collect::<Vec<_>>()
@@ -180,5 +192,14 @@ mod tests {
             endpoint("/api/v5/integration-modules/Callbridge/edit"),
             "/api/v5/integration-modules/{id}/edit"
         );
+        assert_eq!(
+            endpoint("/0/odata/ContactCommunication"),
+            "/0/odata/ContactCommunication"
+        );
+        assert_eq!(
+            endpoint("/0/odata/Case(ae5f2f10-f46b-1410-fd9a-0050ba5d6c38)"),
+            "/0/odata/Case({id})"
+        );
+        assert_eq!(endpoint("/odata/$batch"), "/odata/$batch");
     }
 }

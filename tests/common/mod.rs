@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod creatio;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -424,6 +426,8 @@ pub fn client_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
             order: Some(EntityRef::Step(order)),
             phone: None,
             complete: false,
+            open_order: None,
+            missed_call: false,
         }),
         CrmAction::SetManager(ManagerChange {
             entity: Entity::Customer,

@@ -44,7 +44,7 @@ fn each_error_is_one_line_naming_the_key() {
         ),
         (
             format!("[[pbx]]\n{base_pbx}\n{crm}\n[employees.extensions]\n\"101\" = \"abc\""),
-            "employees.extensions.\"101\": expected a CRM user id (positive integer), got \"abc\"",
+            "employees.extensions.\"101\": expected a CRM user id: a positive integer (retailCRM) or a GUID (Creatio), got \"abc\"",
         ),
         (
             format!("[[pbx]]\n{base_pbx}\n{crm}\n[employees.extensions]\n\"101\" = 0"),
@@ -105,7 +105,7 @@ fn each_error_is_one_line_naming_the_key() {
         ),
         (
             format!("[[pbx]]\n{base_pbx}\n{}", crm.replace("kind = \"retailcrm\"", "kind = \"amocrm\"")),
-            "crm.kind: unknown kind \"amocrm\"; expected \"retailcrm\"",
+            "crm.kind: unknown kind \"amocrm\"; expected \"retailcrm\", \"creatio\" or \"bpmsoft\"",
         ),
     ];
     for (text, expected) in cases {

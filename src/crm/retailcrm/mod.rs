@@ -47,6 +47,8 @@ pub struct RetailCrm {
     /// Shared by every clone: all workers together stay under the key's limit.
     limit: RateLimiter,
     telephony_limit: RateLimiter,
+    /// Status groups whose orders are closed (`[crm] final_status_groups`).
+    final_groups: std::sync::Arc<Vec<String>>,
     /// How the last request went, for `/health` (shared by every clone).
     reach: std::sync::Arc<std::sync::Mutex<Reach>>,
 }
@@ -68,6 +70,7 @@ impl RetailCrm {
             site: config.site.clone(),
             limit: RateLimiter::new(config.rate_limit_per_sec),
             telephony_limit: RateLimiter::new(config.telephony_rate_limit_per_sec),
+            final_groups: std::sync::Arc::new(config.final_status_groups.clone()),
             reach: Default::default(),
         })
     }
@@ -230,8 +233,17 @@ impl Crm for RetailCrm {
         Box::pin(RetailCrm::orders_of(self, customer_id))
     }
 
-    fn status_groups(&self) -> BoxFuture<'_, Result<HashMap<String, String>, CrmError>> {
-        Box::pin(RetailCrm::status_groups(self))
+    fn closed_statuses(&self) -> BoxFuture<'_, Result<HashMap<String, bool>, CrmError>> {
+        Box::pin(async move {
+            let groups = RetailCrm::status_groups(self).await?;
+            Ok(groups
+                .into_iter()
+                .map(|(status, group)| {
+                    let closed = self.final_groups.contains(&group);
+                    (status, closed)
+                })
+                .collect())
+        })
     }
 
     fn active_managers(&self) -> BoxFuture<'_, Result<Vec<CrmId>, CrmError>> {
@@ -242,7 +254,13 @@ impl Crm for RetailCrm {
         &'a self,
         module: &'a str,
     ) -> BoxFuture<'a, Result<Option<ExtensionCodes>, CrmError>> {
-        Box::pin(RetailCrm::module_codes(self, module))
+        Box::pin(async move {
+            if module.is_empty() {
+                // No telephony module configured: no codes to read.
+                return Ok(None);
+            }
+            RetailCrm::module_codes(self, module).await
+        })
     }
 
     fn register<'a>(

@@ -94,6 +94,8 @@ pub fn call_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
             external_id: id.clone(),
             external_phone: None,
             record_url: None,
+            customer: None,
+            order: None,
         }),
     ];
     if n.is_multiple_of(5) {
@@ -125,6 +127,8 @@ pub fn call_actions(n: usize) -> (CallHeader, Vec<CrmAction>) {
                 order: Some(EntityRef::Step(order)),
                 phone: None,
                 complete: true,
+                open_order: None,
+                missed_call: false,
             }),
             CrmAction::SetManager(ManagerChange {
                 entity: Entity::Customer,
@@ -154,22 +158,31 @@ pub async fn run(store_url: &str, load: &OutboxLoad) -> anyhow::Result<OutboxLoa
             (url, Stop::Bare(stop))
         }
     };
-    let crm = crate::crm::connect(&CrmConfig {
-        kind: CrmKind::RetailCrm,
-        url: crm_url,
-        api_key: Secret::new(SimOptions::default().api_key),
-        site: None,
-        timeout: Duration::from_secs(10),
-        rate_limit_per_sec: 1_000_000.0,
-        telephony_rate_limit_per_sec: 1_000_000.0,
-        give_up_after: Duration::from_secs(3600),
-        concurrency: load.concurrency,
-        default_region: "RU".into(),
-        order_method: "phone".into(),
-        final_status_groups: vec!["complete".into(), "cancel".into()],
-        module_code: None,
-        directory_refresh: Duration::from_secs(300),
-    })?;
+    let crm = crate::crm::connect(
+        &CrmConfig {
+            kind: CrmKind::RetailCrm,
+            url: crm_url,
+            api_key: Secret::new(SimOptions::default().api_key),
+            login: None,
+            password: None,
+            client_id: None,
+            client_secret: None,
+            identity_url: None,
+            odata_path: String::new(),
+            site: None,
+            timeout: Duration::from_secs(10),
+            rate_limit_per_sec: 1_000_000.0,
+            telephony_rate_limit_per_sec: 1_000_000.0,
+            give_up_after: Duration::from_secs(3600),
+            concurrency: load.concurrency,
+            default_region: "RU".into(),
+            order_method: "phone".into(),
+            final_status_groups: vec!["complete".into(), "cancel".into()],
+            module_code: None,
+            directory_refresh: Duration::from_secs(300),
+        },
+        &Default::default(),
+    )?;
     let store = Store::open(store_url).await?;
     let outbox = Outbox::new(store.clone());
     let stop = CancellationToken::new();

@@ -7,6 +7,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 pub mod ami;
+pub mod creatio;
 pub mod esl;
 pub mod pbx;
 pub mod retailcrm;

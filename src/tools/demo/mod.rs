@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::json;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
@@ -20,248 +21,12 @@ use crate::tools::sim::ami::{AmiSim, AmiSimOptions};
 use crate::tools::sim::esl::{self, EslSim, EslSimOptions};
 use crate::tools::sim::retailcrm::{RetailCrmSim, SimOptions, SimState};
 use crate::tools::sim::transcript::Transcript;
+use rows::{Client, Pbx, Row, FS_ROWS, ROWS, ROW_7};
 
-const INBOUND_ANSWERED: (&[u8], &str) = (
-    include_bytes!("../../tests/fixtures/asterisk/iax2/inbound_answered.ami"),
-    include_str!("../../tests/fixtures/asterisk/iax2/inbound_answered.timing"),
-);
-const INBOUND_MISSED: (&[u8], &str) = (
-    include_bytes!("../../tests/fixtures/asterisk/iax2/inbound_missed.ami"),
-    include_str!("../../tests/fixtures/asterisk/iax2/inbound_missed.timing"),
-);
-const RING_GROUP: (&[u8], &str) = (
-    include_bytes!("../../tests/fixtures/asterisk/iax2/ring_group_second_answers.ami"),
-    include_str!("../../tests/fixtures/asterisk/iax2/ring_group_second_answers.timing"),
-);
-const VOICEMAIL: (&[u8], &str) = (
-    include_bytes!("../../tests/fixtures/asterisk/iax2/inbound_voicemail.ami"),
-    include_str!("../../tests/fixtures/asterisk/iax2/inbound_voicemail.timing"),
-);
-const OUTBOUND_ANSWERED: (&[u8], &str) = (
-    include_bytes!("../../tests/fixtures/asterisk/iax2/outbound_answered.ami"),
-    include_str!("../../tests/fixtures/asterisk/iax2/outbound_answered.timing"),
-);
-const FS_INBOUND_ANSWERED: (&[u8], &str) = (
-    include_bytes!("../../tests/fixtures/esl/inbound_answered.esl"),
-    include_str!("../../tests/fixtures/esl/inbound_answered.timing"),
-);
-const FS_QUEUE: (&[u8], &str) = (
-    include_bytes!("../../tests/fixtures/esl/queue_agent_answers.esl"),
-    include_str!("../../tests/fixtures/esl/queue_agent_answers.timing"),
-);
-const FS_INBOUND_MISSED: (&[u8], &str) = (
-    include_bytes!("../../tests/fixtures/esl/inbound_missed.esl"),
-    include_str!("../../tests/fixtures/esl/inbound_missed.timing"),
-);
-const FS_VOICEMAIL: (&[u8], &str) = (
-    include_bytes!("../../tests/fixtures/esl/inbound_voicemail.esl"),
-    include_str!("../../tests/fixtures/esl/inbound_voicemail.timing"),
-);
+mod creatio;
+mod rows;
 
-/// Which PBX a row's call comes from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pbx {
-    /// The office: Asterisk through AMI.
-    Asterisk,
-    /// The branch: FreeSWITCH through the event socket.
-    FreeSwitch,
-}
-
-/// Who the caller is in the CRM before the call.
-#[derive(Clone, Copy)]
-enum Client {
-    New,
-    /// A customer of this manager with an open order.
-    Existing(u64),
-    /// A customer of this manager whose only order is complete.
-    Returning(u64),
-}
-
-/// One row: its name, what happens, the recording, the number the recording's caller
-/// (or callee) has, the number it gets here (each row its own caller), the CRM before.
-struct Row {
-    name: &'static str,
-    what: &'static str,
-    pbx: Pbx,
-    recording: (&'static [u8], &'static str),
-    recorded_number: &'static str,
-    number: &'static str,
-    client: Client,
-}
-
-const ANNA: u64 = 3;
-const BORIS: u64 = 4;
-
-const ROWS: &[Row] = &[
-    Row {
-        name: "1",
-        what: "inbound, answered by Anna (101), new client",
-        pbx: Pbx::Asterisk,
-        recording: INBOUND_ANSWERED,
-        recorded_number: "9161234567",
-        number: "9161230001",
-        client: Client::New,
-    },
-    Row {
-        name: "2a",
-        what: "inbound, answered by Anna, existing client of Anna",
-        pbx: Pbx::Asterisk,
-        recording: INBOUND_ANSWERED,
-        recorded_number: "9161234567",
-        number: "9161230002",
-        client: Client::Existing(ANNA),
-    },
-    Row {
-        name: "2b",
-        what: "inbound, answered by Anna, existing client of Boris",
-        pbx: Pbx::Asterisk,
-        recording: INBOUND_ANSWERED,
-        recorded_number: "9161234567",
-        number: "9161230003",
-        client: Client::Existing(BORIS),
-    },
-    Row {
-        name: "2c",
-        what: "inbound, answered on 102, an extension mapped to nobody",
-        pbx: Pbx::Asterisk,
-        recording: RING_GROUP,
-        recorded_number: "9261112233",
-        number: "9161230004",
-        client: Client::Existing(ANNA),
-    },
-    Row {
-        name: "3a",
-        what: "inbound, answered by Anna, returning client of Anna",
-        pbx: Pbx::Asterisk,
-        recording: INBOUND_ANSWERED,
-        recorded_number: "9161234567",
-        number: "9161230005",
-        client: Client::Returning(ANNA),
-    },
-    Row {
-        name: "3b",
-        what: "inbound, answered by Anna, returning client of Boris",
-        pbx: Pbx::Asterisk,
-        recording: INBOUND_ANSWERED,
-        recorded_number: "9161234567",
-        number: "9161230006",
-        client: Client::Returning(BORIS),
-    },
-    Row {
-        name: "4a",
-        what: "inbound, missed, existing client with an open order",
-        pbx: Pbx::Asterisk,
-        recording: INBOUND_MISSED,
-        recorded_number: "9035556677",
-        number: "9161230007",
-        client: Client::Existing(BORIS),
-    },
-    Row {
-        name: "4b",
-        what: "inbound, missed, new client",
-        pbx: Pbx::Asterisk,
-        recording: INBOUND_MISSED,
-        recorded_number: "9035556677",
-        number: "9161230008",
-        client: Client::New,
-    },
-    Row {
-        name: "5a",
-        what: "outbound by Anna, answered, client of Anna",
-        pbx: Pbx::Asterisk,
-        recording: OUTBOUND_ANSWERED,
-        recorded_number: "9031112233",
-        number: "9161230009",
-        client: Client::Existing(ANNA),
-    },
-    Row {
-        name: "5b",
-        what: "outbound by Anna, answered, client of Boris",
-        pbx: Pbx::Asterisk,
-        recording: OUTBOUND_ANSWERED,
-        recorded_number: "9031112233",
-        number: "9161230010",
-        client: Client::Existing(BORIS),
-    },
-    Row {
-        name: "5c",
-        what: "outbound by Anna to a number not in the CRM",
-        pbx: Pbx::Asterisk,
-        recording: OUTBOUND_ANSWERED,
-        recorded_number: "9031112233",
-        number: "9161230011",
-        client: Client::New,
-    },
-    Row {
-        name: "6a",
-        what: "inbound to voicemail, new number",
-        pbx: Pbx::Asterisk,
-        recording: VOICEMAIL,
-        recorded_number: "9167778800",
-        number: "9161230012",
-        client: Client::New,
-    },
-    Row {
-        name: "6b",
-        what: "inbound to voicemail, existing client of Boris",
-        pbx: Pbx::Asterisk,
-        recording: VOICEMAIL,
-        recorded_number: "9167778800",
-        number: "9161230013",
-        client: Client::Existing(BORIS),
-    },
-];
-
-/// The same rows with calls from the FreeSWITCH branch (the same daemon).
-const FS_ROWS: &[Row] = &[
-    Row {
-        name: "1 (FreeSWITCH)",
-        what: "inbound to the branch, answered by Anna (101), new client",
-        pbx: Pbx::FreeSwitch,
-        recording: FS_INBOUND_ANSWERED,
-        recorded_number: "9161234567",
-        number: "9161230021",
-        client: Client::New,
-    },
-    Row {
-        name: "2a (FreeSWITCH)",
-        what: "inbound to the branch's sales queue: 102 does not answer, Anna does; existing client of Anna",
-        pbx: Pbx::FreeSwitch,
-        recording: FS_QUEUE,
-        recorded_number: "9857778899",
-        number: "9161230022",
-        client: Client::Existing(ANNA),
-    },
-    Row {
-        name: "4a (FreeSWITCH)",
-        what: "inbound to the branch, missed, existing client with an open order",
-        pbx: Pbx::FreeSwitch,
-        recording: FS_INBOUND_MISSED,
-        recorded_number: "9035556677",
-        number: "9161230023",
-        client: Client::Existing(BORIS),
-    },
-    Row {
-        name: "6a (FreeSWITCH)",
-        what: "inbound to the branch's voicemail, new number",
-        pbx: Pbx::FreeSwitch,
-        recording: FS_VOICEMAIL,
-        recorded_number: "9167778800",
-        number: "9161230024",
-        client: Client::New,
-    },
-];
-
-/// Row 7 runs with `create_on = "ring"`.
-const ROW_7: Row = Row {
-    name: "7",
-    what: "create_on = \"ring\": inbound, answered by Anna, new client",
-    pbx: Pbx::Asterisk,
-    recording: INBOUND_ANSWERED,
-    recorded_number: "9161234567",
-    number: "9161230014",
-    client: Client::New,
-};
+pub use creatio::run as run_creatio;
 
 pub async fn run(speed: f64) -> anyhow::Result<()> {
     crate::ops::logging::init("warn", false);
@@ -341,31 +106,7 @@ create_on = "{create_on}"
         ("answer", FS_ROWS),
         ("ring", std::slice::from_ref(&ROW_7)),
     ] {
-        let cfg = config::from_toml_str(&toml(create_on))
-            .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
-        let (logins, branch_logins) = (pbx.logins(), branch.logins());
-        let shutdown = CancellationToken::new();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let daemon = tokio::spawn(daemon::run(cfg, shutdown.clone(), Some(ready_tx)));
-        let running = match ready_rx.await {
-            Ok(r) => r,
-            Err(_) => {
-                daemon.await.context("daemon task")??;
-                bail!("the daemon stopped before it was ready");
-            }
-        };
-        if !pbx
-            .wait_for_logins(logins + 1, Duration::from_secs(10))
-            .await
-        {
-            bail!("the daemon did not log in to the AMI simulator within 10 s");
-        }
-        if !branch
-            .wait_for_logins(branch_logins + 1, Duration::from_secs(10))
-            .await
-        {
-            bail!("the daemon did not subscribe to the FreeSWITCH simulator within 10 s");
-        }
+        let (running, shutdown, daemon) = start_daemon(&toml(create_on), &pbx, &branch).await?;
         for row in rows {
             replica += 1;
             play_row(&pbx, &branch, &crm, &running, row, replica, speed).await?;
@@ -404,7 +145,6 @@ async fn play_row(
     replica: u32,
     speed: f64,
 ) -> anyhow::Result<()> {
-    let phone = format!("+7{}", row.number);
     let seeded = match row.client {
         Client::New => "nobody has this number".to_string(),
         Client::Existing(manager) | Client::Returning(manager) => {
@@ -431,16 +171,65 @@ async fn play_row(
     println!();
     println!("Row {}: {}", row.name, row.what);
     println!("  in the CRM before:  {seeded}");
+    play_call(pbx, branch, running, row, replica, speed).await?;
+    print_made(&before, &crm.state());
+    Ok(())
+}
+
+/// Starts the daemon with the configuration `toml`; returns once it is connected to
+/// both PBX simulators.
+async fn start_daemon(
+    toml: &str,
+    pbx: &AmiSim,
+    branch: &EslSim,
+) -> anyhow::Result<(Running, CancellationToken, JoinHandle<anyhow::Result<()>>)> {
+    let cfg =
+        config::from_toml_str(toml).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
+    let (logins, branch_logins) = (pbx.logins(), branch.logins());
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let daemon = tokio::spawn(daemon::run(cfg, shutdown.clone(), Some(ready_tx)));
+    let running = match ready_rx.await {
+        Ok(r) => r,
+        Err(_) => {
+            daemon.await.context("daemon task")??;
+            bail!("the daemon stopped before it was ready");
+        }
+    };
+    if !pbx
+        .wait_for_logins(logins + 1, Duration::from_secs(10))
+        .await
+    {
+        bail!("the daemon did not log in to the AMI simulator within 10 s");
+    }
+    if !branch
+        .wait_for_logins(branch_logins + 1, Duration::from_secs(10))
+        .await
+    {
+        bail!("the daemon did not subscribe to the FreeSWITCH simulator within 10 s");
+    }
+    Ok((running, shutdown, daemon))
+}
+
+/// Plays the row's recorded call, its caller's number replaced by the row's, and waits
+/// until everything it caused was delivered.
+async fn play_call(
+    pbx: &AmiSim,
+    branch: &EslSim,
+    running: &Running,
+    row: &Row,
+    replica: u32,
+    speed: f64,
+) -> anyhow::Result<()> {
     let (bytes, timing) = row.recording;
+    let calls_before = running.store.calls().await?.len();
     match row.pbx {
         Pbx::Asterisk => {
             let call = Transcript::from_recording(bytes, timing)
                 .context("reading a recorded call")?
                 .replica(replica)
                 .with_value(row.recorded_number, row.number);
-            let calls_before = running.store.calls().await?.len();
             pbx.play(&call, speed).await;
-            wait_row(running, row, replica, calls_before, &phone).await?;
         }
         Pbx::FreeSwitch => {
             let call =
@@ -448,13 +237,10 @@ async fn play_row(
             let call = esl::map_event_values(&esl::replica(&call, replica), |_, v| {
                 v.replace(row.recorded_number, row.number)
             });
-            let calls_before = running.store.calls().await?.len();
             branch.play(&call, speed).await;
-            wait_row(running, row, replica, calls_before, &phone).await?;
         }
     }
-    print_made(&before, &crm.state());
-    Ok(())
+    wait_row(running, row, replica, calls_before).await
 }
 
 /// Waits until the row's call ended and everything it caused was delivered.
@@ -463,8 +249,8 @@ async fn wait_row(
     row: &Row,
     replica: u32,
     calls_before: usize,
-    phone: &str,
 ) -> anyhow::Result<()> {
+    let phone = format!("+7{}", row.number);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let calls = running.store.calls().await?;
