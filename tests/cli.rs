@@ -438,6 +438,108 @@ fn demo_plays_every_matrix_row() {
 }
 
 #[test]
+fn demo_crm_creatio_plays_every_row_into_creatio() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(["demo", "--crm", "creatio", "--speed", "40"])
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo exits 0: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "1",
+        "2a",
+        "2b",
+        "2c",
+        "3a",
+        "3b",
+        "4a",
+        "4b",
+        "5a",
+        "5b",
+        "5c",
+        "6a",
+        "6b",
+        "7",
+        "1 (FreeSWITCH)",
+        "4a (FreeSWITCH)",
+    ] {
+        assert!(
+            stdout.contains(&format!("\nRow {row}: ")),
+            "row {row}: {stdout}"
+        );
+    }
+    for record in [
+        "new contact \"+79161230001\", owner Anna Ivanova",
+        "new case SR",
+        "completed activity for Anna Ivanova on case SR",
+        "contact \"Client 3b\" now belongs to Anna Ivanova (was Boris Petrov)",
+        "queue item in \"Missed calls\" for case SR",
+        "with a link to the recording",
+    ] {
+        assert!(stdout.contains(record), "{record}: {stdout}");
+    }
+    assert!(stdout.contains("Creatio now holds"), "{stdout}");
+}
+
+#[test]
+fn check_config_knows_the_creatio_keys() {
+    let (code, out) = check_config(
+        r#"
+[[pbx]]
+name = "office"
+kind = "asterisk"
+host = "127.0.0.1"
+username = "callbridge"
+secret = "ami-secret-1"
+[crm]
+kind = "creatio"
+url = "https://example.creatio.com"
+client_id = "callbridge"
+password = "Cr3atioPassw0rd"
+[employees.extensions]
+"101" = "not-a-guid"
+"#,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("employees.extensions.\"101\": expected a CRM user id"),
+        "{out}"
+    );
+    assert!(
+        out.contains("crm.login: set either login and password"),
+        "{out}"
+    );
+    assert!(!out.contains("Cr3atioPassw0rd"), "{out}");
+    let (code, out) = check_config(
+        r#"
+[[pbx]]
+name = "office"
+kind = "asterisk"
+host = "127.0.0.1"
+username = "callbridge"
+secret = "ami-secret-1"
+[crm]
+kind = "bpmsoft"
+url = "https://example.bpmsoft.ru"
+login = "callbridge"
+password = "Cr3atioPassw0rd"
+odata_path = "/odata"
+[creatio]
+missed_calls_queue = "Missed calls"
+[employees.extensions]
+"101" = "a1b2c3d4-0000-4000-8000-000000000101"
+"#,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("creatio:") && out.contains("/odata"), "{out}");
+    assert!(!out.contains("Cr3atioPassw0rd"), "{out}");
+}
+
+#[test]
 fn replay_reads_a_freeswitch_capture_as_well_as_an_asterisk_one() {
     let run = |file: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))

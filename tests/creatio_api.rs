@@ -273,3 +273,45 @@ async fn a_recorded_call_carries_its_signed_recording_link_in_the_comment() {
         h.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installation_refusing_batch_gets_its_requests_one_by_one() {
+    let h = CreatioHarness::start(Side::Asterisk).await;
+    h.crm.inject(
+        Fault::Error {
+            times: 5,
+            status: 404,
+            message: "No HTTP resource was found that matches the request URI '$batch'.".into(),
+        }
+        .on_path("/0/odata/$batch"),
+    );
+    h.play("iax2/inbound_missed").await;
+    assert_eq!(h.made("Activity").len(), 1);
+    let queued = h.made("QueueItem");
+    assert_eq!(queued.len(), 1, "{queued:#?}");
+    assert_eq!(s(&queued[0], "EntityRecordId"), s(&h.made("Case")[0], "Id"));
+    let batches = h
+        .crm
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("$batch"))
+        .count();
+    assert_eq!(batches, 1, "tried once, then not again");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extensions_come_from_the_users_telephony_settings_when_config_has_none() {
+    // Only 102 is in the configuration; Anna's 101 is in her Creatio telephony settings.
+    let h = CreatioHarness::start_custom(Side::Asterisk, CreatioSimOptions::default(), |t| {
+        t.replace(&format!("\"101\" = \"{}\"\n", anna()), "")
+    })
+    .await;
+    let contact = h.seed_contact("Ivan", "89161234567", &anna());
+    h.play("iax2/inbound_answered").await;
+    let tasks = h.made("Activity");
+    assert_eq!(tasks.len(), 1, "Anna answered her own client: {tasks:#?}");
+    assert_eq!(s(&tasks[0], "OwnerId"), anna());
+    assert_eq!(s(&tasks[0], "ContactId"), contact);
+    h.stop().await;
+}

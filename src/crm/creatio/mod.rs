@@ -56,6 +56,8 @@ pub struct CreatioCrm {
     reach: Arc<Mutex<Reach>>,
     /// "creatio" or "bpmsoft", for logs.
     flavour: CrmKind,
+    /// The installation answered `$batch` with a refusal: requests go one by one.
+    batch_refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CreatioCrm {
@@ -100,6 +102,7 @@ impl CreatioCrm {
             looked_up: Arc::default(),
             reach: Arc::default(),
             flavour: config.kind,
+            batch_refused: Arc::default(),
         })
     }
 

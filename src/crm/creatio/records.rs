@@ -53,35 +53,18 @@ impl CreatioCrm {
             None
         };
         let activity = activity_json(t, contact, case);
-        let (status, id, note) = match (earlier, queue, case) {
-            (Some(id), _, _) => (200, id, Some(format!("task {} already existed", t.marker))),
+        if let (None, Some(queue), Some(case), false) = (earlier, queue, case, in_doubt) {
             // Nothing to find first: the activity and the case's queue item in one round trip.
-            (None, Some(queue), Some(case)) if !in_doubt => {
-                let mut answers = self
-                    .batch(&[
-                        (Method::POST, "Activity".into(), activity),
-                        (
-                            Method::POST,
-                            "QueueItem".into(),
-                            queue_item_json(queue, case, t),
-                        ),
-                    ])
-                    .await?
-                    .into_iter();
-                let made_activity = answers.next().unwrap_or(Err(CrmError::BadBody {
-                    status: 200,
-                    snippet: "an empty $batch answer".into(),
-                }))?;
-                let id = self
-                    .made_id(&made_activity, "Activity", "Notes", &t.marker)
-                    .await?;
-                answers.next().unwrap_or(Err(CrmError::BadBody {
-                    status: 200,
-                    snippet: "a $batch answer without the queue item".into(),
-                }))?;
+            if let Some(id) = self
+                .activity_and_queue_item(&activity, queue, case, t)
+                .await?
+            {
                 return Ok(made(201, id, Some("queued for the operators".into())));
             }
-            (None, _, _) => {
+        }
+        let (status, id, note) = match earlier {
+            Some(id) => (200, id, Some(format!("task {} already existed", t.marker))),
+            None => {
                 let answer = self.create("Activity", &activity).await?;
                 let id = self
                     .made_id(&answer, "Activity", "Notes", &t.marker)
@@ -96,6 +79,55 @@ impl CreatioCrm {
             return Ok(made(status, id, Some("queued for the operators".into())));
         }
         Ok(made(status, id, note))
+    }
+
+    /// The activity and its queue item in one `$batch`; `None` when this installation
+    /// refuses `$batch` (it is then not tried again, and nothing was made).
+    async fn activity_and_queue_item(
+        &self,
+        activity: &Value,
+        queue: CrmId,
+        case: CrmId,
+        t: &NewTask,
+    ) -> Result<Option<CrmId>, CrmError> {
+        if self
+            .batch_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(None);
+        }
+        let answers = self
+            .batch(&[
+                (Method::POST, "Activity".into(), activity.clone()),
+                (
+                    Method::POST,
+                    "QueueItem".into(),
+                    queue_item_json(queue, case, t),
+                ),
+            ])
+            .await;
+        let mut answers = match answers {
+            Ok(a) => a.into_iter(),
+            Err(e) if !e.is_transient() => {
+                tracing::warn!(error = %e, "Creatio refused $batch; sending its requests one by one from now on");
+                self.batch_refused
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let made_activity = answers.next().unwrap_or(Err(CrmError::BadBody {
+            status: 200,
+            snippet: "an empty $batch answer".into(),
+        }))?;
+        let id = self
+            .made_id(&made_activity, "Activity", "Notes", &t.marker)
+            .await?;
+        answers.next().unwrap_or(Err(CrmError::BadBody {
+            status: 200,
+            snippet: "a $batch answer without the queue item".into(),
+        }))?;
+        Ok(Some(id))
     }
 
     /// Puts `record` in `queue` unless it is already waiting there.

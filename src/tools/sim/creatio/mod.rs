@@ -152,6 +152,7 @@ impl CreatioSim {
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(VecDeque::new()),
             log: Mutex::new(Vec::new()),
+            issued: Mutex::new(Vec::new()),
             logins: AtomicUsize::new(0),
             grants: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -248,6 +249,11 @@ impl CreatioSim {
     pub fn end_sessions(&self) {
         lock(&self.inner.sessions).clear();
         lock(&self.inner.tokens).clear();
+    }
+
+    /// Every session cookie, CSRF value and access token handed out so far.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        lock(&self.inner.issued).clone()
     }
 
     /// Successful forms logins so far.

@@ -39,6 +39,8 @@ pub(super) struct Inner {
     pub(super) tokens: Mutex<HashMap<String, Instant>>,
     pub(super) faults: Mutex<VecDeque<(Option<String>, Fault, u32)>>,
     pub(super) log: Mutex<Vec<SimRequest>>,
+    /// Every session cookie, CSRF value and token handed out (tests look for them in logs).
+    pub(super) issued: Mutex<Vec<String>>,
     pub(super) logins: AtomicUsize,
     pub(super) grants: AtomicUsize,
     pub(super) in_flight: AtomicUsize,
@@ -285,6 +287,7 @@ impl Inner {
         self.logins.fetch_add(1, Ordering::SeqCst);
         let (auth, csrf) = (new_guid().replace('-', ""), new_guid().replace('-', ""));
         lock(&self.sessions).insert(auth.clone(), csrf.clone());
+        lock(&self.issued).extend([auth.clone(), csrf.clone()]);
         let mut response = json_response(
             200,
             &json!({"Code": 0, "Message": "", "Exception": null, "PasswordChangeUrl": null, "RedirectUrl": null}),
@@ -336,6 +339,7 @@ impl Inner {
             new_guid().replace('-', "")
         );
         lock(&self.tokens).insert(token.clone(), Instant::now() + self.token_lifetime);
+        lock(&self.issued).push(token.clone());
         json_response(
             200,
             &json!({"access_token": token, "expires_in": self.token_lifetime.as_secs(),
