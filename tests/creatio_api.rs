@@ -315,3 +315,18 @@ async fn extensions_come_from_the_users_telephony_settings_when_config_has_none(
     assert_eq!(s(&tasks[0], "ContactId"), contact);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bpmcsrf_set_only_on_the_first_page_is_fetched_after_the_login() {
+    let options = CreatioSimOptions {
+        csrf_after_root_get: true,
+        ..CreatioSimOptions::default()
+    };
+    let h = CreatioHarness::start_custom(Side::FreeSwitch, options, |t| t).await;
+    h.play("inbound_answered").await;
+    assert_eq!(h.made("Call").len(), 1);
+    let refused = h.crm.requests().iter().filter(|r| r.status == 401).count();
+    assert_eq!(refused, 0, "every request carried the CSRF header");
+    assert!(h.crm.requests().iter().any(|r| r.method == "GET" && r.path == "/"));
+    h.stop().await;
+}

@@ -46,6 +46,9 @@ pub(super) enum Credentials {
 impl Credentials {
     pub(super) fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
+            Credentials::Cookies { cookie, csrf } if csrf.expose().is_empty() => {
+                request.header("Cookie", cookie.expose())
+            }
             Credentials::Cookies { cookie, csrf } => request
                 .header("Cookie", cookie.expose())
                 .header("BPMCSRF", csrf.expose()),
@@ -210,6 +213,14 @@ impl Session {
             .find(|(name, _)| name == "BPMCSRF")
             .map(|(_, value)| value.clone())
             .unwrap_or_default();
+        if csrf.is_empty() {
+            // An installation with CSRF protection off sets none; one with it on will
+            // refuse every request, and this says why.
+            tracing::warn!(
+                user,
+                "Creatio set no BPMCSRF cookie at login; requests go without the BPMCSRF header (if they are refused with 401/403, check the CSRF settings)"
+            );
+        }
         info!(user, "logged in to Creatio");
         Ok(Credentials::Cookies {
             cookie: Secret::new(cookie_header(&cookies)),
