@@ -23,7 +23,7 @@ use std::time::Duration;
 use callbridge::store::{ActionFilter, ActionRow, CallRow, Commit, Store};
 use callbridge::tools::sim::ami::AmiSim;
 use callbridge::tools::sim::retailcrm::SimState;
-use callbridge::tools::sim::transcript::Transcript;
+use common::crash::{env_usize, linkedids, play_held};
 use common::{ami_options, config_toml_store, fixture, DaemonProcess, PgSchema};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,37 +33,6 @@ const SHAPES: &[&str] = &[
     "iax2/inbound_missed",
     "iax2/outbound_answered",
 ];
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The `Linkedid`s of a transcript: the calls it holds.
-fn linkedids(t: &Transcript) -> HashSet<String> {
-    let bytes = t.bytes();
-    String::from_utf8_lossy(&bytes)
-        .lines()
-        .filter_map(|l| l.strip_prefix("Linkedid: "))
-        .map(|s| s.trim().to_string())
-        .collect()
-}
-
-/// Plays a call with its recorded pace (sped up), holding each piece until a daemon is
-/// connected to take it.
-async fn play_held(pbx: AmiSim, t: Transcript, speed: f64) {
-    let mut previous = t.chunks.first().map(|(at, _)| *at).unwrap_or_default();
-    for (at, chunk) in t.chunks {
-        tokio::time::sleep(at.saturating_sub(previous).div_f64(speed)).await;
-        previous = at;
-        while pbx.connected() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        pbx.send_raw(chunk);
-    }
-}
 
 /// The two crash runs take turns: each drives a daemon, a PBX and a CRM at full tilt, and
 /// two at once on a 2-core machine measure the machine's starvation, not the daemon.

@@ -327,6 +327,10 @@ async fn a_bpmcsrf_set_only_on_the_first_page_is_fetched_after_the_login() {
     assert_eq!(h.made("Call").len(), 1);
     let refused = h.crm.requests().iter().filter(|r| r.status == 401).count();
     assert_eq!(refused, 0, "every request carried the CSRF header");
-    assert!(h.crm.requests().iter().any(|r| r.method == "GET" && r.path == "/"));
+    assert!(h
+        .crm
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.path == "/"));
     h.stop().await;
 }

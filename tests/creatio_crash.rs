@@ -10,13 +10,13 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use callbridge::store::{ActionFilter, Store};
 use callbridge::tools::sim::ami::AmiSim;
 use callbridge::tools::sim::creatio::{CreatioSim, CreatioSimOptions, Fault};
-use callbridge::tools::sim::transcript::Transcript;
+use common::crash::{env_usize, linkedids, play_held};
 use common::creatio::{creatio_config, Side};
 use common::{ami_options, fixture, DaemonProcess, PgSchema};
 use rand::rngs::StdRng;
@@ -30,37 +30,8 @@ const SHAPES: &[(&str, &str)] = &[
     ("iax2/outbound_answered", "9031112233"),
 ];
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn s(v: &Value, column: &str) -> String {
     v[column].as_str().unwrap_or_default().to_string()
-}
-
-fn linkedids(t: &Transcript) -> HashSet<String> {
-    String::from_utf8_lossy(&t.bytes())
-        .lines()
-        .filter_map(|l| l.strip_prefix("Linkedid: "))
-        .map(|s| s.trim().to_string())
-        .collect()
-}
-
-/// Plays a call at its recorded pace (sped up), holding each piece while no daemon is
-/// connected (what a PBX says to nobody is gone; the resync after a restart fills in).
-async fn play_held(pbx: AmiSim, t: Transcript, speed: f64) {
-    let mut previous = t.chunks.first().map(|(at, _)| *at).unwrap_or_default();
-    for (at, chunk) in t.chunks {
-        tokio::time::sleep(at.saturating_sub(previous).div_f64(speed)).await;
-        previous = at;
-        while pbx.connected() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        pbx.send_raw(chunk);
-    }
 }
 
 /// The crash runs take turns: two at once on a 2-core machine measure starvation.

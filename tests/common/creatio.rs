@@ -152,19 +152,7 @@ impl CreatioHarness {
 
     /// Waits until every call ended and nothing is pending; nothing may be dead.
     pub async fn settle(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let calls = self.running.store.calls().await.expect("calls");
-            let c = self.running.store.outbox_counts().await.expect("counts");
-            if !calls.is_empty() && calls.iter().all(|c| c.stage == "ended") && c.pending == 0 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "outbox did not settle: {c:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::outbox_settled(&self.running.store).await;
         let dead = self
             .running
             .store

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod crash;
 pub mod creatio;
 
 use std::path::PathBuf;
@@ -253,27 +254,7 @@ impl Harness {
 
     /// Waits until every call seen has ended and the outbox has nothing pending.
     pub async fn wait_outbox_settled(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            // Calls first: a call that ended before this read has its actions stored
-            // (same transaction), so the count read after it sees them.
-            let calls = self.running.store.calls().await.expect("calls");
-            let c = self.running.store.outbox_counts().await.expect("counts");
-            // Rows of actions put in by hand (`cb-tool-…`) are no PBX calls.
-            let ended = !calls.is_empty()
-                && calls
-                    .iter()
-                    .filter(|c| !c.id.starts_with("cb-tool-"))
-                    .all(|c| c.stage == "ended");
-            if ended && c.pending == 0 {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "outbox did not settle: {c:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        outbox_settled(&self.running.store).await;
     }
 
     pub async fn stop(self) {
@@ -284,6 +265,32 @@ impl Harness {
             .expect("daemon stops cleanly");
         self.pbx.stop();
         self.crm.shutdown();
+    }
+}
+
+/// Waits until every call the store has seen has ended and its outbox has nothing
+/// pending; panics after 15 s.
+pub async fn outbox_settled(store: &callbridge::store::Store) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        // Calls first: a call that ended before this read has its actions stored
+        // (same transaction), so the count read after it sees them.
+        let calls = store.calls().await.expect("calls");
+        let c = store.outbox_counts().await.expect("counts");
+        // Rows of actions put in by hand (`cb-tool-…`) are no PBX calls.
+        let ended = !calls.is_empty()
+            && calls
+                .iter()
+                .filter(|c| !c.id.starts_with("cb-tool-"))
+                .all(|c| c.stage == "ended");
+        if ended && c.pending == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox did not settle: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -10,12 +10,12 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::rows::{Client, Row, FS_ROWS, ROWS, ROW_7};
-use super::{play_call, start_daemon};
+use super::{play_call, start_daemon, Stage};
 use crate::daemon::Running;
-use crate::tools::sim::ami::{AmiSim, AmiSimOptions};
+use crate::tools::sim::ami::AmiSim;
 use crate::tools::sim::creatio::seed::{CASE_CLOSED, CASE_NEW};
 use crate::tools::sim::creatio::{default_employees, CreatioSim, CreatioSimOptions};
-use crate::tools::sim::esl::{EslSim, EslSimOptions};
+use crate::tools::sim::esl::EslSim;
 
 /// The entities a call may leave records in, in the order they are printed.
 const ENTITIES: &[&str] = &["Contact", "Case", "Activity", "QueueItem", "Call"];
@@ -26,37 +26,11 @@ pub async fn run(speed: f64) -> anyhow::Result<()> {
     let crm = CreatioSim::start(options.clone())
         .await
         .context("starting the Creatio simulator")?;
-    let ami_options = AmiSimOptions::default();
-    let pbx = AmiSim::start(ami_options.clone())
-        .await
-        .context("starting the AMI simulator")?;
-    let esl_options = EslSimOptions::default();
-    let branch = EslSim::start(esl_options.clone())
-        .await
-        .context("starting the FreeSWITCH event socket simulator")?;
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let db = dir.path().join("callbridge.db");
+    let stage = Stage::start().await?;
+    let (pbx, branch) = (&stage.pbx, &stage.branch);
     let toml = |create_on: &str| {
         format!(
-            r#"
-[store]
-url = "sqlite://{db}"
-[http]
-listen = "127.0.0.1:0"
-link_secret = "demo-link-secret"
-[[pbx]]
-name = "office"
-kind = "asterisk"
-host = "127.0.0.1"
-port = {ami_port}
-username = "{user}"
-secret = "{secret}"
-[[pbx]]
-name = "branch"
-kind = "freeswitch"
-host = "127.0.0.1"
-port = {esl_port}
-secret = "{esl_password}"
+            r#"{stage}
 [crm]
 kind = "creatio"
 url = "{crm_url}"
@@ -71,12 +45,7 @@ senior = ["{senior}"]
 [matrix]
 create_on = "{create_on}"
 "#,
-            db = db.display(),
-            ami_port = pbx.addr().port(),
-            user = ami_options.username,
-            secret = ami_options.secret,
-            esl_port = branch.addr().port(),
-            esl_password = esl_options.password,
+            stage = stage.toml(),
             crm_url = crm.base_url(),
             login = options.login,
             password = options.password,
@@ -86,19 +55,11 @@ create_on = "{create_on}"
     };
 
     println!("callbridge demo --crm creatio: every row of the call matrix into Creatio, with calls recorded from a real Asterisk 22 and a real FreeSWITCH 1.10");
-    println!(
-        "  Asterisk AMI simulator            127.0.0.1:{} (the office)",
-        pbx.addr().port()
-    );
-    println!(
-        "  FreeSWITCH event socket simulator 127.0.0.1:{} (the branch)",
-        branch.addr().port()
-    );
+    stage.print();
     println!(
         "  Creatio simulator                 {} (OData 4 at /0/odata, forms login)",
         crm.base_url()
     );
-    println!("  store                             {}", db.display());
     println!("  the people                        Anna on 101, Boris, senior manager Svetlana (contacts in Creatio); 102 belongs to nobody");
     println!("  missed calls go to the queue      \"Missed calls\"");
 
@@ -113,13 +74,10 @@ create_on = "{create_on}"
         ("answer", FS_ROWS),
         ("ring", std::slice::from_ref(&ROW_7)),
     ] {
-        let (running, shutdown, daemon) = start_daemon(&toml(create_on), &pbx, &branch).await?;
+        let (running, shutdown, daemon) = start_daemon(&toml(create_on), pbx, branch).await?;
         for row in rows {
             replica += 1;
-            play_row(
-                &pbx, &branch, &crm, &running, row, replica, speed, &mut names,
-            )
-            .await?;
+            play_row(pbx, branch, &crm, &running, row, replica, speed, &mut names).await?;
         }
         dead += running.store.outbox_counts().await?.dead;
         shutdown.cancel();
@@ -135,8 +93,7 @@ create_on = "{create_on}"
         crm.made("Call").len(),
         crm.requests().len()
     );
-    pbx.stop();
-    branch.stop();
+    stage.stop();
     crm.shutdown();
     if dead > 0 {
         anyhow::bail!("{dead} CRM actions were refused; see `callbridge outbox list --state dead`");

@@ -28,22 +28,39 @@ mod rows;
 
 pub use creatio::run as run_creatio;
 
-pub async fn run(speed: f64) -> anyhow::Result<()> {
-    crate::ops::logging::init("warn", false);
-    let crm = RetailCrmSim::start(SimOptions::default())
-        .await
-        .context("starting the retailCRM simulator")?;
-    let ami_options = AmiSimOptions::default();
-    let pbx = AmiSim::start(ami_options.clone())
-        .await
-        .context("starting the AMI simulator")?;
-    let esl_options = EslSimOptions::default();
-    let branch = EslSim::start(esl_options.clone())
-        .await
-        .context("starting the FreeSWITCH event socket simulator")?;
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let db = dir.path().join("callbridge.db");
-    let toml = |create_on: &str| {
+/// What both demos run in: the two PBX simulators and a store in a temporary directory.
+struct Stage {
+    pbx: AmiSim,
+    branch: EslSim,
+    ami_options: AmiSimOptions,
+    esl_options: EslSimOptions,
+    db: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Stage {
+    async fn start() -> anyhow::Result<Stage> {
+        let ami_options = AmiSimOptions::default();
+        let pbx = AmiSim::start(ami_options.clone())
+            .await
+            .context("starting the AMI simulator")?;
+        let esl_options = EslSimOptions::default();
+        let branch = EslSim::start(esl_options.clone())
+            .await
+            .context("starting the FreeSWITCH event socket simulator")?;
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        Ok(Stage {
+            pbx,
+            branch,
+            ami_options,
+            esl_options,
+            db: dir.path().join("callbridge.db"),
+            _dir: dir,
+        })
+    }
+
+    /// `[store]`, `[http]` and the two `[[pbx]]`: the office and the branch.
+    fn toml(&self) -> String {
         format!(
             r#"
 [store]
@@ -64,6 +81,45 @@ kind = "freeswitch"
 host = "127.0.0.1"
 port = {esl_port}
 secret = "{esl_password}"
+"#,
+            db = self.db.display(),
+            ami_port = self.pbx.addr().port(),
+            user = self.ami_options.username,
+            secret = self.ami_options.secret,
+            esl_port = self.branch.addr().port(),
+            esl_password = self.esl_options.password,
+        )
+    }
+
+    /// The PBX simulators' lines of the banner.
+    fn print(&self) {
+        println!(
+            "  Asterisk AMI simulator            127.0.0.1:{} (the office)",
+            self.pbx.addr().port()
+        );
+        println!(
+            "  FreeSWITCH event socket simulator 127.0.0.1:{} (the branch)",
+            self.branch.addr().port()
+        );
+        println!("  store                             {}", self.db.display());
+    }
+
+    fn stop(&self) {
+        self.pbx.stop();
+        self.branch.stop();
+    }
+}
+
+pub async fn run(speed: f64) -> anyhow::Result<()> {
+    crate::ops::logging::init("warn", false);
+    let crm = RetailCrmSim::start(SimOptions::default())
+        .await
+        .context("starting the retailCRM simulator")?;
+    let stage = Stage::start().await?;
+    let (pbx, branch) = (&stage.pbx, &stage.branch);
+    let toml = |create_on: &str| {
+        format!(
+            r#"{stage}
 [crm]
 kind = "retailcrm"
 url = "{crm_url}"
@@ -75,29 +131,16 @@ senior = [7]
 [matrix]
 create_on = "{create_on}"
 "#,
-            db = db.display(),
-            ami_port = pbx.addr().port(),
-            user = ami_options.username,
-            secret = ami_options.secret,
-            esl_port = branch.addr().port(),
-            esl_password = esl_options.password,
+            stage = stage.toml(),
             crm_url = crm.base_url(),
             api_key = SimOptions::default().api_key,
         )
     };
 
     println!("callbridge demo: every row of the call matrix, with calls recorded from a real Asterisk 22 and a real FreeSWITCH 1.10");
-    println!(
-        "  Asterisk AMI simulator           127.0.0.1:{} (the office)",
-        pbx.addr().port()
-    );
-    println!(
-        "  FreeSWITCH event socket simulator 127.0.0.1:{} (the branch)",
-        branch.addr().port()
-    );
-    println!("  retailCRM simulator              {}", crm.base_url());
-    println!("  store                            {}", db.display());
-    println!("  the people                       Anna (user 3) on 101, Boris (user 4), senior manager Svetlana (user 7); 102 belongs to nobody");
+    stage.print();
+    println!("  retailCRM simulator               {}", crm.base_url());
+    println!("  the people                        Anna (user 3) on 101, Boris (user 4), senior manager Svetlana (user 7); 102 belongs to nobody");
 
     let mut dead = 0;
     let mut replica = 0;
@@ -106,10 +149,10 @@ create_on = "{create_on}"
         ("answer", FS_ROWS),
         ("ring", std::slice::from_ref(&ROW_7)),
     ] {
-        let (running, shutdown, daemon) = start_daemon(&toml(create_on), &pbx, &branch).await?;
+        let (running, shutdown, daemon) = start_daemon(&toml(create_on), pbx, branch).await?;
         for row in rows {
             replica += 1;
-            play_row(&pbx, &branch, &crm, &running, row, replica, speed).await?;
+            play_row(pbx, branch, &crm, &running, row, replica, speed).await?;
         }
         dead += running.store.outbox_counts().await?.dead;
         shutdown.cancel();
@@ -125,8 +168,7 @@ create_on = "{create_on}"
         state.calls.len(),
         state.requests.len()
     );
-    pbx.stop();
-    branch.stop();
+    stage.stop();
     crm.shutdown();
     if dead > 0 {
         bail!("{dead} CRM actions were refused; see `callbridge outbox list --state dead`");
