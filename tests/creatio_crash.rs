@@ -159,6 +159,7 @@ async fn crash_run(store_url: &str) {
         .iter()
         .filter_map(|c| Some((s(c, "Id"), contact_of.get(&s(c, "ContactId"))?.clone())))
         .collect();
+    let mut changed = Vec::new();
     for (id, shape, number) in &expected {
         let inbound = shape.contains("inbound");
         let missed = shape.contains("missed");
@@ -173,17 +174,41 @@ async fn crash_run(store_url: &str) {
             want,
             "cases of {number} ({id})"
         );
-        assert_eq!(
-            count(&activities, "ContactId", number),
-            usize::from(missed),
-            "activities of {number} ({id})"
-        );
+        let tasks = count(&activities, "ContactId", number);
+        if missed {
+            assert_eq!(tasks, 1, "activities of {number} ({id})");
+        } else if tasks != 0 {
+            // An answer that fell into a crash's gap is seen by the resync only: the
+            // call may then be judged otherwise (counted below), never twice.
+            changed.push(format!("{id}: {tasks} activities"));
+        }
         let items = queued
             .iter()
             .filter(|q| case_number.get(&s(q, "EntityRecordId")) == Some(number))
             .count();
         assert_eq!(items, usize::from(missed), "queue items of {number} ({id})");
     }
+    // Every activity once: its marker is unique.
+    let mut markers = HashMap::new();
+    for a in &activities {
+        let notes = s(a, "Notes");
+        let marker = notes
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("[callbridge "))
+            .unwrap_or_default()
+            .to_string();
+        assert!(!marker.is_empty(), "an activity without its marker: {a:#}");
+        *markers.entry(marker).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = markers.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "activities made twice: {twice:?}");
+    eprintln!("creatio crash run: calls judged otherwise after a crash: {changed:?}");
+    assert!(
+        changed.len() * 50 <= calls,
+        "{} of {calls} calls judged otherwise: {changed:?}",
+        changed.len()
+    );
     assert_eq!(
         contacts.len(),
         expected.iter().filter(|e| e.1.contains("inbound")).count()
@@ -258,8 +283,8 @@ async fn a_case_saved_while_callbridge_was_killed_is_found_not_made_again() {
     assert!(pbx.wait_for_logins(1, Duration::from_secs(20)).await);
     pbx.play(&fixture("iax2/inbound_answered"), 20.0).await;
     // The contact is made; the case request is being held by Creatio.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !(crm.made("Contact").len() == 1 && crm.in_flight() > 0) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !crm.answering("POST /0/odata/Case") {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the case request never came"
@@ -268,6 +293,7 @@ async fn a_case_saved_while_callbridge_was_killed_is_found_not_made_again() {
     }
     let _ = daemon.0.kill(); // SIGKILL
     let _ = daemon.0.wait();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while crm.made("Case").is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,

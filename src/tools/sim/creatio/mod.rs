@@ -156,6 +156,7 @@ impl CreatioSim {
             logins: AtomicUsize::new(0),
             grants: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            in_flight_paths: Mutex::new(Vec::new()),
         });
         let (shutdown, mut stop) = watch::channel(false);
         let app = Router::new()
@@ -269,6 +270,13 @@ impl CreatioSim {
     /// Requests being answered right now.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Whether a request `METHOD /path` (`POST /0/odata/Case`) is being answered now.
+    pub fn answering(&self, request: &str) -> bool {
+        lock(&self.inner.in_flight_paths)
+            .iter()
+            .any(|r| r == request)
     }
 
     /// Every request answered, in order.

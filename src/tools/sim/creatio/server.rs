@@ -44,6 +44,8 @@ pub(super) struct Inner {
     pub(super) logins: AtomicUsize,
     pub(super) grants: AtomicUsize,
     pub(super) in_flight: AtomicUsize,
+    /// `METHOD /path` of each request being answered.
+    pub(super) in_flight_paths: Mutex<Vec<String>>,
 }
 
 pub(super) async fn handle(
@@ -53,14 +55,20 @@ pub(super) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    struct Counted(Arc<Inner>);
+    struct Counted(Arc<Inner>, String);
     impl Drop for Counted {
         fn drop(&mut self) {
             self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let mut paths = lock(&self.0.in_flight_paths);
+            if let Some(at) = paths.iter().position(|p| *p == self.1) {
+                paths.swap_remove(at);
+            }
         }
     }
     sim.in_flight.fetch_add(1, Ordering::SeqCst);
-    let counted = Counted(sim.clone());
+    let described = format!("{method} {}", uri.path());
+    lock(&sim.in_flight_paths).push(described.clone());
+    let counted = Counted(sim.clone(), described);
     // Creatio finishes a request it has received even when the client is gone (killed,
     // timed out): the work runs apart from the connection, whose end would cancel it.
     let work = tokio::spawn(async move {
