@@ -84,6 +84,13 @@ pub async fn run_reloadable(
     // One key for the links decisions make and the HTTP side that checks them.
     let link_key = crate::delivery::decider::link_key(&config);
     let http_stop = CancellationToken::new();
+    let panel_hub = config.panel.enabled.then(crate::panel::PanelHub::new);
+    let panel = panel_hub.clone().map(|hub| crate::panel::PanelState {
+        hub,
+        access: crate::panel::PanelAccess::new(link_key.clone()),
+        secure: config.http.public_url.starts_with("https://"),
+        stop: http_stop.clone(),
+    });
     let (http_addr, http_task) = http::serve(
         config.http.listen,
         HttpState {
@@ -93,6 +100,7 @@ pub async fn run_reloadable(
             link_key: link_key.clone(),
             recording_wait: config.http.recording_wait,
             crm: crm.clone(),
+            panel,
         },
         http_stop.clone(),
     )
@@ -189,7 +197,7 @@ pub async fn run_reloadable(
             rx,
             tracker,
             others_calls,
-            Processor::new(pbx.clone(), outbox.clone()),
+            Processor::new(pbx.clone(), outbox.clone()).with_panel(panel_hub.clone()),
         ));
     }
 

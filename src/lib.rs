@@ -22,6 +22,7 @@ pub mod ids;
 pub mod links;
 pub mod matrix;
 pub mod ops;
+pub mod panel;
 pub mod pbx;
 pub mod phone;
 pub mod processor;

@@ -42,6 +42,18 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the link that opens an employee's operator panel (`[panel] enabled`), signed
+    /// with `[http] link_secret`; it works until the `--ttl` runs out.
+    PanelLink {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The employee's extension.
+        #[arg(long)]
+        extension: String,
+        /// How long the link works (`30d`, `12h`).
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+    },
     /// Play recorded calls through the real daemon against built-in Asterisk and
     /// retailCRM simulators on 127.0.0.1, and show what the CRM received.
     Demo {
@@ -213,6 +225,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        Command::PanelLink {
+            config,
+            extension,
+            ttl,
+        } => panel_link(&config, &extension, &ttl),
         Command::Run { config } => with_runtime(run(config)),
         Command::Demo { speed, crm } => with_runtime(match crm {
             DemoCrm::Retailcrm => Box::pin(callbridge::tools::demo::run(speed))
@@ -295,6 +312,55 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `callbridge panel-link`: one line, the link; errors name what is wrong.
+fn panel_link(path: &std::path::Path, extension: &str, ttl: &str) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            for problem in &errors.0 {
+                eprintln!("{problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let fail = |message: String| {
+        eprintln!("{message}");
+        ExitCode::FAILURE
+    };
+    if !cfg.panel.enabled {
+        return fail("panel.enabled: the panel is off; set [panel] enabled = true".into());
+    }
+    if cfg.http.link_secret.is_empty() {
+        return fail(
+            "http.link_secret: missing; panel links are signed with it (and must outlive a restart)".into(),
+        );
+    }
+    let extension = extension.trim();
+    if extension.is_empty() || extension.len() > 32 {
+        return fail(format!(
+            "--extension: expected an extension like 101, got {extension:?}"
+        ));
+    }
+    let ttl = match humantime::parse_duration(ttl) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            return fail(format!(
+                "--ttl: expected a duration like 30d or 12h, got {ttl:?}"
+            ))
+        }
+    };
+    let expires = callbridge::time::Timestamp(
+        callbridge::time::Timestamp::now()
+            .0
+            .saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)),
+    );
+    let access = callbridge::panel::PanelAccess::new(callbridge::links::LinkKey::new(
+        cfg.http.link_secret.expose(),
+    ));
+    println!("{}", access.link(&cfg.http.public_url, extension, expires));
+    ExitCode::SUCCESS
 }
 
 fn outbox_command(sub: OutboxSub) -> OutboxCommand {

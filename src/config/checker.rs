@@ -195,6 +195,21 @@ impl Checker<'_> {
         }
     }
 
+    /// `true` or `false` (from the environment, the words).
+    pub(super) fn boolean(&mut self, f: &Field<'_>, default: bool) -> bool {
+        match f.value {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s.trim() == "true" => true,
+            Some(Value::String(s)) if s.trim() == "false" => false,
+            Some(other) => {
+                let message = format!("expected true or false, got {}", describe(other));
+                self.problem(&f.key, message);
+                default
+            }
+        }
+    }
+
     /// A list of strings; from the environment, a comma list `a,b`.
     pub(super) fn string_list(&mut self, f: &Field<'_>) -> Vec<String> {
         match f.value {

@@ -48,7 +48,7 @@ pub use problems::{ConfigErrors, ConfigProblem};
 pub use summary::redact_url_password;
 pub use types::{
     Config, CreatioConfig, CrmConfig, CrmKind, DaemonConfig, EmployeesConfig, HttpConfig,
-    LogConfig, LogFormat, MatrixConfig, PbxConfig, PbxKind, Secret, StoreConfig,
+    LogConfig, LogFormat, MatrixConfig, PanelConfig, PbxConfig, PbxKind, Secret, StoreConfig,
 };
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::problems::{ConfigErrors, ConfigProblem};
 use super::summary::redact_url_password;
 use super::types::{
     Config, CrmConfig, CrmKind, DaemonConfig, EmployeesConfig, HttpConfig, LogConfig, LogFormat,
-    MatrixConfig, PbxConfig, PbxKind, Secret, StoreConfig,
+    MatrixConfig, PanelConfig, PbxConfig, PbxKind, Secret, StoreConfig,
 };
 use crate::call::{CampaignVariables, ExtensionRange};
 use crate::ids::CrmId;
@@ -38,6 +38,7 @@ pub(super) fn check(
     let employees = read_employees(&mut ck, root.field("employees"));
     super::creatio::check_employee_ids(&mut ck, crm.kind, &employees);
     let matrix = read_matrix(&mut ck, root.field("matrix"));
+    let panel = read_panel(&mut ck, root.field("panel"));
     let log = read_log(&mut ck, root.field("log"));
     let daemon = read_daemon(&mut ck, root.field("daemon"));
     root.finish(&mut ck);
@@ -53,6 +54,7 @@ pub(super) fn check(
         creatio,
         employees,
         matrix,
+        panel,
         log,
         daemon,
         warnings: ck.warnings,
@@ -548,6 +550,13 @@ fn read_matrix(ck: &mut Checker<'_>, f: Field<'_>) -> MatrixConfig {
     );
     t.finish(ck);
     MatrixConfig { create_on }
+}
+
+fn read_panel(ck: &mut Checker<'_>, f: Field<'_>) -> PanelConfig {
+    let mut t = ck.section(f);
+    let enabled = ck.boolean(&t.field("enabled"), false);
+    t.finish(ck);
+    PanelConfig { enabled }
 }
 
 fn read_log(ck: &mut Checker<'_>, f: Field<'_>) -> LogConfig {

@@ -112,6 +112,17 @@ impl Config {
             "calls create CRM records on: {}",
             self.matrix.create_on
         ));
+        if self.panel.enabled {
+            lines.push(format!(
+                "panel: on at {}/panel (links: callbridge panel-link){}",
+                self.http.public_url,
+                if self.http.link_secret.is_empty() {
+                    "; set http.link_secret first: links are signed with it"
+                } else {
+                    ""
+                }
+            ));
+        }
         lines.push(format!("log: {} ({})", self.log.level, self.log.format));
         lines.join("\n")
     }

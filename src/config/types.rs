@@ -55,6 +55,8 @@ pub struct Config {
     pub creatio: CreatioConfig,
     pub employees: EmployeesConfig,
     pub matrix: MatrixConfig,
+    /// `[panel]`: the operators' web panel.
+    pub panel: PanelConfig,
     pub log: LogConfig,
     pub daemon: DaemonConfig,
     /// Things that are accepted but probably not meant: unknown keys, placeholder secrets.
@@ -270,4 +272,11 @@ impl fmt::Display for LogFormat {
 pub struct DaemonConfig {
     /// How long in-flight CRM requests may finish after SIGTERM.
     pub shutdown_grace: Duration,
+}
+
+/// `[panel]`.
+#[derive(Debug, Clone, Default)]
+pub struct PanelConfig {
+    /// Serve `/panel` (each employee's calls, live) on `[http] listen`.
+    pub enabled: bool,
 }

@@ -46,14 +46,21 @@ pub struct HttpState {
     pub recording_wait: std::time::Duration,
     /// For whether the CRM answers.
     pub crm: crate::crm::CrmClient,
+    /// The operators' panel, when `[panel] enabled`.
+    pub panel: Option<crate::panel::PanelState>,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let panel = state.panel.clone();
+    let app = Router::new()
         .route("/health", get(health))
         .route("/recordings/{call_id}", get(recording))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state);
+    match panel {
+        Some(panel) => app.merge(crate::panel::router(panel)),
+        None => app,
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -35,6 +35,8 @@ pub struct Processor {
     outbox: Outbox,
     /// Whether this process is the PBX's only follower (pop-ups may go ahead of the store).
     alone: crate::delivery::express::Alone,
+    /// The operators' panel, told of every step as it is read.
+    panel: Option<crate::panel::PanelHub>,
 }
 
 impl Processor {
@@ -43,7 +45,14 @@ impl Processor {
             pbx,
             outbox,
             alone: Default::default(),
+            panel: None,
         }
+    }
+
+    /// Tells `hub` of every call step this processor reads.
+    pub fn with_panel(mut self, hub: Option<crate::panel::PanelHub>) -> Self {
+        self.panel = hub;
+        self
     }
 }
 

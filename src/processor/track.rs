@@ -129,6 +129,10 @@ pub(super) fn stage(p: &Processor, update: CallUpdate, held_back: bool) -> Stage
         direction = update.header.direction.as_str()
     );
     let (mut actions, mut express) = (None, None);
+    if let Some(panel) = &p.panel {
+        // The panel hears the step before the store does, as the express pop-up does.
+        panel.publish(&update);
+    }
     match update.stage {
         CallStage::Ringing { .. } => span.in_scope(|| {
             let mut decided = actions_of(&update);

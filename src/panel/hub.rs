@@ -1,0 +1,295 @@
+//! The panel's live feed: every step of every call (ringing, answered, ended), as the
+//! call processor reads it, becomes a [`Card`] broadcast to the open panels; each panel
+//! takes the cards of its own extension. The cards of calls in progress (and of calls
+//! that ended in the last minutes) are kept, so a panel opened or reconnected mid-call
+//! shows them at once. In memory only: the CRM's records are what lasts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::call::{CallStage, CallUpdate};
+
+/// How long an ended call's card stays for a panel that opens later.
+const KEEP_ENDED_SECS: i64 = 600;
+
+/// What a panel shows of one call, as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Card {
+    /// The call's id (`cb-<pbx>-<id>`): a card is replaced by the next one of its call.
+    pub call_id: String,
+    /// `ringing`, `answered` or `ended`.
+    pub state: &'static str,
+    pub direction: &'static str,
+    /// The client's number.
+    pub number: Option<String>,
+    /// Our number the client called.
+    pub did: Option<String>,
+    /// Every extension that rang, answered or talked: the panels that see this call.
+    pub extensions: Vec<String>,
+    /// Who picked up (inbound) or dialled (outbound).
+    pub answered_by: Option<String>,
+    /// At the end: `answered`, `missed`, `busy`, `failed`, `voicemail`.
+    pub outcome: Option<&'static str>,
+    pub talk_secs: Option<u32>,
+    /// When the call started, Unix milliseconds.
+    pub started_ms: i64,
+    /// When this state was reached, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+impl Card {
+    pub fn seen_by(&self, extension: &str) -> bool {
+        self.extensions.iter().any(|e| e == extension)
+    }
+}
+
+/// The feed; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PanelHub {
+    tx: broadcast::Sender<Arc<Card>>,
+    cards: Arc<Mutex<HashMap<String, Arc<Card>>>>,
+}
+
+impl Default for PanelHub {
+    fn default() -> Self {
+        PanelHub::new()
+    }
+}
+
+impl PanelHub {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        PanelHub {
+            tx,
+            cards: Arc::default(),
+        }
+    }
+
+    /// A step of a call, as the processor read it.
+    pub fn publish(&self, update: &CallUpdate) {
+        let mut cards = self.cards.lock().unwrap_or_else(|p| p.into_inner());
+        let before = cards.get(&update.header.external_id()).cloned();
+        let card = Arc::new(card_of(before.as_deref(), update));
+        let now = update.at.0.div_euclid(1000);
+        cards.retain(|_, c| c.state != "ended" || now - c.at_ms < KEEP_ENDED_SECS * 1000);
+        cards.insert(card.call_id.clone(), card.clone());
+        drop(cards);
+        // No panel open: nobody to tell.
+        let _ = self.tx.send(card);
+    }
+
+    /// The cards `extension` sees now, oldest call first, and the feed of what comes next.
+    pub fn subscribe(&self, extension: &str) -> (Vec<Arc<Card>>, broadcast::Receiver<Arc<Card>>) {
+        let cards = self.cards.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = self.tx.subscribe();
+        let mut now: Vec<Arc<Card>> = cards
+            .values()
+            .filter(|c| c.seen_by(extension))
+            .cloned()
+            .collect();
+        now.sort_by_key(|c| (c.started_ms, c.call_id.clone()));
+        (now, rx)
+    }
+}
+
+/// The card after `update`, from the call's card before it.
+pub fn card_of(before: Option<&Card>, update: &CallUpdate) -> Card {
+    let h = &update.header;
+    let mut extensions = before.map(|c| c.extensions.clone()).unwrap_or_default();
+    let mut add = |e: &str| {
+        if !e.is_empty() && !extensions.iter().any(|x| x == e) {
+            extensions.push(e.to_string());
+        }
+    };
+    let (state, mut answered_by, mut outcome, mut talk_secs) = (
+        "ringing",
+        before.and_then(|c| c.answered_by.clone()),
+        None,
+        None,
+    );
+    let state = match &update.stage {
+        CallStage::Ringing {
+            extensions: ringing,
+            ..
+        } => {
+            for e in ringing {
+                add(e);
+            }
+            if answered_by.is_some() {
+                "answered"
+            } else {
+                state
+            }
+        }
+        CallStage::Answered { extension } => {
+            add(extension);
+            answered_by = Some(extension.clone());
+            "answered"
+        }
+        CallStage::Ended(summary) => {
+            for e in summary
+                .rang
+                .iter()
+                .chain(summary.talkers.iter().map(|t| &t.extension))
+            {
+                add(e);
+            }
+            if let Some(e) = &summary.employee {
+                add(e);
+                answered_by = Some(e.clone());
+            }
+            outcome = Some(summary.outcome.as_str());
+            talk_secs = Some(summary.talk_secs);
+            "ended"
+        }
+    };
+    Card {
+        call_id: h.external_id(),
+        state,
+        direction: h.direction.as_str(),
+        number: h.customer_number.clone(),
+        did: h.did.clone(),
+        extensions,
+        answered_by,
+        outcome,
+        talk_secs,
+        started_ms: before
+            .map(|c| c.started_ms)
+            .unwrap_or(h.started_at.0.div_euclid(1000)),
+        at_ms: update.at.0.div_euclid(1000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::{CallHeader, CallSummary, Direction, Outcome, Talker};
+    use crate::time::Timestamp;
+
+    fn header() -> CallHeader {
+        CallHeader {
+            pbx: "office".into(),
+            call_id: "1.2".into(),
+            direction: Direction::Inbound,
+            customer_number: Some("+79161234567".into()),
+            did: Some("74951234567".into()),
+            started_at: Timestamp(1_000_000),
+            campaign: Default::default(),
+        }
+    }
+
+    fn step(at_s: i64, stage: CallStage) -> CallUpdate {
+        CallUpdate {
+            header: header(),
+            at: Timestamp(at_s * 1_000_000),
+            stage,
+        }
+    }
+
+    #[test]
+    fn a_ring_group_call_is_seen_by_every_extension_that_rang_to_its_end() {
+        let hub = PanelHub::new();
+        hub.publish(&step(
+            1,
+            CallStage::Ringing {
+                extensions: vec!["101".into(), "102".into()],
+                new: vec![],
+            },
+        ));
+        let (cards, _) = hub.subscribe("102");
+        assert_eq!(cards.len(), 1);
+        assert_eq!(cards[0].state, "ringing");
+        assert_eq!(cards[0].number.as_deref(), Some("+79161234567"));
+        hub.publish(&step(
+            3,
+            CallStage::Answered {
+                extension: "102".into(),
+            },
+        ));
+        let summary = CallSummary {
+            header: header(),
+            outcome: Outcome::Answered,
+            rang: vec!["101".into(), "102".into()],
+            employee: Some("102".into()),
+            answered_at: Some(Timestamp(3_000_000)),
+            ended_at: Timestamp(9_000_000),
+            duration_secs: 8,
+            talk_secs: 6,
+            wait_secs: 2,
+            talkers: vec![Talker {
+                extension: "102".into(),
+                talk_secs: 6,
+            }],
+            recording: None,
+            voicemail: None,
+            queue: None,
+            channels: vec![],
+            reconstructed: false,
+        };
+        hub.publish(&step(9, CallStage::Ended(Box::new(summary))));
+        let (cards, _) = hub.subscribe("101");
+        let card = &cards[0];
+        assert_eq!(
+            (card.state, card.outcome, card.talk_secs),
+            ("ended", Some("answered"), Some(6))
+        );
+        assert_eq!(card.answered_by.as_deref(), Some("102"));
+        assert_eq!(card.extensions, vec!["101".to_string(), "102".to_string()]);
+        assert_eq!(card.started_ms, 1_000);
+        assert!(hub.subscribe("103").0.is_empty(), "103 never rang");
+    }
+
+    #[test]
+    fn ended_cards_are_forgotten_after_ten_minutes_live_ones_never() {
+        let hub = PanelHub::new();
+        let mut live = step(
+            1,
+            CallStage::Answered {
+                extension: "101".into(),
+            },
+        );
+        live.header.call_id = "5.6".into();
+        hub.publish(&live);
+        hub.publish(&step(
+            2,
+            CallStage::Answered {
+                extension: "101".into(),
+            },
+        ));
+        let mut summary = CallSummary {
+            header: header(),
+            outcome: Outcome::Missed,
+            rang: vec!["101".into()],
+            employee: None,
+            answered_at: None,
+            ended_at: Timestamp(10_000_000),
+            duration_secs: 9,
+            talk_secs: 0,
+            wait_secs: 9,
+            talkers: vec![],
+            recording: None,
+            voicemail: None,
+            queue: None,
+            channels: vec![],
+            reconstructed: false,
+        };
+        summary.rang.push("101".into());
+        hub.publish(&step(10, CallStage::Ended(Box::new(summary))));
+        assert_eq!(hub.subscribe("101").0.len(), 2);
+        let mut later = step(
+            700,
+            CallStage::Ringing {
+                extensions: vec!["105".into()],
+                new: vec![],
+            },
+        );
+        later.header.call_id = "3.4".into();
+        hub.publish(&later);
+        let (cards, _) = hub.subscribe("101");
+        assert_eq!(cards.len(), 1, "the ended call is gone, the live one stays");
+        assert_eq!(cards[0].call_id, "cb-office-5.6");
+    }
+}

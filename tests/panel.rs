@@ -1,0 +1,270 @@
+//! The operator panel over real sockets (HTTP; the browser tests drive the same routes):
+//! `callbridge panel-link` prints a signed link; opening it sets an HttpOnly, SameSite
+//! session cookie; `/panel` renders the employee's page; `/panel/events` streams the cards
+//! of the calls on their extension as the PBX's bytes arrive, and nobody else's; forged,
+//! expired and missing credentials are refused.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use callbridge::links::LinkKey;
+use callbridge::panel::PanelAccess;
+use callbridge::time::Timestamp;
+use common::Harness;
+use serde_json::Value;
+
+const LINK_SECRET: &str = "test-link-secret";
+
+async fn panel_harness() -> Harness {
+    Harness::start_custom(common::crm_options(), |t| {
+        format!("{t}\n[panel]\nenabled = true\n")
+    })
+    .await
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Opens `extension`'s link against the harness; the session cookie (`name=value`).
+async fn open_panel(h: &Harness, extension: &str) -> String {
+    let base = format!("http://{}", h.running.http_addr);
+    let access = PanelAccess::new(LinkKey::new(LINK_SECRET));
+    let link = access.link(
+        &base,
+        extension,
+        Timestamp(Timestamp::now().0 + 3_600_000_000),
+    );
+    let r = http().get(&link).send().await.expect("login");
+    assert_eq!(r.status(), 303, "a good link leads to the panel");
+    assert_eq!(r.headers()["location"], "/panel");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/panel"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    cookie.split(';').next().unwrap_or_default().to_string()
+}
+
+/// Reads server-sent `card` events until `until` holds for one, or `within` passes.
+async fn cards_until(
+    response: &mut reqwest::Response,
+    within: Duration,
+    until: impl Fn(&Value) -> bool,
+) -> (Vec<Value>, bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    let (mut buffer, mut cards) = (String::new(), Vec::new());
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            _ => return (cards, false),
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if !frame.lines().any(|l| l == "event: card") {
+                continue;
+            }
+            let data: String = frame
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            let card: Value = serde_json::from_str(&data).expect("card JSON");
+            let done = until(&card);
+            cards.push(card);
+            if done {
+                return (cards, true);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ringing_call_is_on_its_extensions_panel_at_once_and_on_no_other() {
+    let h = panel_harness().await;
+    let base = format!("http://{}", h.running.http_addr);
+    let anna = open_panel(&h, "101").await;
+    let page = http()
+        .get(format!("{base}/panel"))
+        .header("Cookie", &anna)
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(
+        html.contains("Calls of extension <span id=\"ext\">101</span>"),
+        "{html}"
+    );
+    assert!(html.contains("name=\"csrf-token\""));
+    let mut events = http()
+        .get(format!("{base}/panel/events"))
+        .header("Cookie", &anna)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(events.status(), 200);
+    let other = open_panel(&h, "105").await;
+    let mut others = http()
+        .get(format!("{base}/panel/events"))
+        .header("Cookie", &other)
+        .send()
+        .await
+        .expect("events");
+
+    let started = Instant::now();
+    let player = {
+        let pbx = h.pbx.clone();
+        tokio::spawn(async move {
+            pbx.play(&common::fixture("iax2/inbound_answered"), 20.0)
+                .await
+        })
+    };
+    let (cards, rang) = cards_until(&mut events, Duration::from_secs(5), |c| {
+        c["state"] == "ringing"
+    })
+    .await;
+    let ringing_after = started.elapsed();
+    assert!(rang, "a ringing card: {cards:?}");
+    let card = cards.last().expect("card");
+    assert_eq!(card["number"], "+79161234567");
+    assert!(card["extensions"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|x| x == "101")));
+    // The recording's first ringing comes a few hundred ms into it (at 20x); the card
+    // follows within a second of those bytes.
+    assert!(ringing_after < Duration::from_secs(2), "{ringing_after:?}");
+    let (cards, ended) = cards_until(&mut events, Duration::from_secs(10), |c| {
+        c["state"] == "ended"
+    })
+    .await;
+    assert!(ended, "answered then ended: {cards:?}");
+    let last = cards.last().expect("end");
+    assert_eq!(last["outcome"], "answered");
+    assert_eq!(last["answered_by"], "101");
+    assert!(last["talk_secs"].as_u64().unwrap_or(0) > 0);
+    player.await.expect("played");
+    let (seen, _) = cards_until(&mut others, Duration::from_millis(300), |_| true).await;
+    assert!(seen.is_empty(), "105 sees nothing of 101's call: {seen:?}");
+    // A panel opened after the call still shows it, in the HTML itself.
+    let html = http()
+        .get(format!("{base}/panel"))
+        .header("Cookie", &anna)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        html.contains("+79161234567") && html.contains("card ended"),
+        "{html}"
+    );
+    drop(events);
+    drop(others);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_missing_credentials_are_refused() {
+    let h = panel_harness().await;
+    let base = format!("http://{}", h.running.http_addr);
+    let good = PanelAccess::new(LinkKey::new(LINK_SECRET));
+    let forged = PanelAccess::new(LinkKey::new("someone-elses-secret"));
+    let later = Timestamp(Timestamp::now().0 + 3_600_000_000);
+    let past = Timestamp(Timestamp::now().0 - 1_000_000);
+    for (what, link, status) in [
+        ("forged", forged.link(&base, "101", later), 403),
+        ("expired", good.link(&base, "101", past), 403),
+        (
+            "another extension's signature",
+            good.link(&base, "101", later).replace("ext=101", "ext=102"),
+            403,
+        ),
+    ] {
+        let r = http().get(&link).send().await.expect("login");
+        assert_eq!(r.status(), status, "{what}");
+        assert!(
+            r.headers().get("set-cookie").is_none(),
+            "{what}: no session"
+        );
+    }
+    for path in ["/panel", "/panel/events"] {
+        let r = http()
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 401, "{path} without a session");
+        let r = http()
+            .get(format!("{base}{path}"))
+            .header("Cookie", "cb_panel=3130.99999999999.00")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 401, "{path} with a made-up session");
+    }
+    h.stop().await;
+}
+
+#[test]
+fn panel_link_prints_a_signed_link_and_names_what_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |extra: &str| {
+        let path = dir.path().join("callbridge.toml");
+        let toml = common::config_toml(
+            5038,
+            "https://example.retailcrm.ru",
+            &dir.path().join("cb.db"),
+            "",
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:8099\"\npublic_url = \"https://cb.example.com\"",
+        );
+        std::fs::write(&path, format!("{toml}\n{extra}")).expect("config");
+        path
+    };
+    let run = |path: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+            .arg("panel-link")
+            .arg("--config")
+            .arg(path)
+            .args(args)
+            .output()
+            .expect("panel-link");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let off = write("");
+    let (ok, _, err) = run(&off, &["--extension", "101"]);
+    assert!(!ok && err.contains("panel.enabled"), "{err}");
+    let on = write("[panel]\nenabled = true\n");
+    let (ok, out, err) = run(&on, &["--extension", "101", "--ttl", "2h"]);
+    assert!(ok, "{err}");
+    let link = out.trim();
+    assert!(
+        link.starts_with("https://cb.example.com/panel/login?ext=101&exp="),
+        "{link}"
+    );
+    let exp: i64 = link
+        .split("exp=")
+        .nth(1)
+        .and_then(|r| r.split('&').next())
+        .and_then(|e| e.parse().ok())
+        .expect("exp");
+    let in_two_hours = Timestamp::now().0 / 1_000_000 + 7200;
+    assert!((exp - in_two_hours).abs() < 60, "{exp} vs {in_two_hours}");
+    assert!(!out.contains(LINK_SECRET) && !err.contains(LINK_SECRET));
+    let (ok, _, err) = run(&on, &["--extension", "101", "--ttl", "soon"]);
+    assert!(!ok && err.contains("--ttl"), "{err}");
+}
