@@ -90,6 +90,10 @@ pub async fn run_reloadable(
         access: crate::panel::PanelAccess::new(link_key.clone()),
         secure: config.http.public_url.starts_with("https://"),
         stop: http_stop.clone(),
+        records: match config.crm.kind {
+            crate::config::CrmKind::RetailCrm => "orders",
+            _ => "cases",
+        },
     });
     let (http_addr, http_task) = http::serve(
         config.http.listen,
@@ -113,6 +117,9 @@ pub async fn run_reloadable(
     let background = TaskTracker::new();
     let background_stop = CancellationToken::new();
     let decider = Decider::new(crm.clone(), &config, link_key).context("crm.default_region")?;
+    if let Some(hub) = &panel_hub {
+        hub.identify_with(decider.clone());
+    }
     // Loads the phone-number metadata in the background (decisions wait for it).
     background.spawn(decider.clone().warm_up());
     // The CRM's managers, codes and statuses, read before the PBXs' first event (never

@@ -32,7 +32,11 @@ fn http() -> reqwest::Client {
 
 /// Opens `extension`'s link against the harness; the session cookie (`name=value`).
 async fn open_panel(h: &Harness, extension: &str) -> String {
-    let base = format!("http://{}", h.running.http_addr);
+    open_panel_at(&format!("http://{}", h.running.http_addr), extension).await
+}
+
+/// Opens `extension`'s link against the daemon at `base`; the session cookie.
+async fn open_panel_at(base: &str, extension: &str) -> String {
     let access = PanelAccess::new(LinkKey::new(LINK_SECRET));
     let link = access.link(
         &base,
@@ -267,4 +271,124 @@ fn panel_link_prints_a_signed_link_and_names_what_is_missing() {
     assert!(!out.contains(LINK_SECRET) && !err.contains(LINK_SECRET));
     let (ok, _, err) = run(&on, &["--extension", "101", "--ttl", "soon"]);
     assert!(!ok && err.contains("--ttl"), "{err}");
+}
+
+/// Opens 101's event stream on `base`.
+async fn stream(base: &str, cookie: &str) -> reqwest::Response {
+    let r = http()
+        .get(format!("{base}/panel/events"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(r.status(), 200);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_card_says_who_is_calling_one_client_or_a_new_caller() {
+    let h = panel_harness().await;
+    let base = format!("http://{}", h.running.http_addr);
+    let customer = h
+        .crm
+        .seed_customer(
+            serde_json::json!({"firstName": "Ivan", "lastName": "Petrov", "managerId": 3,
+                                          "phones": [{"number": "8 (916) 123-45-67"}]}),
+        )
+        .expect("customer");
+    h.crm
+        .seed_order(
+            serde_json::json!({"customer": {"id": customer}, "status": "new", "managerId": 3}),
+        )
+        .expect("order");
+    let anna = open_panel(&h, "101").await;
+    let mut events = stream(&base, &anna).await;
+    h.pbx
+        .play(&common::fixture("iax2/inbound_answered"), 20.0)
+        .await;
+    let (cards, found) =
+        cards_until(&mut events, Duration::from_secs(5), |c| !c["who"].is_null()).await;
+    assert!(found, "the caller was looked up: {cards:?}");
+    let who = &cards.last().expect("card")["who"];
+    assert_eq!(who["found"], "one", "{who}");
+    assert_eq!(who["clients"][0]["name"], "Ivan Petrov");
+    assert_eq!(
+        who["clients"][0]["open"].as_array().map(Vec::len),
+        Some(1),
+        "{who}"
+    );
+    h.wait_outbox_settled().await;
+    // A caller nobody has: a new caller (the missed call rings 101 too).
+    let mut events = stream(&base, &anna).await;
+    h.pbx
+        .play(&common::fixture("iax2/inbound_missed"), 20.0)
+        .await;
+    let (cards, found) = cards_until(&mut events, Duration::from_secs(5), |c| {
+        c["number"] == "+79035556677" && !c["who"].is_null()
+    })
+    .await;
+    assert!(found, "{cards:?}");
+    assert_eq!(cards.last().expect("card")["who"]["found"], "none");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_creatio_several_contacts_with_the_number_are_all_listed() {
+    use common::creatio::{anna, boris, CreatioHarness, Side};
+    let h = CreatioHarness::start_custom(Side::FreeSwitch, Default::default(), |t| {
+        format!("{t}\n[panel]\nenabled = true\n")
+    })
+    .await;
+    let older = h.seed_contact("Olga Older", "+7 916 123-45-67", &boris());
+    h.crm
+        .update(
+            "Contact",
+            &older,
+            serde_json::json!({"ModifiedOn": "2026-01-05T10:00:00Z"}),
+        )
+        .expect("older");
+    let newer = h.seed_contact("Nina Newer", "89161234567", &anna());
+    h.seed_case(&newer, &anna(), true);
+    let base = format!("http://{}", h.running.http_addr);
+    let cookie = open_panel_at(&base, "101").await;
+    let mut events = stream(&base, &cookie).await;
+    h.esl
+        .play(&common::esl_fixture("inbound_answered"), 20.0)
+        .await;
+    let (cards, found) =
+        cards_until(&mut events, Duration::from_secs(5), |c| !c["who"].is_null()).await;
+    assert!(found, "{cards:?}");
+    let who = &cards.last().expect("card")["who"];
+    assert_eq!(who["found"], "several", "{who}");
+    let names: Vec<&str> = who["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["Nina Newer", "Olga Older"],
+        "the most recently active first"
+    );
+    assert_eq!(
+        who["clients"][0]["open"].as_array().map(Vec::len),
+        Some(1),
+        "Nina's open case"
+    );
+    let page = http()
+        .get(format!("{base}/panel"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("data-records=\"cases\""),
+        "Creatio's records are cases"
+    );
+    h.settle().await;
+    h.stop().await;
 }

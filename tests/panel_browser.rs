@@ -28,6 +28,7 @@ fn link(base: &str, extension: &str, secret: &str) -> String {
 async fn follow_a_call(
     base: &str,
     shots: &str,
+    who: &str,
     play: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let browser = Browser::start().await;
@@ -43,6 +44,10 @@ async fn follow_a_call(
         .wait_for(".card.ringing", Duration::from_secs(3))
         .await;
     let seen_after = started.elapsed();
+    let client = browser
+        .wait_for(".card .client:not(.looking)", Duration::from_secs(3))
+        .await;
+    assert!(client.contains(who), "who is calling: {client}");
     browser.screenshot(&format!("{shots}-1-ringing")).await;
     assert!(ringing.contains("+79161234567"), "{ringing}");
     // The recordings' first ringing comes a few hundred ms in (at 5x); the card follows.
@@ -78,7 +83,7 @@ async fn asterisk_retailcrm_the_card_follows_the_call_without_a_reload() {
     .await;
     let base = format!("http://{}", h.running.http_addr);
     let pbx = h.pbx.clone();
-    follow_a_call(&base, "asterisk-retailcrm", async move {
+    follow_a_call(&base, "asterisk-retailcrm", "New caller", async move {
         pbx.play(&common::fixture("iax2/inbound_answered"), 5.0)
             .await;
     })
@@ -93,9 +98,19 @@ async fn freeswitch_creatio_the_card_follows_the_call_without_a_reload() {
         format!("{t}\n[panel]\nenabled = true\n")
     })
     .await;
+    let older = h.seed_contact("Olga Older", "+7 916 123-45-67", &common::creatio::boris());
+    h.crm
+        .update(
+            "Contact",
+            &older,
+            serde_json::json!({"ModifiedOn": "2026-01-05T10:00:00Z"}),
+        )
+        .expect("older");
+    let newer = h.seed_contact("Nina Newer", "89161234567", &common::creatio::anna());
+    h.seed_case(&newer, &common::creatio::anna(), true);
     let base = format!("http://{}", h.running.http_addr);
     let esl = h.esl.clone();
-    follow_a_call(&base, "freeswitch-creatio", async move {
+    follow_a_call(&base, "freeswitch-creatio", "Several clients", async move {
         esl.play(&common::esl_fixture("inbound_answered"), 5.0)
             .await;
     })

@@ -248,6 +248,17 @@ impl Decider {
         ))
     }
 
+    /// Who has this number in the CRM (the operator panel's "who is calling"): the
+    /// customers, with their orders marked open or closed; none for a number that cannot
+    /// be read as one.
+    pub async fn identify(&self, number: &str) -> Result<Vec<Customer>, DecideError> {
+        self.ready().await;
+        match self.normalizer.normalize(number) {
+            Ok(phone) => self.customers(&phone).await,
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
     /// The customers with this number, with their orders marked open or closed.
     async fn customers(&self, phone: &PhoneNumber) -> Result<Vec<Customer>, DecideError> {
         let found = self.crm.customers_by_phone(phone, &self.normalizer).await?;

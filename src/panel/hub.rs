@@ -5,12 +5,15 @@
 //! shows them at once. In memory only: the CRM's records are what lasts.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
+use tracing::debug;
 
-use crate::call::{CallStage, CallUpdate};
+use crate::call::{CallStage, CallUpdate, Direction};
+use crate::delivery::decider::Decider;
+use crate::matrix::Customer;
 
 /// How long an ended call's card stays for a panel that opens later.
 const KEEP_ENDED_SECS: i64 = 600;
@@ -34,10 +37,65 @@ pub struct Card {
     /// At the end: `answered`, `missed`, `busy`, `failed`, `voicemail`.
     pub outcome: Option<&'static str>,
     pub talk_secs: Option<u32>,
+    /// Who is calling, once the CRM answered (`None` while it is being asked).
+    pub who: Option<Who>,
     /// When the call started, Unix milliseconds.
     pub started_ms: i64,
     /// When this state was reached, Unix milliseconds.
     pub at_ms: i64,
+}
+
+/// Who the caller is in the CRM, as the seeds' panels show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Who {
+    /// `one`, `several`, `none`, or `unknown` (the CRM did not answer).
+    pub found: &'static str,
+    /// The clients with the number, the most recently active first.
+    pub clients: Vec<Client>,
+}
+
+/// One client with the caller's number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    /// Their open orders (retailCRM) or open cases (Creatio), by number.
+    pub open: Vec<String>,
+}
+
+impl Who {
+    /// From the CRM's customers with the number.
+    pub fn of(customers: &[Customer]) -> Who {
+        let mut sorted: Vec<&Customer> = customers.iter().collect();
+        // The most recently active first: the one the matrix takes for the caller.
+        sorted.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+        Who {
+            found: match customers.len() {
+                0 => "none",
+                1 => "one",
+                _ => "several",
+            },
+            clients: sorted
+                .into_iter()
+                .map(|c| Client {
+                    id: c.id.to_string(),
+                    name: c.name.clone(),
+                    open: c
+                        .orders
+                        .iter()
+                        .filter(|o| o.open)
+                        .map(|o| {
+                            if o.number.is_empty() {
+                                o.id.to_string()
+                            } else {
+                                o.number.clone()
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Card {
@@ -51,6 +109,8 @@ impl Card {
 pub struct PanelHub {
     tx: broadcast::Sender<Arc<Card>>,
     cards: Arc<Mutex<HashMap<String, Arc<Card>>>>,
+    /// Asks the CRM who is calling (set once the decider exists).
+    identifier: Arc<OnceLock<Decider>>,
 }
 
 impl Default for PanelHub {
@@ -65,7 +125,13 @@ impl PanelHub {
         PanelHub {
             tx,
             cards: Arc::default(),
+            identifier: Arc::default(),
         }
+    }
+
+    /// From now on, each new inbound call's caller is looked up in the CRM.
+    pub fn identify_with(&self, decider: Decider) {
+        let _ = self.identifier.set(decider);
     }
 
     /// A step of a call, as the processor read it.
@@ -77,7 +143,52 @@ impl PanelHub {
         cards.retain(|_, c| c.state != "ended" || now - c.at_ms < KEEP_ENDED_SECS * 1000);
         cards.insert(card.call_id.clone(), card.clone());
         drop(cards);
+        let first = before.is_none();
         // No panel open: nobody to tell.
+        let _ = self.tx.send(card.clone());
+        if first && update.header.direction == Direction::Inbound {
+            self.look_up(&card);
+        }
+    }
+
+    /// Asks the CRM who `card`'s caller is, in the background; the card is sent again
+    /// with the answer.
+    fn look_up(&self, card: &Card) {
+        let (Some(decider), Some(number), Ok(runtime)) = (
+            self.identifier.get().cloned(),
+            card.number.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let (hub, call_id) = (self.clone(), card.call_id.clone());
+        runtime.spawn(async move {
+            let who = match decider.identify(&number).await {
+                Ok(customers) => Who::of(&customers),
+                Err(e) => {
+                    debug!(error = %e, call_id, "the panel could not ask the CRM who is calling");
+                    Who {
+                        found: "unknown",
+                        clients: Vec::new(),
+                    }
+                }
+            };
+            hub.identified(&call_id, who);
+        });
+    }
+
+    /// The CRM said who `call_id`'s caller is.
+    pub fn identified(&self, call_id: &str, who: Who) {
+        let mut cards = self.cards.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(before) = cards.get(call_id) else {
+            return;
+        };
+        let card = Arc::new(Card {
+            who: Some(who),
+            ..(**before).clone()
+        });
+        cards.insert(call_id.to_string(), card.clone());
+        drop(cards);
         let _ = self.tx.send(card);
     }
 
@@ -156,6 +267,7 @@ pub fn card_of(before: Option<&Card>, update: &CallUpdate) -> Card {
         answered_by,
         outcome,
         talk_secs,
+        who: before.and_then(|c| c.who.clone()),
         started_ms: before
             .map(|c| c.started_ms)
             .unwrap_or(h.started_at.0.div_euclid(1000)),

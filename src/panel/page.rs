@@ -7,11 +7,16 @@ use super::access::Session;
 use super::hub::Card;
 
 /// The page for `session`, with the cards it sees now and the CSRF token its forms carry.
-pub fn render(session: &Session, cards: &[std::sync::Arc<Card>], csrf: &str) -> String {
+pub fn render(
+    session: &Session,
+    cards: &[std::sync::Arc<Card>],
+    csrf: &str,
+    records: &str,
+) -> String {
     let ext = escape(&session.extension);
     let mut list = String::new();
     for card in cards.iter().rev() {
-        list.push_str(&card_html(card));
+        list.push_str(&card_html(card, records));
     }
     let empty = if cards.is_empty() { "" } else { " hidden" };
     format!(
@@ -24,7 +29,7 @@ pub fn render(session: &Session, cards: &[std::sync::Arc<Card>], csrf: &str) -> 
 <title>Calls · extension {ext} · callbridge</title>
 <style>{STYLE}</style>
 </head>
-<body>
+<body data-records="{records}">
 <header>
   <h1>Calls of extension <span id="ext">{ext}</span></h1>
   <p id="link" class="status" role="status" aria-live="polite">connecting…</p>
@@ -68,7 +73,7 @@ pub fn refusal(why: &str) -> String {
 }
 
 /// One card, the same markup the script builds.
-fn card_html(c: &Card) -> String {
+fn card_html(c: &Card, records: &str) -> String {
     let number = escape(c.number.as_deref().unwrap_or("unknown number"));
     let did = c
         .did
@@ -85,13 +90,47 @@ fn card_html(c: &Card) -> String {
         (Some(o), _) => o.to_string(),
         _ => String::new(),
     };
+    let client = who_html(c.who.as_ref(), records);
     format!(
-        r#"<li class="card {state}" id="call-{id}" tabindex="0" data-started="{started}"><div class="top"><span class="state">{state}</span><span class="dir">{dir}</span></div><div class="number">{number}</div><div class="did">{did}</div><div class="who">{who}</div><div class="end">{end}</div></li>"#,
+        r#"<li class="card {state}" id="call-{id}" tabindex="0" data-started="{started}"><div class="top"><span class="state">{state}</span><span class="dir">{dir}</span></div><div class="number">{number}</div><div class="did">{did}</div>{client}<div class="who">{who}</div><div class="end">{end}</div></li>"#,
         state = c.state,
         id = escape(&c.call_id),
         started = c.started_ms,
         dir = c.direction,
     )
+}
+
+/// Who is calling: one client, several, a new caller; the same markup as the script's.
+fn who_html(who: Option<&super::hub::Who>, records: &str) -> String {
+    let Some(who) = who else {
+        return r#"<div class="client looking">looking up the caller…</div>"#.to_string();
+    };
+    let client = |c: &super::hub::Client| {
+        let open = if c.open.is_empty() {
+            format!("no open {records}")
+        } else {
+            format!("open: {}", escape(&c.open.join(", ")))
+        };
+        format!(
+            r#"<li><span class="name">{}</span> <span class="open">{open}</span></li>"#,
+            escape(&c.name)
+        )
+    };
+    match who.found {
+        "none" => r#"<div class="client none">New caller: not in the CRM</div>"#.to_string(),
+        "unknown" => {
+            r#"<div class="client unknown">The CRM did not say who is calling</div>"#.to_string()
+        }
+        found => format!(
+            r#"<div class="client {found}">{}<ul>{}</ul></div>"#,
+            if found == "several" {
+                "Several clients have this number:"
+            } else {
+                ""
+            },
+            who.clients.iter().map(client).collect::<String>()
+        ),
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -122,6 +161,12 @@ h1 { font-size: 1.2rem; margin: 0.25rem 0; }
 .number { font-size: 1.6rem; font-weight: 700; margin: 0.2rem 0; word-break: break-all; }
 .did, .who, .end { font-size: 0.95rem; }
 .refused { border-left-color: #c5221f; }
+.client { margin: 0.35rem 0; padding: 0.4rem 0.6rem; background: #f3f5f8; border-radius: 0.35rem; }
+.client ul { list-style: none; margin: 0; padding: 0; }
+.client .name { font-weight: 700; font-size: 1.1rem; }
+.client .open { color: #5b6475; font-size: 0.9rem; }
+.client.none { font-weight: 700; color: #a142f4; }
+.client.looking, .client.unknown { color: #5b6475; font-style: italic; }
 "#;
 
 const SCRIPT: &str = r#"
@@ -134,6 +179,25 @@ const SCRIPT: &str = r#"
     d.className = cls;
     d.textContent = value || '';
     el.appendChild(d);
+  }
+  function client(who) {
+    var d = document.createElement('div');
+    if (!who) { d.className = 'client looking'; d.textContent = 'looking up the caller…'; return d; }
+    d.className = 'client ' + who.found;
+    if (who.found === 'none') { d.textContent = 'New caller: not in the CRM'; return d; }
+    if (who.found === 'unknown') { d.textContent = 'The CRM did not say who is calling'; return d; }
+    if (who.found === 'several') { d.appendChild(document.createTextNode('Several clients have this number:')); }
+    var ul = document.createElement('ul');
+    who.clients.forEach(function (c) {
+      var li = document.createElement('li');
+      var name = document.createElement('span'); name.className = 'name'; name.textContent = c.name;
+      var open = document.createElement('span'); open.className = 'open';
+      open.textContent = c.open.length ? 'open: ' + c.open.join(', ') : 'no open ' + document.body.dataset.records;
+      li.appendChild(name); li.appendChild(document.createTextNode(' ')); li.appendChild(open);
+      ul.appendChild(li);
+    });
+    d.appendChild(ul);
+    return d;
   }
   function show(c) {
     var li = document.createElement('li');
@@ -148,6 +212,7 @@ const SCRIPT: &str = r#"
     top.appendChild(st); top.appendChild(dir); li.appendChild(top);
     text(li, 'number', c.number || 'unknown number');
     text(li, 'did', c.did ? 'to ' + c.did : '');
+    li.appendChild(client(c.who));
     text(li, 'who', c.answered_by ? 'answered on ' + c.answered_by : '');
     var end = c.outcome ? c.outcome + (c.talk_secs > 0 ? ', talked ' + c.talk_secs + ' s' : '') : '';
     text(li, 'end', end);

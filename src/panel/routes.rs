@@ -30,6 +30,8 @@ pub struct PanelState {
     pub secure: bool,
     /// Ends the live streams on shutdown (they would hold the server open).
     pub stop: CancellationToken,
+    /// What the CRM's open records are called: `orders` (retailCRM), `cases` (Creatio).
+    pub records: &'static str,
 }
 
 pub fn router(state: PanelState) -> Router {
@@ -85,7 +87,7 @@ async fn panel(State(state): State<PanelState>, headers: HeaderMap) -> Response 
     let csrf = state.access.csrf_token(&session);
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Html(page::render(&session, &cards, &csrf)),
+        Html(page::render(&session, &cards, &csrf, state.records)),
     )
         .into_response()
 }
