@@ -39,7 +39,7 @@ async fn open_panel(h: &Harness, extension: &str) -> String {
 async fn open_panel_at(base: &str, extension: &str) -> String {
     let access = PanelAccess::new(LinkKey::new(LINK_SECRET));
     let link = access.link(
-        &base,
+        base,
         extension,
         Timestamp(Timestamp::now().0 + 3_600_000_000),
     );
