@@ -159,7 +159,7 @@ async fn crash_run(store_url: &str) {
         .iter()
         .filter_map(|c| Some((s(c, "Id"), contact_of.get(&s(c, "ContactId"))?.clone())))
         .collect();
-    let mut changed = Vec::new();
+    let mut changed = std::collections::BTreeSet::new();
     for (id, shape, number) in &expected {
         let inbound = shape.contains("inbound");
         let missed = shape.contains("missed");
@@ -180,13 +180,18 @@ async fn crash_run(store_url: &str) {
         } else if tasks != 0 {
             // An answer that fell into a crash's gap is seen by the resync only: the
             // call may then be judged otherwise (counted below), never twice.
-            changed.push(format!("{id}: {tasks} activities"));
+            changed.insert(id.clone());
         }
         let items = queued
             .iter()
             .filter(|q| case_number.get(&s(q, "EntityRecordId")) == Some(number))
             .count();
-        assert_eq!(items, usize::from(missed), "queue items of {number} ({id})");
+        assert!(items <= 1, "queue items of {number} ({id}): {items}");
+        if missed {
+            assert_eq!(items, 1, "queue items of {number} ({id})");
+        } else if items != 0 {
+            changed.insert(id.clone());
+        }
     }
     // Every activity once: its marker is unique.
     let mut markers = HashMap::new();
@@ -205,7 +210,8 @@ async fn crash_run(store_url: &str) {
     assert!(twice.is_empty(), "activities made twice: {twice:?}");
     eprintln!("creatio crash run: calls judged otherwise after a crash: {changed:?}");
     assert!(
-        changed.len() * 50 <= calls,
+        // 2% of the calls, and two in a short run.
+        changed.len() <= (calls / 50).max(2),
         "{} of {calls} calls judged otherwise: {changed:?}",
         changed.len()
     );

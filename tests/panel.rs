@@ -94,14 +94,14 @@ async fn a_ringing_call_is_on_its_extensions_panel_at_once_and_on_no_other() {
     let h = panel_harness().await;
     let base = format!("http://{}", h.running.http_addr);
     let anna = open_panel(&h, "101").await;
-    let page = http()
+    let response = http()
         .get(format!("{base}/panel"))
         .header("Cookie", &anna)
         .send()
         .await
         .expect("page");
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.expect("html");
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.expect("html");
     assert!(
         html.contains("Calls of extension <span id=\"ext\">101</span>"),
         "{html}"
@@ -157,15 +157,7 @@ async fn a_ringing_call_is_on_its_extensions_panel_at_once_and_on_no_other() {
     let (seen, _) = cards_until(&mut others, Duration::from_millis(300), |_| true).await;
     assert!(seen.is_empty(), "105 sees nothing of 101's call: {seen:?}");
     // A panel opened after the call still shows it, in the HTML itself.
-    let html = http()
-        .get(format!("{base}/panel"))
-        .header("Cookie", &anna)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let html = page(&base, &anna).await;
     assert!(
         html.contains("+79161234567") && html.contains("card ended"),
         "{html}"
@@ -273,6 +265,19 @@ fn panel_link_prints_a_signed_link_and_names_what_is_missing() {
     assert!(!ok && err.contains("--ttl"), "{err}");
 }
 
+/// The panel page as `cookie`'s employee gets it.
+async fn page(base: &str, cookie: &str) -> String {
+    http()
+        .get(format!("{base}/panel"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html")
+}
+
 /// Opens 101's event stream on `base`.
 async fn stream(base: &str, cookie: &str) -> reqwest::Response {
     let r = http()
@@ -376,17 +381,9 @@ async fn on_creatio_several_contacts_with_the_number_are_all_listed() {
         Some(1),
         "Nina's open case"
     );
-    let page = http()
-        .get(format!("{base}/panel"))
-        .header("Cookie", &cookie)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let html = page(&base, &cookie).await;
     assert!(
-        page.contains("data-records=\"cases\""),
+        html.contains("data-records=\"cases\""),
         "Creatio's records are cases"
     );
     h.settle().await;

@@ -19,16 +19,12 @@ pub fn render(
         list.push_str(&card_html(card, records));
     }
     let empty = if cards.is_empty() { "" } else { " hidden" };
+    let head = head(
+        &format!("Calls · extension {ext} · callbridge"),
+        &format!(r#"<meta name="csrf-token" content="{csrf}">"#),
+    );
     format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="csrf-token" content="{csrf}">
-<title>Calls · extension {ext} · callbridge</title>
-<style>{STYLE}</style>
-</head>
+        r#"{head}
 <body data-records="{records}">
 <header>
   <h1>Calls of extension <span id="ext">{ext}</span></h1>
@@ -52,15 +48,9 @@ pub fn refusal(why: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect::<String>(),
         None => String::new(),
     };
+    let head = head("callbridge panel", "");
     format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>callbridge panel</title>
-<style>{STYLE}</style>
-</head>
+        r#"{head}
 <body>
 <header><h1>callbridge panel</h1></header>
 <main><p class="card refused" role="alert">{why}.</p>
@@ -69,6 +59,21 @@ pub fn refusal(why: &str) -> String {
 </html>
 "#,
         why = escape(&why)
+    )
+}
+
+/// The document's start: its `<head>` with the style.
+fn head(title: &str, meta: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+{meta}
+<title>{title}</title>
+<style>{STYLE}</style>
+</head>"#
     )
 }
 
@@ -217,6 +222,8 @@ const SCRIPT: &str = r#"
     var end = c.outcome ? c.outcome + (c.talk_secs > 0 ? ', talked ' + c.talk_secs + ' s' : '') : '';
     text(li, 'end', end);
     var old = document.getElementById(li.id);
+    // When the call first showed here (the latency measurement reads it).
+    li.dataset.seen = old && old.dataset.seen ? old.dataset.seen : String(Date.now());
     if (old) { list.replaceChild(li, old); } else { list.insertBefore(li, list.firstChild); }
     empty.hidden = true;
   }
