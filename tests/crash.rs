@@ -23,10 +23,8 @@ use std::time::Duration;
 use callbridge::store::{ActionFilter, ActionRow, CallRow, Commit, Store};
 use callbridge::tools::sim::ami::AmiSim;
 use callbridge::tools::sim::retailcrm::SimState;
-use common::crash::{env_usize, linkedids, play_held};
+use common::crash::{env_usize, killer, linkedids, play_held};
 use common::{ami_options, config_toml_store, fixture, DaemonProcess, PgSchema};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 const SHAPES: &[&str] = &[
     "iax2/inbound_answered",
@@ -63,22 +61,7 @@ async fn crash_run(store_url: &str) {
     let tool = Store::open(store_url).await.expect("test's store handle");
 
     // The killer: SIGKILL at random moments while the calls flow, restart after a pause.
-    let killer = {
-        let config = config.clone();
-        let log = log.clone();
-        tokio::spawn(async move {
-            let mut rng = StdRng::from_entropy();
-            let mut daemon = daemon;
-            for _ in 0..kills {
-                tokio::time::sleep(Duration::from_millis(rng.gen_range(150..700))).await;
-                let _ = daemon.0.kill(); // SIGKILL
-                let _ = daemon.0.wait();
-                tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
-                daemon = DaemonProcess::spawn(&config, &log, false);
-            }
-            daemon
-        })
-    };
+    let killer = killer(daemon, config.clone(), log.clone(), kills, 150..700);
 
     // The calls: a new one every CRASH_SPACING_MS (40 ms: 25 new calls a second, about
     // 25 live at any moment), each about a second long.

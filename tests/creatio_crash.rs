@@ -16,11 +16,9 @@ use std::time::Duration;
 use callbridge::store::{ActionFilter, Store};
 use callbridge::tools::sim::ami::AmiSim;
 use callbridge::tools::sim::creatio::{CreatioSim, CreatioSimOptions, Fault};
-use common::crash::{env_usize, linkedids, play_held};
+use common::crash::{env_usize, killer, linkedids, play_held};
 use common::creatio::{creatio_config, Side};
 use common::{ami_options, fixture, DaemonProcess, PgSchema};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 /// The recordings and the number each one's client has.
@@ -71,22 +69,8 @@ async fn crash_run(store_url: &str) {
     );
     let tool = Store::open(store_url).await.expect("test's store handle");
 
-    let killer = {
-        let config = config.clone();
-        let log = log.clone();
-        tokio::spawn(async move {
-            let mut rng = StdRng::from_entropy();
-            let mut daemon = daemon;
-            for _ in 0..kills {
-                tokio::time::sleep(Duration::from_millis(rng.gen_range(200..800))).await;
-                let _ = daemon.0.kill(); // SIGKILL
-                let _ = daemon.0.wait();
-                tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
-                daemon = DaemonProcess::spawn(&config, &log, false);
-            }
-            daemon
-        })
-    };
+    // The killer: SIGKILL at random moments while the calls flow, restart after a pause.
+    let killer = killer(daemon, config.clone(), log.clone(), kills, 200..800);
 
     // Each call its own client number: (call id, kind, number).
     let mut expected: Vec<(String, &str, String)> = Vec::new();

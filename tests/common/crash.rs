@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use callbridge::tools::sim::ami::AmiSim;
 use callbridge::tools::sim::transcript::Transcript;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::DaemonProcess;
 
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -36,4 +40,28 @@ pub async fn play_held(pbx: AmiSim, t: Transcript, speed: f64) {
         }
         pbx.send_raw(chunk);
     }
+}
+
+/// Kills `daemon` with SIGKILL `kills` times, each after `alive_ms` (a random span in
+/// it), and starts `callbridge run --config <config>` again after a short pause; the
+/// daemon running at the end.
+pub fn killer(
+    daemon: DaemonProcess,
+    config: std::path::PathBuf,
+    log: String,
+    kills: usize,
+    alive_ms: std::ops::Range<u64>,
+) -> tokio::task::JoinHandle<DaemonProcess> {
+    tokio::spawn(async move {
+        let mut rng = StdRng::from_entropy();
+        let mut daemon = daemon;
+        for _ in 0..kills {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(alive_ms.clone()))).await;
+            let _ = daemon.0.kill(); // SIGKILL
+            let _ = daemon.0.wait();
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
+            daemon = DaemonProcess::spawn(&config, &log, false);
+        }
+        daemon
+    })
 }
