@@ -90,6 +90,7 @@ pub async fn run_reloadable(
         access: crate::panel::PanelAccess::new(link_key.clone()),
         secure: config.http.public_url.starts_with("https://"),
         stop: http_stop.clone(),
+        store: store.clone(),
         records: match config.crm.kind {
             crate::config::CrmKind::RetailCrm => "orders",
             _ => "cases",

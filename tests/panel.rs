@@ -389,3 +389,133 @@ async fn on_creatio_several_contacts_with_the_number_are_all_listed() {
     h.settle().await;
     h.stop().await;
 }
+
+/// The CSRF token of `cookie`'s page.
+async fn csrf_of(base: &str, cookie: &str) -> String {
+    let html = page(base, cookie).await;
+    html.split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf meta")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choosing_one_of_several_clients_sends_the_calls_records_to_it() {
+    let h = panel_harness().await;
+    let base = format!("http://{}", h.running.http_addr);
+    let mut ids = Vec::new();
+    for name in ["Older", "Newer"] {
+        let customer = h
+            .crm
+            .seed_customer(
+                serde_json::json!({"firstName": "Client", "lastName": name, "managerId": 3,
+                                              "phones": [{"number": "+7 916 123 45 67"}]}),
+            )
+            .expect("customer");
+        h.crm
+            .seed_order(
+                serde_json::json!({"customer": {"id": customer}, "status": "new", "managerId": 3}),
+            )
+            .expect("order");
+        ids.push(customer);
+    }
+    let older = ids[0].to_string();
+    let anna = open_panel(&h, "101").await;
+    let csrf = csrf_of(&base, &anna).await;
+    let mut events = stream(&base, &anna).await;
+    // Slowly enough to choose while the call goes on.
+    let pbx = h.pbx.clone();
+    let player = tokio::spawn(async move {
+        pbx.play(&common::fixture("iax2/inbound_answered"), 2.0)
+            .await;
+    });
+    let (cards, found) = cards_until(&mut events, Duration::from_secs(5), |c| {
+        c["who"]["found"] == "several"
+    })
+    .await;
+    assert!(found, "{cards:?}");
+    let call_id = cards.last().expect("card")["call_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let url = format!("{base}/panel/calls/{call_id}/client");
+    let choice = serde_json::json!({"client": older});
+    let without = http()
+        .post(&url)
+        .header("Cookie", &anna)
+        .json(&choice)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        without.status(),
+        403,
+        "a POST without the CSRF token is refused"
+    );
+    let forged = http()
+        .post(&url)
+        .header("Cookie", &anna)
+        .header("X-CSRF-Token", "00ff")
+        .json(&choice)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(forged.status(), 403);
+    let stranger = http()
+        .post(&url)
+        .header("Cookie", &anna)
+        .header("X-CSRF-Token", &csrf)
+        .json(&serde_json::json!({"client": "999"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(stranger.status(), 400, "only a client with the number");
+    let other = open_panel(&h, "105").await;
+    let other_csrf = csrf_of(&base, &other).await;
+    let elsewhere = http()
+        .post(&url)
+        .header("Cookie", &other)
+        .header("X-CSRF-Token", &other_csrf)
+        .json(&choice)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        elsewhere.status(),
+        404,
+        "another extension cannot choose for this call"
+    );
+    let chosen = http()
+        .post(&url)
+        .header("Cookie", &anna)
+        .header("X-CSRF-Token", &csrf)
+        .json(&choice)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(chosen.status(), 204);
+    let (cards, marked) = cards_until(&mut events, Duration::from_secs(5), |c| {
+        c["who"]["chosen"] == older.as_str()
+    })
+    .await;
+    assert!(marked, "the card says who was chosen: {cards:?}");
+    player.await.expect("played");
+    h.wait_outbox_settled().await;
+    let tasks = h.crm.state().tasks;
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(
+        tasks[0].customer.as_ref().map(|c| c.id),
+        Some(ids[0]),
+        "the chosen client's task: {:#?}",
+        tasks[0]
+    );
+    assert!(
+        tasks[0]
+            .text
+            .contains("chosen by the employee on the panel"),
+        "{}",
+        tasks[0].text
+    );
+    h.stop().await;
+}

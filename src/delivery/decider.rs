@@ -165,6 +165,14 @@ impl Decider {
             Moment::Answered { .. } => config.create_on == CreateOn::Answer,
             Moment::Ended { .. } => true,
         } && header.direction != crate::call::Direction::Internal;
+        let chosen = if needs_customers {
+            store
+                .chosen_client(call_id)
+                .await?
+                .and_then(|id| crate::ids::CrmId::new(&id))
+        } else {
+            None
+        };
         let snapshot = CrmSnapshot {
             customers: if needs_customers {
                 self.customers(&phone).await?
@@ -172,6 +180,7 @@ impl Decider {
                 Vec::new()
             },
             earlier,
+            chosen,
         };
         // The campaign data the dialplan set, as the customer's and order's source.
         let source = crate::actions::Source::of_campaign(&header.campaign);

@@ -49,6 +49,8 @@ pub struct CrmSnapshot {
     pub customers: Vec<Customer>,
     /// What earlier moments of this call created.
     pub earlier: Earlier,
+    /// The client an employee chose on the panel, when several have the number.
+    pub chosen: Option<CrmId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,13 +131,18 @@ pub enum Handler<'a> {
     Nobody,
 }
 
-/// The caller's customer: the most recently active one of those with the number.
+/// The caller's customer: the one an employee chose on the panel, else the most recently
+/// active one of those with the number.
 pub fn classify(snapshot: &CrmSnapshot) -> ClientKind<'_> {
-    let Some(customer) = snapshot
-        .customers
-        .iter()
-        .max_by(|a, b| a.last_activity.cmp(&b.last_activity).then(a.id.cmp(&b.id)))
-    else {
+    let chosen = snapshot
+        .chosen
+        .and_then(|id| snapshot.customers.iter().find(|c| c.id == id));
+    let Some(customer) = chosen.or_else(|| {
+        snapshot
+            .customers
+            .iter()
+            .max_by(|a, b| a.last_activity.cmp(&b.last_activity).then(a.id.cmp(&b.id)))
+    }) else {
         return ClientKind::New;
     };
     match customer

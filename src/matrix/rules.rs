@@ -36,9 +36,16 @@ impl Context {
         };
         let several = if snapshot.customers.len() > 1 {
             let chosen = classify(snapshot);
-            let chosen_id = match chosen {
-                ClientKind::Existing(c, _) | ClientKind::Returning(c) => c.id.to_string(),
-                ClientKind::New => "?".to_string(),
+            let (chosen_id, why) = match chosen {
+                ClientKind::Existing(c, _) | ClientKind::Returning(c) => (
+                    c.id.to_string(),
+                    if snapshot.chosen == Some(c.id) {
+                        "chosen by the employee on the panel"
+                    } else {
+                        "the most recently active"
+                    },
+                ),
+                ClientKind::New => ("?".to_string(), "the most recently active"),
             };
             let list: Vec<String> = snapshot
                 .customers
@@ -46,7 +53,7 @@ impl Context {
                 .map(|c| format!("#{} {}", c.id, c.name))
                 .collect();
             format!(
-                " The number matched several clients ({}); this is #{chosen_id}, the most recently active.",
+                " The number matched several clients ({}); this is #{chosen_id}, {why}.",
                 list.join(", ")
             )
         } else {

@@ -131,6 +131,7 @@ fn returning(manager: UserId) -> Customer {
 
 fn snapshot(customers: Vec<Customer>) -> CrmSnapshot {
     CrmSnapshot {
+        chosen: None,
         customers,
         earlier: Earlier::default(),
     }
@@ -620,6 +621,39 @@ fn decided_several_customers_share_the_number() {
         "task for 3 on customer #11 done: Call with the client: inbound call +79161234567, talked: 101. The number matched several clients (#12 Olga Sidorova, #11 Ivan Petrov); this is #11, the most recently active."
     );
     assert_eq!(lines.len(), 3);
+}
+
+#[test]
+fn decided_several_customers_the_one_chosen_on_the_panel_is_the_caller() {
+    // Olga (Boris's, orders closed) was chosen on the panel over the more recently
+    // active Ivan: the call is hers (returning: a new order, the one who answered
+    // becomes responsible), and the tasks say why.
+    let s = summary(Direction::Inbound, Outcome::Answered, &["101"]);
+    let mut snap = snapshot(vec![returning(BORIS), existing(ANNA)]);
+    snap.chosen = Some(snap.customers[0].id);
+    let lines = ended(&s, &snap, CreateOn::Answer);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("task for 3 on customer #12 done")
+                && l.ends_with("this is #12, chosen by the employee on the panel.")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("order") && l.contains("#12")),
+        "{lines:#?}"
+    );
+    // A choice of someone without the number is no choice.
+    snap.chosen = Some(crate::ids::CrmId::from(99));
+    let lines = ended(&s, &snap, CreateOn::Answer);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("this is #11, the most recently active")),
+        "{lines:#?}"
+    );
 }
 
 #[test]

@@ -52,6 +52,8 @@ pub struct Who {
     pub found: &'static str,
     /// The clients with the number, the most recently active first.
     pub clients: Vec<Client>,
+    /// The one an employee chose on the panel (its id), when several have the number.
+    pub chosen: Option<String>,
 }
 
 /// One client with the caller's number.
@@ -94,6 +96,7 @@ impl Who {
                         .collect(),
                 })
                 .collect(),
+            chosen: None,
         }
     }
 }
@@ -170,11 +173,34 @@ impl PanelHub {
                     Who {
                         found: "unknown",
                         clients: Vec::new(),
+                        chosen: None,
                     }
                 }
             };
             hub.identified(&call_id, who);
         });
+    }
+
+    /// The card of `call_id`, as `extension` may see it.
+    pub fn card(&self, call_id: &str, extension: &str) -> Option<Arc<Card>> {
+        let cards = self.cards.lock().unwrap_or_else(|p| p.into_inner());
+        cards.get(call_id).filter(|c| c.seen_by(extension)).cloned()
+    }
+
+    /// An employee chose `client` among the callers with the number.
+    pub fn chosen(&self, call_id: &str, client: &str) {
+        let mut cards = self.cards.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(before) = cards.get(call_id) else {
+            return;
+        };
+        let mut card = (**before).clone();
+        if let Some(who) = card.who.as_mut() {
+            who.chosen = Some(client.to_string());
+        }
+        let card = Arc::new(card);
+        cards.insert(call_id.to_string(), card.clone());
+        drop(cards);
+        let _ = self.tx.send(card);
     }
 
     /// The CRM said who `call_id`'s caller is.

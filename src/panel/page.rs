@@ -95,7 +95,7 @@ fn card_html(c: &Card, records: &str) -> String {
         (Some(o), _) => o.to_string(),
         _ => String::new(),
     };
-    let client = who_html(c.who.as_ref(), records);
+    let client = who_html(&c.call_id, c.who.as_ref(), records);
     format!(
         r#"<li class="card {state}" id="call-{id}" tabindex="0" data-started="{started}"><div class="top"><span class="state">{state}</span><span class="dir">{dir}</span></div><div class="number">{number}</div><div class="did">{did}</div>{client}<div class="who">{who}</div><div class="end">{end}</div></li>"#,
         state = c.state,
@@ -106,7 +106,7 @@ fn card_html(c: &Card, records: &str) -> String {
 }
 
 /// Who is calling: one client, several, a new caller; the same markup as the script's.
-fn who_html(who: Option<&super::hub::Who>, records: &str) -> String {
+fn who_html(call_id: &str, who: Option<&super::hub::Who>, records: &str) -> String {
     let Some(who) = who else {
         return r#"<div class="client looking">looking up the caller…</div>"#.to_string();
     };
@@ -116,8 +116,18 @@ fn who_html(who: Option<&super::hub::Who>, records: &str) -> String {
         } else {
             format!("open: {}", escape(&c.open.join(", ")))
         };
+        // Several: each is a choice; the chosen one is marked.
+        let pick = match &who.chosen {
+            Some(id) if *id == c.id => r#" <strong class="chosen">the caller</strong>"#.to_string(),
+            _ if who.found == "several" => format!(
+                r#" <button type="button" class="choose" data-call="{}" data-client="{}">This is the caller</button>"#,
+                escape(call_id),
+                escape(&c.id)
+            ),
+            _ => String::new(),
+        };
         format!(
-            r#"<li><span class="name">{}</span> <span class="open">{open}</span></li>"#,
+            r#"<li><span class="name">{}</span> <span class="open">{open}</span>{pick}</li>"#,
             escape(&c.name)
         )
     };
@@ -171,6 +181,10 @@ h1 { font-size: 1.2rem; margin: 0.25rem 0; }
 .client .name { font-weight: 700; font-size: 1.1rem; }
 .client .open { color: #5b6475; font-size: 0.9rem; }
 .client.none { font-weight: 700; color: #a142f4; }
+.client li { margin: 0.15rem 0; }
+.choose { font: inherit; font-size: 0.85rem; margin-left: 0.4rem; padding: 0.1rem 0.5rem; border: 1px solid #1a73e8; color: #1a73e8; background: #fff; border-radius: 0.3rem; cursor: pointer; }
+.choose:focus { outline: 3px solid #1a73e8; outline-offset: 1px; }
+.chosen { color: #137333; margin-left: 0.4rem; }
 .client.looking, .client.unknown { color: #5b6475; font-style: italic; }
 "#;
 
@@ -185,7 +199,20 @@ const SCRIPT: &str = r#"
     d.textContent = value || '';
     el.appendChild(d);
   }
-  function client(who) {
+  var csrf = document.querySelector('meta[name="csrf-token"]').content;
+  list.addEventListener('click', function (e) {
+    var b = e.target.closest('button.choose');
+    if (!b) { return; }
+    b.disabled = true;
+    fetch('/panel/calls/' + encodeURIComponent(b.dataset.call) + '/client', {
+      method: 'POST', credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+      body: JSON.stringify({ client: b.dataset.client })
+    }).then(function (r) {
+      if (!r.ok) { b.disabled = false; status.textContent = 'the choice was not kept: ' + r.status; }
+    }, function () { b.disabled = false; status.textContent = 'the choice was not sent'; });
+  });
+  function client(who, callId) {
     var d = document.createElement('div');
     if (!who) { d.className = 'client looking'; d.textContent = 'looking up the caller…'; return d; }
     d.className = 'client ' + who.found;
@@ -199,6 +226,14 @@ const SCRIPT: &str = r#"
       var open = document.createElement('span'); open.className = 'open';
       open.textContent = c.open.length ? 'open: ' + c.open.join(', ') : 'no open ' + document.body.dataset.records;
       li.appendChild(name); li.appendChild(document.createTextNode(' ')); li.appendChild(open);
+      if (who.chosen === c.id) {
+        var mark = document.createElement('strong'); mark.className = 'chosen'; mark.textContent = 'the caller';
+        li.appendChild(document.createTextNode(' ')); li.appendChild(mark);
+      } else if (who.found === 'several') {
+        var b = document.createElement('button'); b.type = 'button'; b.className = 'choose';
+        b.dataset.call = callId; b.dataset.client = c.id; b.textContent = 'This is the caller';
+        li.appendChild(document.createTextNode(' ')); li.appendChild(b);
+      }
       ul.appendChild(li);
     });
     d.appendChild(ul);
@@ -217,7 +252,7 @@ const SCRIPT: &str = r#"
     top.appendChild(st); top.appendChild(dir); li.appendChild(top);
     text(li, 'number', c.number || 'unknown number');
     text(li, 'did', c.did ? 'to ' + c.did : '');
-    li.appendChild(client(c.who));
+    li.appendChild(client(c.who, c.call_id));
     text(li, 'who', c.answered_by ? 'answered on ' + c.answered_by : '');
     var end = c.outcome ? c.outcome + (c.talk_secs > 0 ? ', talked ' + c.talk_secs + ' s' : '') : '';
     text(li, 'end', end);

@@ -32,6 +32,8 @@ pub struct PanelState {
     pub stop: CancellationToken,
     /// What the CRM's open records are called: `orders` (retailCRM), `cases` (Creatio).
     pub records: &'static str,
+    /// Where choices made on the panel are kept for the call's decisions.
+    pub store: crate::store::Store,
 }
 
 pub fn router(state: PanelState) -> Router {
@@ -39,6 +41,10 @@ pub fn router(state: PanelState) -> Router {
         .route("/panel", get(panel))
         .route("/panel/login", get(login))
         .route("/panel/events", get(events))
+        .route(
+            "/panel/calls/{call_id}/client",
+            axum::routing::post(choose_client),
+        )
         .with_state(state)
 }
 
@@ -111,6 +117,70 @@ async fn events(State(state): State<PanelState>, headers: HeaderMap) -> Response
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Choice {
+    client: String,
+}
+
+/// `POST /panel/calls/{call_id}/client` `{"client": "<id>"}` with `X-CSRF-Token`: this
+/// call is about that one of the clients sharing the number. Kept with the call; the
+/// matrix's records made after it go to that client.
+async fn choose_client(
+    State(state): State<PanelState>,
+    axum::extract::Path(call_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let session = match session(&state, &headers) {
+        Ok(s) => s,
+        Err(e) => return refusal(StatusCode::UNAUTHORIZED, &e),
+    };
+    let token = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !state.access.csrf_ok(&session, token) {
+        return (StatusCode::FORBIDDEN, "the request has no valid CSRF token").into_response();
+    }
+    let Ok(choice) = serde_json::from_slice::<Choice>(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected {\"client\": \"<id>\"}").into_response();
+    };
+    let Some(card) = state.hub.card(&call_id, &session.extension) else {
+        return (StatusCode::NOT_FOUND, "no such call on this panel").into_response();
+    };
+    let known = card
+        .who
+        .as_ref()
+        .is_some_and(|w| w.clients.iter().any(|c| c.id == choice.client));
+    if !known {
+        return (
+            StatusCode::BAD_REQUEST,
+            "that client does not have the caller's number",
+        )
+            .into_response();
+    }
+    if let Err(e) = state
+        .store
+        .choose_client(
+            &call_id,
+            &choice.client,
+            &session.extension,
+            Timestamp::now(),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, call_id, "the panel's choice could not be stored");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the choice could not be kept; try again",
+        )
+            .into_response();
+    }
+    info!(call_id, extension = %session.extension, client = %choice.client, "client chosen on the panel");
+    state.hub.chosen(&call_id, &choice.client);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// One panel's cards: those it sees now, then each new one of its extension.

@@ -9,6 +9,7 @@
 //! in `outbox.rs`.
 
 mod calls;
+mod choices;
 mod followers;
 mod outbox;
 

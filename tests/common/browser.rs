@@ -123,6 +123,27 @@ impl Browser {
         text["value"].as_str().map(str::to_string)
     }
 
+    /// Clicks the first element matching `css`.
+    pub async fn click(&self, css: &str) {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        // Gone (redrawn) since: the caller tries again.
+        let Some(id) = found["value"][ELEMENT].as_str().map(str::to_string) else {
+            return;
+        };
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
     /// Waits until an element matches `css`; its text. Panics after `within`.
     pub async fn wait_for(&self, css: &str, within: Duration) -> String {
         let deadline = tokio::time::Instant::now() + within;
