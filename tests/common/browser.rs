@@ -107,8 +107,8 @@ impl Browser {
             .clone()
     }
 
-    /// The text of the first element matching `css`, if there is one.
-    pub async fn text(&self, css: &str) -> Option<String> {
+    /// The WebDriver id of the first element matching `css`, if there is one.
+    async fn find(&self, css: &str) -> Option<String> {
         let found = self
             .call(
                 reqwest::Method::POST,
@@ -116,24 +116,22 @@ impl Browser {
                 Some(json!({"using": "css selector", "value": css})),
             )
             .await;
-        let id = found["value"][ELEMENT].as_str()?.to_string();
+        found["value"][ELEMENT].as_str().map(str::to_string)
+    }
+
+    /// The text of the first element matching `css`, if there is one.
+    pub async fn text(&self, css: &str) -> Option<String> {
+        let id = self.find(css).await?;
         let text = self
             .call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
             .await;
         text["value"].as_str().map(str::to_string)
     }
 
-    /// Clicks the first element matching `css`.
+    /// Clicks the first element matching `css` (nothing when there is none: it may have
+    /// been redrawn since, and the caller tries again).
     pub async fn click(&self, css: &str) {
-        let found = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        // Gone (redrawn) since: the caller tries again.
-        let Some(id) = found["value"][ELEMENT].as_str().map(str::to_string) else {
+        let Some(id) = self.find(css).await else {
             return;
         };
         self.call(
