@@ -114,6 +114,9 @@ pub struct PanelHub {
     cards: Arc<Mutex<HashMap<String, Arc<Card>>>>,
     /// Asks the CRM who is calling (set once the decider exists).
     identifier: Arc<OnceLock<Decider>>,
+    /// When ended cards were last forgotten (Unix ms): at most once a second, so a
+    /// busy PBX's steps do not each walk every card.
+    pruned_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Default for PanelHub {
@@ -129,6 +132,7 @@ impl PanelHub {
             tx,
             cards: Arc::default(),
             identifier: Arc::default(),
+            pruned_ms: Arc::default(),
         }
     }
 
@@ -143,7 +147,11 @@ impl PanelHub {
         let before = cards.get(&update.header.external_id()).cloned();
         let card = Arc::new(card_of(before.as_deref(), update));
         let now = update.at.0.div_euclid(1000);
-        cards.retain(|_, c| c.state != "ended" || now - c.at_ms < KEEP_ENDED_SECS * 1000);
+        let pruned = &self.pruned_ms;
+        if now - pruned.load(std::sync::atomic::Ordering::Relaxed) >= 1000 {
+            pruned.store(now, std::sync::atomic::Ordering::Relaxed);
+            cards.retain(|_, c| c.state != "ended" || now - c.at_ms < KEEP_ENDED_SECS * 1000);
+        }
         cards.insert(card.call_id.clone(), card.clone());
         drop(cards);
         let first = before.is_none();
